@@ -1,0 +1,51 @@
+"""lmchain_pipeline: collect -> curate -> gate -> annotate -> pretrain -> finetune -> evaluate
+-> register -> deploy.
+
+Wiring only: every task runs ``lmchain.airflow_tasks.stage_task`` for one stage, and tasks
+pass small manifests (URIs, counts, metrics) through XCom, never data.
+"""
+
+from datetime import timedelta
+
+from airflow.sdk import dag, task
+
+from lmchain.airflow_tasks import params_schema, stage_task
+
+default_args = {
+    "owner": "lmchain",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def stage(name, **kwargs):
+    # Training stages go to the GPU workers' queue (ignored by the LocalExecutor).
+    queue = {"queue": "gpu"} if name in ("pretrain", "finetune") else {}
+    return task(stage_task, task_id=name, **queue)(name, **kwargs)
+
+
+@dag(
+    dag_id="lmchain_pipeline",
+    schedule=None,
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    params=params_schema(),
+    tags=["lmchain", "training"],
+    doc_md=__doc__,
+)
+def lmchain_pipeline():
+    collected = stage("collect")
+    curated = stage("curate", collect=collected)
+    gated = stage("gate", curate=curated)
+    labelled = stage("annotate", gate=gated)
+    pretrained = stage("pretrain", gate=gated, annotate=labelled)
+    tuned = stage("finetune", pretrain=pretrained, annotate=labelled)
+    evaluated = stage("evaluate", finetune=tuned, annotate=labelled)
+    registered = stage("register", finetune=tuned, evaluate=evaluated)
+    stage("deploy", register=registered)
+
+
+lmchain_pipeline()

@@ -1,0 +1,59 @@
+"""The environment that points Airflow, MLflow and GX at one LMCHAIN_HOME.
+
+Values the user already exported win, so the scale-out path (PostgreSQL, Celery, an MLflow
+server) is configured by environment variables alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lmchain.errors import LmchainError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def airflow_env(lm_home: Path) -> dict[str, str]:
+    ah = lm_home / "airflow"
+    return {
+        "LMCHAIN_HOME": str(lm_home),
+        "AIRFLOW_HOME": str(ah),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{ah / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "GX_ANALYTICS_ENABLED": "False",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{lm_home / 'mlflow' / 'mlflow.db'}",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def apply(lm_home: Path) -> dict[str, str]:
+    """Export the defaults into this process (without overriding the user's own values)."""
+    for key, value in airflow_env(lm_home).items():
+        os.environ.setdefault(key, value)
+    (lm_home / "airflow").mkdir(parents=True, exist_ok=True)
+    (lm_home / "mlflow").mkdir(parents=True, exist_ok=True)
+    return {k: os.environ[k] for k in airflow_env(lm_home)}
+
+
+def airflow_cli() -> list[str]:
+    return [str(Path(sys.executable).with_name("airflow"))]
+
+
+def ensure_db(lm_home: Path) -> None:
+    """Create or upgrade the Airflow metadata DB (idempotent; skipped when it is current)."""
+    stamp = lm_home / "airflow" / ".db-migrated"
+    db_url = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    if stamp.is_file() and stamp.read_text() == db_url:
+        return
+    proc = subprocess.run(airflow_cli() + ["db", "migrate"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LmchainError(f"`airflow db migrate` failed for {db_url}: {proc.stderr.strip()[-800:]}")
+    stamp.write_text(db_url)

@@ -1,0 +1,124 @@
+"""Annotate: import labels from files, join them onto the gated corpus, split stratified.
+
+Labels are matched to corpus records by their normalised text, so the labelled set only holds
+texts that passed curation and the gate. Labelled rows that cannot be used are kept in
+``rejects.jsonl`` with a reason: not in the corpus, an unknown label, or conflicting labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter, defaultdict
+
+from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, sha256_text, write_json, write_jsonl
+from lmchain.collect.files import read_file, resolve_files
+from lmchain.config import AnnotateConfig, FileSource
+from lmchain.curate.steps import normalize_text
+from lmchain.errors import InputError
+
+SPLITS = ("train", "validation", "test")
+
+
+def _label_id(raw: str, names: list[str]) -> int | None:
+    raw = raw.strip()
+    if raw in names:
+        return names.index(raw)
+    if raw.lstrip("-").isdigit() and 0 <= int(raw) < len(names):
+        return int(raw)
+    return None
+
+
+def load_labels(cfg: AnnotateConfig) -> tuple[dict[str, tuple[str, str]], list[dict], list[str]]:
+    """Read label files -> ({text hash: (text, raw label)}, rejects, label names)."""
+    rows: list[tuple[str, str, str]] = []  # (text, raw label, provenance)
+    rejects: list[dict] = []
+    for src in cfg.labels:
+        fs = FileSource(path=src.path, text_field=src.text_field, limit=src.limit)
+        for path in resolve_files(fs):
+            taken = 0
+            for line, text, extra, bad in read_file(path, src.text_field):
+                where = f"{path}#L{line}"
+                if bad:
+                    rejects.append({"where": where, "reason": bad, **extra})
+                    continue
+                if src.label_field not in extra:
+                    raise InputError(f"annotate.labels: {path} has no label column '{src.label_field}'; "
+                                     "set label_field to the column that holds the label")
+                if src.limit is not None and taken >= src.limit:
+                    break
+                taken += 1
+                rows.append((normalize_text(text), str(extra[src.label_field]), where))
+    names = list(cfg.label_names) or sorted({r[1].strip() for r in rows})
+    by_hash: dict[str, tuple[str, str]] = {}
+    conflicts: set[str] = set()
+    for text, raw, where in rows:
+        h = sha256_text(text)
+        if h in by_hash and by_hash[h][1] != raw:
+            conflicts.add(h)
+        by_hash.setdefault(h, (text, raw))
+    for h in conflicts:
+        text, raw = by_hash.pop(h)
+        rejects.append({"text": text, "label": raw, "reason": "conflicting_labels"})
+    return by_hash, rejects, names
+
+
+def stratified_split(examples: list[dict], cfg: AnnotateConfig) -> dict[str, list[dict]]:
+    rng = random.Random(cfg.seed)
+    by_label: dict[int, list[dict]] = defaultdict(list)
+    for ex in sorted(examples, key=lambda e: e["id"]):
+        by_label[ex["label"]].append(ex)
+    if cfg.max_examples is not None and len(examples) > cfg.max_examples:
+        share = cfg.max_examples / len(examples)
+        for label, items in by_label.items():
+            rng.shuffle(items)
+            by_label[label] = items[: max(1, round(len(items) * share))]
+    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for label in sorted(by_label):
+        items = by_label[label]
+        rng.shuffle(items)
+        n_test = round(len(items) * cfg.test_fraction)
+        n_val = round(len(items) * cfg.validation_fraction)
+        splits["test"] += items[:n_test]
+        splits["validation"] += items[n_test:n_test + n_val]
+        splits["train"] += items[n_test + n_val:]
+    for items in splits.values():
+        rng.shuffle(items)
+    return splits
+
+
+def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
+    corpus = inputs["gate"]["outputs"]["records"]
+    labels, rejects, names = load_labels(cfg)
+    examples, used = [], set()
+    for rec in read_jsonl(corpus):
+        h = sha256_text(rec["text"])
+        if h in labels and h not in used:
+            used.add(h)
+            text, raw = labels[h]
+            label = _label_id(raw, names)
+            if label is None:
+                rejects.append({"text": text, "label": raw, "reason": "unknown_label"})
+                continue
+            examples.append({"id": rec["id"], "text": rec["text"], "label": label, "label_name": names[label]})
+    for h, (text, raw) in labels.items():
+        if h not in used:
+            rejects.append({"text": text, "label": raw, "reason": "not_in_corpus"})
+    if len({e["label"] for e in examples}) < 2:
+        raise InputError(f"annotate: only {len(examples)} labelled examples with "
+                         f"{len({e['label'] for e in examples})} class(es) matched the corpus {corpus}; "
+                         "a classifier needs at least two classes. Check annotate.labels and the collect sources")
+    splits = stratified_split(examples, cfg)
+
+    with StageOutput(ctx, "annotate", dataclasses.asdict(cfg)) as out:
+        out.manifest.inputs = {"corpus": corpus, **{f"labels[{i}]": s.path for i, s in enumerate(cfg.labels)}}
+        for split, items in splits.items():
+            write_jsonl(out.output(split, f"{split}.jsonl"), items)
+        write_jsonl(out.output("rejects", "rejects.jsonl"), rejects)
+        write_json(out.output("labels", "labels.json"), {"names": names})
+        out.manifest.outputs["corpus"] = corpus
+        out.manifest.counts = {**{s: len(v) for s, v in splits.items()}, "rejects": len(rejects)}
+        out.manifest.drop_reasons = dict(Counter(r["reason"].split(":")[0] for r in rejects))
+        out.manifest.info = {"label_names": names,
+                             "class_counts": dict(Counter(names[e["label"]] for e in splits["train"]))}
+    return out.manifest

@@ -1,0 +1,193 @@
+"""``lmchain``: the command line.
+
+    lmchain demo                 run lmchain_pipeline through Airflow on SST-2, print a summary
+    lmchain run [--stages ...]   run stages in this process, without Airflow
+    lmchain serve                serve models:/<name>@champion over HTTP
+    lmchain up                   Airflow (standalone), the MLflow UI and the service together
+    lmchain config               show the resolved config, or every key with its doc
+    lmchain env                  print the environment that points Airflow/MLflow at LMCHAIN_HOME
+
+Bad input ends with one line on stderr naming the file or key and what to do (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from lmchain import STAGES
+from lmchain.errors import LmchainError
+
+
+def _config_args(p: argparse.ArgumentParser, default_recipe: str | None = "demo") -> None:
+    p.add_argument("--recipe", "-r", default=default_recipe,
+                   help="YAML recipe: a name in configs/ (demo, tiny) or a path (default: %(default)s)")
+    p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set finetune.epochs=2 (repeatable)")
+
+
+def preflight(cfg) -> None:
+    """Fail before starting anything when an input file is missing or unreadable."""
+    from lmchain.collect.files import resolve_files
+    from lmchain.config import FileSource
+
+    for src in cfg.collect.files:
+        resolve_files(src)
+    for src in cfg.annotate.labels:
+        resolve_files(FileSource(path=src.path, text_field=src.text_field))
+
+
+def cmd_demo(args) -> int:
+    import time
+
+    from lmchain import airflow_env
+    from lmchain.artifacts import home
+    from lmchain.config import load_config
+    from lmchain.dagrun import run_pipeline_dag
+
+    t0 = time.perf_counter()
+    lm_home = home()
+    airflow_env.apply(lm_home)
+    cfg = load_config(args.recipe, args.overrides)
+    preflight(cfg)
+    print(f"lmchain demo: LMCHAIN_HOME={lm_home}, recipe {args.recipe}", flush=True)
+    airflow_env.ensure_db(lm_home)
+    report = run_pipeline_dag(args.recipe, args.overrides)
+    from lmchain.summary import print_summary
+
+    print_summary(report, lm_home, total_seconds=time.perf_counter() - t0)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from datetime import datetime, timezone
+
+    from lmchain import airflow_env
+    from lmchain.artifacts import home
+    from lmchain.config import load_config
+    from lmchain.pipeline import run_all
+
+    lm_home = home()
+    airflow_env.apply(lm_home)
+    cfg = load_config(args.recipe, args.overrides)
+    stages = tuple(args.stages.split(",")) if args.stages else STAGES
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise LmchainError(f"unknown stage(s) {unknown}; stages are: {', '.join(STAGES)}")
+    preflight(cfg)
+    run_id = args.run_id or "cli_" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    done = run_all(cfg, run_id, stages)
+    for stage, m in done.items():
+        print(f"{stage:9s} counts={m['counts']} metrics={m['metrics']}")
+    print(f"run folder: {lm_home / 'runs' / run_id}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from lmchain import airflow_env
+    from lmchain.artifacts import home
+    from lmchain.serve.app import create_app
+
+    airflow_env.apply(home())
+    uri = args.model_uri or _champion_uri(args.model_name)
+    print(f"lmchain serve: {uri} on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+    uvicorn.run(create_app(uri), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _champion_uri(model_name: str | None) -> str:
+    """The model the last deploy smoke-tested, else the demo's model name."""
+    from lmchain.artifacts import home
+
+    if model_name:
+        return f"models:/{model_name}@champion"
+    current = home() / "deployments" / "current.json"
+    if current.is_file():
+        return json.loads(current.read_text())["model_uri"]
+    raise LmchainError(f"no deployment found in {current}; run `lmchain demo` first, or pass --model-uri "
+                       "models:/<name>@champion")
+
+
+def cmd_up(args) -> int:
+    from lmchain.up import run_services
+
+    return run_services(args.airflow_port, args.mlflow_port, args.serve_port)
+
+
+def cmd_config(args) -> int:
+    from lmchain.config import describe, load_config
+
+    if args.keys:
+        for key, doc, default in describe():
+            print(f"{key:34s} {json.dumps(default):>26s}  {doc}")
+        return 0
+    import yaml
+
+    print(yaml.safe_dump(load_config(args.recipe, args.overrides).to_dict(), sort_keys=False))
+    return 0
+
+
+def cmd_env(args) -> int:
+    from lmchain.airflow_env import airflow_env
+    from lmchain.artifacts import home
+
+    for key, value in airflow_env(home()).items():
+        print(f"export {key}={os.environ.get(key, value)!s}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmchain", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run lmchain_pipeline through Airflow and print a summary")
+    _config_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run stages in this process, without Airflow")
+    _config_args(p)
+    p.add_argument("--stages", help=f"comma-separated subset of: {','.join(STAGES)}")
+    p.add_argument("--run-id", help="reuse a run folder (stages not run are read from it)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="serve the champion model over HTTP")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model-uri", help="models:/<name>@<alias> or models:/<name>/<version>")
+    p.add_argument("--model-name", help="serve models:/<name>@champion")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("up", help="start the Airflow UI, the MLflow UI and the service")
+    p.add_argument("--airflow-port", type=int, default=8080)
+    p.add_argument("--mlflow-port", type=int, default=5000)
+    p.add_argument("--serve-port", type=int, default=8000)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("config", help="print the resolved config (or --keys: every key with its doc)")
+    _config_args(p)
+    p.add_argument("--keys", action="store_true")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("env", help="print exports that point Airflow and MLflow at LMCHAIN_HOME")
+    p.set_defaults(func=cmd_env)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LmchainError as exc:
+        print(f"lmchain: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

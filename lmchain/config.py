@@ -1,0 +1,357 @@
+"""Configuration: one dataclass per stage, loaded from a YAML recipe, overridable by flags.
+
+A recipe (``configs/*.yaml``) maps 1:1 onto :class:`PipelineConfig`. Overrides are dotted
+``key=value`` strings (``finetune.epochs=2``) from the CLI or from the DAG's Params; the
+value is parsed as YAML, so ``2`` is an int and ``[a, b]`` a list. An unknown key is an
+error that names the key, the file and the keys that would have been valid.
+
+Every field carries its documentation in ``metadata["doc"]`` so that ``lmchain config``
+and the Airflow trigger form can explain it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmchain.errors import ConfigError
+
+
+def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
+    """A dataclass field with its documentation attached."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+# --------------------------------------------------------------------------- stages
+
+
+@dataclass
+class FileSource:
+    """A local file or glob of text records."""
+
+    path: str = doc("File path or glob (txt, jsonl, csv, tsv). `${SST2}` expands to the SST-2 folder.")
+    text_field: str = doc("Column (csv/tsv) or key (jsonl) that holds the text; ignored for txt.", "text")
+    limit: int | None = doc("Read at most this many records from this source (None: all).", None)
+
+
+@dataclass
+class CollectConfig:
+    files: list[FileSource] = doc("Local files to read.", factory=list)
+    crawl_seeds: list[str] = doc("Start URLs of an HTTP crawl (same host only).", factory=list)
+    crawl_max_pages: int = doc("Stop the crawl after this many fetched pages.", 50)
+    crawl_timeout_s: float = doc("Timeout of one HTTP request, in seconds.", 10.0)
+    crawl_delay_s: float = doc("Pause between two requests to the same host, in seconds.", 0.0)
+    user_agent: str = doc("User-Agent header sent by the crawler.", "lmchain-crawler/0.1")
+
+    def __post_init__(self) -> None:
+        _check(bool(self.files or self.crawl_seeds), "collect",
+               "no source configured; add collect.files or collect.crawl_seeds")
+        _check(self.crawl_max_pages > 0, "collect.crawl_max_pages", "must be > 0")
+        for seed in self.crawl_seeds:
+            _check(seed.startswith(("http://", "https://")), "collect.crawl_seeds",
+                   f"'{seed}' is not an http(s) URL")
+
+
+@dataclass
+class CurateConfig:
+    normalize: bool = doc("Unicode NFKC, control characters removed, whitespace collapsed.", True)
+    min_chars: int = doc("Drop texts shorter than this (after normalisation).", 10)
+    max_chars: int = doc("Drop texts longer than this.", 20000)
+    min_words: int = doc("Drop texts with fewer words than this.", 2)
+    dedup: bool = doc("Drop exact duplicates of the normalised text.", True)
+
+    def __post_init__(self) -> None:
+        _check(self.min_chars >= 0, "curate.min_chars", "must be >= 0")
+        _check(self.max_chars > self.min_chars, "curate.max_chars", "must be greater than curate.min_chars")
+
+
+@dataclass
+class GateConfig:
+    min_rows: int = doc("Fail when the curated corpus has fewer rows than this.", 100)
+    min_chars: int = doc("Every text must be at least this long.", 1)
+    max_chars: int = doc("Every text must be at most this long.", 20000)
+    max_mean_chars: int = doc("Fail when the mean text length exceeds this (boilerplate pages).", 5000)
+
+    def __post_init__(self) -> None:
+        _check(self.min_rows >= 1, "gate.min_rows", "must be >= 1")
+        _check(self.max_chars >= self.min_chars, "gate.max_chars", "must be >= gate.min_chars")
+
+
+@dataclass
+class LabelSource:
+    """A file of (text, label) pairs, joined onto the curated corpus by normalised text."""
+
+    path: str = doc("CSV/TSV/JSONL file with a text and a label column. `${SST2}` expands.")
+    text_field: str = doc("Column holding the text.", "text")
+    label_field: str = doc("Column holding the label.", "label")
+    limit: int | None = doc("Read at most this many labelled rows (None: all).", None)
+
+
+@dataclass
+class AnnotateConfig:
+    labels: list[LabelSource] = doc("Label files to import.", factory=list)
+    label_names: list[str] = doc("Names of the label ids, in order (e.g. [negative, positive]).", factory=list)
+    max_examples: int | None = doc("Keep at most this many labelled examples (stratified).", None)
+    validation_fraction: float = doc("Share of labelled examples for validation.", 0.1)
+    test_fraction: float = doc("Share of labelled examples for the test split.", 0.2)
+    seed: int = doc("Seed of the stratified split.", 13)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.labels), "annotate.labels", "add at least one label file")
+        _check(0 < self.test_fraction < 1, "annotate.test_fraction", "must be in (0, 1)")
+        _check(0 <= self.validation_fraction < 1, "annotate.validation_fraction", "must be in [0, 1)")
+        _check(self.validation_fraction + self.test_fraction < 1, "annotate.test_fraction",
+               "validation_fraction + test_fraction must be < 1")
+
+
+@dataclass
+class TrainCommon:
+    ranks: int = doc("DeepSpeed processes (GPUs, or CPU ranks where there is no GPU).", 1)
+    zero_stage: int = doc("DeepSpeed ZeRO stage (0-3).", 0)
+    batch_size: int = doc("Micro-batch size per rank.", 16)
+    learning_rate: float = doc("Peak learning rate (AdamW).", 5e-5)
+    max_length: int = doc("Truncate texts to this many tokens.", 64)
+    max_steps: int = doc("Stop after this many optimizer steps (0: run the epochs).", 0)
+    epochs: float = doc("Passes over the data when max_steps is 0.", 1.0)
+    warmup_ratio: float = doc("Share of steps with linear learning-rate warm-up.", 0.06)
+    seed: int = doc("Random seed.", 42)
+    timeout_s: int = doc("Kill the training job after this many seconds.", 3600)
+
+    def _validate_common(self, section: str) -> None:
+        _check(self.ranks >= 1, f"{section}.ranks", "must be >= 1")
+        _check(self.zero_stage in (0, 1, 2, 3), f"{section}.zero_stage", "must be 0, 1, 2 or 3")
+        _check(self.batch_size >= 1, f"{section}.batch_size", "must be >= 1")
+        _check(self.learning_rate > 0, f"{section}.learning_rate", "must be > 0")
+        _check(8 <= self.max_length <= 512, f"{section}.max_length", "must be in [8, 512]")
+        _check(self.max_steps > 0 or self.epochs > 0, f"{section}.epochs", "set epochs > 0 or max_steps > 0")
+
+
+@dataclass
+class PretrainConfig(TrainCommon):
+    enabled: bool = doc("Run masked-LM pretraining; when false the stage passes base_model through.", True)
+    base_model: str = doc("'minilm' (packaged MiniLM-L6), 'tiny-bert' (built from config), a path or a hub id.",
+                          "minilm")
+    mlm_probability: float = doc("Share of tokens masked.", 0.15)
+    max_texts: int | None = doc("Pretrain on at most this many corpus texts (None: all).", None)
+
+    def __post_init__(self) -> None:
+        self._validate_common("pretrain")
+        _check(0 < self.mlm_probability < 1, "pretrain.mlm_probability", "must be in (0, 1)")
+
+
+@dataclass
+class FinetuneConfig(TrainCommon):
+    base_model: str = doc("'pretrain' (this run's pretrain output), 'minilm', 'tiny-bert', a path or a hub id.",
+                          "pretrain")
+
+    def __post_init__(self) -> None:
+        self._validate_common("finetune")
+
+
+@dataclass
+class EvaluateConfig:
+    batch_size: int = doc("Inference batch size.", 64)
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
+
+
+@dataclass
+class RegisterConfig:
+    model_name: str = doc("MLflow registered model name.", "lmchain-classifier")
+    experiment: str = doc("MLflow experiment that holds the pipeline's runs.", "lmchain")
+    metric: str = doc("Test metric that decides promotion (accuracy or macro_f1).", "accuracy")
+    alias: str = doc("Alias given to the promoted version.", "champion")
+    min_improvement: float = doc("Promote only when the metric beats the champion by more than this.", 0.0)
+
+    def __post_init__(self) -> None:
+        _check(self.metric in ("accuracy", "macro_f1"), "register.metric", "use 'accuracy' or 'macro_f1'")
+        _check(bool(self.model_name.strip()), "register.model_name", "must not be empty")
+
+
+@dataclass
+class DeployConfig:
+    host: str = doc("Host the smoke-test server binds to.", "127.0.0.1")
+    smoke_texts: list[str] = doc("Texts the deploy smoke test sends to the service.",
+                                 factory=lambda: ["a gripping, beautifully acted film", "dull and far too long"])
+    ready_timeout_s: float = doc("How long to wait for the service to load the model.", 180.0)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.smoke_texts), "deploy.smoke_texts", "give at least one text")
+
+
+@dataclass
+class PipelineConfig:
+    name: str = doc("Name of the recipe, shown in manifests and MLflow.", "lmchain")
+    collect: CollectConfig = doc("Collection.", factory=lambda: CollectConfig(files=[FileSource(path="${SST2}/train.tsv", text_field="sentence")]))
+    curate: CurateConfig = doc("Curation.", factory=CurateConfig)
+    gate: GateConfig = doc("Data-quality gate.", factory=GateConfig)
+    annotate: AnnotateConfig = doc("Labelling.", factory=lambda: AnnotateConfig(
+        labels=[LabelSource(path="${SST2}/train.tsv", text_field="sentence")]))
+    pretrain: PretrainConfig = doc("Masked-LM pretraining.", factory=PretrainConfig)
+    finetune: FinetuneConfig = doc("Fine-tuning.", factory=FinetuneConfig)
+    evaluate: EvaluateConfig = doc("Evaluation.", factory=EvaluateConfig)
+    register: RegisterConfig = doc("Model registration.", factory=RegisterConfig)
+    deploy: DeployConfig = doc("Deployment.", factory=DeployConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and build nested dataclasses."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping of {_type_name(tp)} fields, got {value!r}")
+        return build(tp, value, key)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown or mistyped keys raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(names)}"
+            raise ConfigError(f"unknown config key '{full}': {hint}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field without a value
+        raise ConfigError(f"config section '{prefix or cls.__name__}': {exc}") from None
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value (e.g. finetune.epochs=2)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def configs_dir() -> Path:
+    """The repository's ``configs/`` folder (recipes ship beside the package)."""
+    return Path(os.environ.get("LMCHAIN_CONFIGS", Path(__file__).resolve().parent.parent / "configs"))
+
+
+def resolve_recipe(recipe: str | os.PathLike[str]) -> Path:
+    """A recipe is a path, or a bare name looked up in ``configs/`` (``demo`` -> configs/demo.yaml)."""
+    path = Path(recipe)
+    candidates = [path] if path.suffix else [path, configs_dir() / f"{path}.yaml"]
+    if not path.is_absolute() and path.suffix:
+        candidates.append(configs_dir() / path.name)
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    known = sorted(p.stem for p in configs_dir().glob("*.yaml"))
+    raise ConfigError(f"recipe '{recipe}' not found; give a YAML path or one of: {', '.join(known)}")
+
+
+def load_config(recipe: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load a recipe, apply overrides and validate. ``recipe=None`` uses the built-in defaults."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if recipe is not None:
+        path = resolve_recipe(recipe)
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"recipe {path} must be a mapping of sections (collect:, curate:, ...)")
+        data = loaded
+    data = _merge(data, parse_overrides(overrides))
+    try:
+        return build(PipelineConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in {source}{' with overrides' if overrides else ''})") from None
+
+
+def describe(cls: type = PipelineConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted key, doc, default) for every leaf field: the reference for users."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            rows.extend(describe(hint, key + "."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        rows.append((key, f.metadata.get("doc", ""), default))
+    return rows

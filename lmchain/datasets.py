@@ -1,0 +1,74 @@
+"""Locating the data sets that recipes refer to by placeholder.
+
+``${SST2}`` in a recipe path is the SST-2 folder (``train.tsv``, ``dev.tsv``), looked up in
+``$LMCHAIN_DATA/sst2`` or ``$LMCHAIN_DATA``, then ``../shared/data/sst2`` beside the
+repository or the working directory, then ``LMCHAIN_HOME/data/sst2`` (where a download goes).
+When none has it and the machine is online, GLUE SST-2 is fetched from the Hugging Face hub
+once into ``LMCHAIN_HOME/data/sst2``; offline, the error says where to put the files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lmchain.errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SST2_FILES = ("train.tsv", "dev.tsv")
+
+
+def _sst2_candidates() -> list[Path]:
+    out = []
+    if os.environ.get("LMCHAIN_DATA"):
+        data = Path(os.environ["LMCHAIN_DATA"])
+        out += [data / "sst2", data]
+    out += [REPO_ROOT.parent / "shared" / "data" / "sst2", Path.cwd().parent / "shared" / "data" / "sst2"]
+    from lmchain.artifacts import home
+
+    out.append(home() / "data" / "sst2")
+    return out
+
+
+def sst2_dir(download: bool = True) -> Path:
+    """The folder holding SST-2's ``train.tsv`` and ``dev.tsv``."""
+    candidates = _sst2_candidates()
+    for cand in candidates:
+        if all((cand / f).is_file() for f in SST2_FILES):
+            return cand
+    target = candidates[-1]
+    if download:
+        try:
+            _download_sst2(target)
+            return target
+        except Exception as exc:  # offline, or datasets missing: say where the files go
+            reason = f" (download failed: {type(exc).__name__}: {exc})"
+    else:
+        reason = ""
+    raise InputError(
+        "SST-2 not found. Put train.tsv and dev.tsv (tab-separated, columns sentence and label) in "
+        f"$LMCHAIN_DATA/sst2, or in {candidates[1]}{reason}. Looked in: "
+        + ", ".join(str(c) for c in candidates)
+    )
+
+
+def _download_sst2(target: Path) -> None:
+    """Fetch GLUE SST-2 from the hub (online machines only) and write it as TSV."""
+    from datasets import load_dataset  # optional dependency, only needed online
+
+    ds = load_dataset("nyu-mll/glue", "sst2")
+    target.mkdir(parents=True, exist_ok=True)
+    for split, name in (("train", "train.tsv"), ("validation", "dev.tsv")):
+        tmp = target / (name + ".part")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("sentence\tlabel\n")
+            for row in ds[split]:
+                fh.write(f"{row['sentence'].strip()}\t{row['label']}\n")
+        tmp.replace(target / name)
+
+
+def expand(path: str) -> str:
+    """Expand ``${SST2}``, ``~`` and environment variables in a recipe path."""
+    if "${SST2}" in path:
+        path = path.replace("${SST2}", str(sst2_dir()))
+    return os.path.expanduser(os.path.expandvars(path))

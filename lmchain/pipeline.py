@@ -1,0 +1,68 @@
+"""The chain: which function runs each stage and which upstream manifests it reads.
+
+:func:`run_stage` is the one entry point used by the Airflow tasks, the CLI and the tests. It
+imports the stage's module only when called, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from lmchain import STAGES
+from lmchain.artifacts import RunContext, home
+from lmchain.config import PipelineConfig
+
+MODULES = {
+    "collect": "lmchain.collect",
+    "curate": "lmchain.curate",
+    "gate": "lmchain.quality",
+    "annotate": "lmchain.annotate",
+    "pretrain": "lmchain.train.pretrain",
+    "finetune": "lmchain.train.finetune",
+    "evaluate": "lmchain.evaluate",
+    "register": "lmchain.register",
+    "deploy": "lmchain.serve.deploy",
+}
+
+# What each stage reads. Pretrain reads the labelled splits to keep evaluation text out of
+# its corpus.
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "collect": (),
+    "curate": ("collect",),
+    "gate": ("curate",),
+    "annotate": ("gate",),
+    "pretrain": ("gate", "annotate"),
+    "finetune": ("pretrain", "annotate"),
+    "evaluate": ("finetune", "annotate"),
+    "register": ("finetune", "evaluate"),
+    "deploy": ("register",),
+}
+
+
+def run_stage(stage: str, cfg: PipelineConfig, run_id: str, upstream: dict[str, dict[str, Any]],
+              lmchain_home: Path | None = None) -> dict[str, Any]:
+    """Run one stage and return its manifest as a dict (what goes to XCom)."""
+    missing = [u for u in UPSTREAM[stage] if u not in upstream]
+    if missing:
+        raise ValueError(f"stage {stage} needs the manifests of {missing}")
+    module = importlib.import_module(MODULES[stage])
+    ctx = RunContext(run_id, home=lmchain_home or home(), experiment=cfg.register.experiment)
+    manifest = module.run(getattr(cfg, stage), ctx, {u: upstream[u] for u in UPSTREAM[stage]})
+    return manifest.to_dict()
+
+
+def run_all(cfg: PipelineConfig, run_id: str, stages: tuple[str, ...] = STAGES,
+            lmchain_home: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Run stages in order in this process (no Airflow): for the CLI's `lmchain run`."""
+    from lmchain.artifacts import Manifest
+
+    ctx = RunContext(run_id, home=lmchain_home or home())
+    done: dict[str, dict[str, Any]] = {}
+    for stage in STAGES:
+        if stage in stages:
+            done[stage] = run_stage(stage, cfg, run_id, done, lmchain_home)
+        elif (ctx.stage_dir(stage) / "manifest.json").is_file():
+            done[stage] = Manifest.read(ctx.stage_dir(stage)).to_dict()  # reuse an earlier run's output
+    return done

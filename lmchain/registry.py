@@ -1,0 +1,103 @@
+"""MLflow: the tracking store, one MLflow run per pipeline run, model versions and aliases.
+
+Embedded default: an SQLite tracking/registry store at ``LMCHAIN_HOME/mlflow/mlflow.db`` with
+artifacts under ``LMCHAIN_HOME/mlflow/artifacts``. Set ``MLFLOW_TRACKING_URI`` to use a tracking
+server instead (the scale-out path); nothing else changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from lmchain.artifacts import RunContext, home
+
+RUN_TAG = "lmchain.run_id"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow' / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    return (home() / "mlflow" / "artifacts").as_uri()
+
+
+def client():
+    import mlflow
+
+    (home() / "mlflow").mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_registry_uri(tracking_uri())
+    return mlflow.MlflowClient()
+
+
+def experiment_id(name: str) -> str:
+    """Get or create the experiment, with artifacts under LMCHAIN_HOME (not ./mlruns)."""
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None if os.environ.get("MLFLOW_TRACKING_URI") else artifact_root()
+    return c.create_experiment(name, artifact_location=location)
+
+
+def pipeline_run_id(ctx: RunContext, experiment: str) -> str:
+    """The MLflow run of this pipeline run: found by tag, created on first use (idempotent)."""
+    c = client()
+    exp_id = experiment_id(experiment)
+    found = c.search_runs([exp_id], filter_string=f"tags.`{RUN_TAG}` = '{ctx.run_id}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = c.create_run(exp_id, run_name=ctx.run_id, tags={RUN_TAG: ctx.run_id, "lmchain.run_dir": str(ctx.run_dir)})
+    return run.info.run_id
+
+
+@contextlib.contextmanager
+def active_run(ctx: RunContext, experiment: str) -> Iterator[Any]:
+    """Resume the pipeline's MLflow run so that ``mlflow.log_*`` calls land in it."""
+    import mlflow
+
+    run_id = pipeline_run_id(ctx, experiment)
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
+
+
+def log_training(ctx: RunContext, experiment: str, prefix: str, metrics: dict[str, Any], params: dict[str, Any]) -> None:
+    """Loss curve and throughput of a training job, under ``<prefix>/``."""
+    import mlflow
+
+    with active_run(ctx, experiment):
+        mlflow.log_params({f"{prefix}.{k}": v for k, v in params.items()})
+        for step, loss in metrics.get("losses", []):
+            mlflow.log_metric(f"{prefix}/loss", loss, step=int(step))
+        for key in ("samples_per_second", "train_seconds", "wall_seconds", "final_loss"):
+            if key in metrics:
+                mlflow.log_metric(f"{prefix}/{key}", float(metrics[key]))
+
+
+def version_metric(name: str, version: Any, metric: str) -> float | None:
+    """The test metric a registered version was promoted on (stored as a version tag)."""
+    value = (version.tags or {}).get(f"metric.{metric}")
+    return float(value) if value is not None else None
+
+
+def champion(name: str, alias: str = "champion"):
+    """The version holding ``alias``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def model_dir_from_uri(uri: str, dst: Path | None = None) -> Path:
+    """Download a logged transformers model (``models:/name@alias``) and return its folder."""
+    import mlflow
+
+    client()
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None))
+    return local

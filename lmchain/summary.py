@@ -1,0 +1,59 @@
+"""The end-of-demo summary: what each stage did, the model, the timings and where to look."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmchain import STAGES
+from lmchain.artifacts import Manifest, RunContext
+
+
+def stage_line(m: Manifest) -> str:
+    c, x, info = m.counts, m.metrics, m.info
+    if m.stage == "collect":
+        return f"{c.get('records', 0)} records, {c.get('rejects', 0)} rejected {m.drop_reasons or ''}"
+    if m.stage == "curate":
+        return f"{c['input']} in -> {c['records']} kept; dropped {m.drop_reasons}"
+    if m.stage == "gate":
+        return (f"{'PASSED' if info.get('passed') else 'FAILED'}: {c['expectations'] - c['failed']}/"
+                f"{c['expectations']} expectations on {c['records']} rows")
+    if m.stage == "annotate":
+        return (f"train {c['train']} / validation {c['validation']} / test {c['test']}; "
+                f"{c['rejects']} label rows set aside {m.drop_reasons}")
+    if m.stage in ("pretrain", "finetune"):
+        if info.get("skipped"):
+            return f"skipped (base model {info.get('base_model')})"
+        return (f"{info['steps']} steps on {info['world_size']} {info['device']} rank(s), final loss "
+                f"{x['final_loss']:.3f}, {x['samples_per_second']:.1f} samples/s")
+    if m.stage == "evaluate":
+        return f"accuracy {x['accuracy']:.4f}, macro-F1 {x['macro_f1']:.4f} on {c['test']} test examples"
+    if m.stage == "register":
+        alias = f"alias '{info['alias']}'" if info.get("promoted") else "not promoted"
+        return f"{info['model_name']} version {info['version']}, {alias} ({info['reason']})"
+    if m.stage == "deploy":
+        return f"served version {info['version']}: smoke predictions {info['predictions']}"
+    return str(c)
+
+
+def print_summary(report, lm_home: Path, total_seconds: float) -> None:
+    ctx = RunContext(report.run_id, home=lm_home)
+    durations = {t["task_id"]: t["duration"] for t in report.tasks}
+    print("\n" + "=" * 78)
+    print(f"lmchain_pipeline run {report.run_id}: {report.state}")
+    print("=" * 78)
+    for stage in STAGES:
+        path = ctx.stage_dir(stage)
+        if (path / "manifest.json").is_file():
+            secs = durations.get(stage)
+            print(f"{stage:9s} {f'{secs:6.1f}s' if secs else '       '}  {stage_line(Manifest.read(path))}")
+    print("-" * 78)
+    print(f"DAG run wall time {report.wall_seconds:.1f}s = task run time {report.task_seconds:.1f}s "
+          f"+ orchestration {report.overhead_seconds:.1f}s; whole command {total_seconds:.1f}s")
+    print(f"run folder:  {ctx.run_dir}")
+    print(f"data docs:   {lm_home / 'gx' / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
+    print("\nNext:")
+    print("  lmchain up        # Airflow UI http://127.0.0.1:8080, MLflow UI http://127.0.0.1:5000,")
+    print("                    # model service http://127.0.0.1:8000/docs")
+    print("  lmchain serve     # just the service; then:")
+    print("  curl -s -X POST http://127.0.0.1:8000/v1/predict -H 'Content-Type: application/json' \\")
+    print("       -d '{\"texts\": [\"a moving, funny film\", \"a tedious mess\"]}'")

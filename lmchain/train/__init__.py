@@ -1,0 +1,1 @@
+"""Training: model references, the DeepSpeed launcher, the rank worker and the two stages."""

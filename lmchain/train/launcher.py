@@ -1,0 +1,112 @@
+"""Launch a training job with the ``deepspeed`` launcher, as its own process tree.
+
+The Airflow task (or the CLI) calls :func:`launch`; it writes the job spec and the DeepSpeed
+config, runs ``deepspeed --num_gpus N --module lmchain.train.worker``, streams the ranks' output
+into the task log and ``train.log``, and returns the metrics that rank 0 wrote. Without a GPU the
+same launcher runs CPU ranks (``DS_ACCELERATOR=cpu``, gloo), which is how tests exercise the
+real DeepSpeed path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from lmchain.config import TrainCommon
+from lmchain.errors import LmchainError
+
+
+class TrainingFailed(LmchainError):
+    """The training processes exited with an error."""
+
+
+def gpu_available() -> bool:
+    if os.environ.get("DS_ACCELERATOR") == "cpu":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def ds_config(cfg: TrainCommon, on_gpu: bool) -> dict[str, Any]:
+    """DeepSpeed config: ZeRO stage, precision, clipping. bf16 on GPUs; CPU ranks run fp32."""
+    return {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": 1.0,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "zero_allow_untested_optimizer": True,  # the worker passes a torch AdamW
+        "bf16": {"enabled": on_gpu},
+        "steps_per_print": 10**9,  # the worker logs progress itself
+        "wall_clock_breakdown": False,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path) -> dict[str, Any]:
+    """Run one training job; ``spec`` holds the task-specific fields of the worker's spec."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    on_gpu = gpu_available()
+    spec = {
+        **spec,
+        "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "max_length": cfg.max_length,
+        "max_steps": cfg.max_steps, "epochs": cfg.epochs, "warmup_ratio": cfg.warmup_ratio, "seed": cfg.seed,
+        "ds_config": ds_config(cfg, on_gpu),
+        "metrics_file": str(workdir / "metrics.json"),
+    }
+    spec_path = workdir / "spec.json"
+    spec_path.write_text(json.dumps(spec, indent=2))
+
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["PYTHONUNBUFFERED"] = "1"
+    if not on_gpu:
+        env["DS_ACCELERATOR"] = "cpu"
+    # The launcher reads torch's thread settings from the parent; let the worker pick them.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(cfg.ranks),
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "--module", "lmchain.train.worker", "--spec", str(spec_path)]
+
+    log_path = workdir / "train.log"
+    tail: deque[str] = deque(maxlen=40)
+    t0 = time.perf_counter()
+    print("launching:", " ".join(cmd), flush=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
+        try:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                log.write(line)
+                tail.append(line.rstrip())
+                if line.startswith("[lmchain.train") or "Error" in line:  # progress and failures
+                    print(line.rstrip(), flush=True)
+                if time.perf_counter() - t0 > cfg.timeout_s:
+                    raise TrainingFailed(f"training exceeded timeout_s={cfg.timeout_s}s; raise it or lower the "
+                                         f"steps (log: {log_path})")
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)  # the whole launcher tree, ranks included
+                proc.wait()
+    if proc.returncode != 0 or not Path(spec["metrics_file"]).is_file():
+        cause = next((l for l in reversed(tail) if "[lmchain.train error]" in l), None) \
+            or next((l for l in reversed(tail) if "Error" in l), tail[-1] if tail else "")
+        raise TrainingFailed(f"training job failed (exit {proc.returncode}): {cause.strip()} "
+                             f"-- full log: {log_path}")
+    metrics = json.loads(Path(spec["metrics_file"]).read_text())
+    metrics["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    return metrics

@@ -1,0 +1,65 @@
+"""Shared fixtures.
+
+Airflow reads its configuration when first imported, so the whole session gets one
+LMCHAIN_HOME (and with it AIRFLOW_HOME, the SQLite DB, the MLflow store) before any test
+imports Airflow. Tests that need a fresh home of their own run lmchain in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="lmchain-test-home-"))
+os.environ["LMCHAIN_HOME"] = str(SESSION_HOME)
+for key in [k for k in os.environ if k.startswith("AIRFLOW__") or k in ("AIRFLOW_HOME", "MLFLOW_TRACKING_URI")]:
+    del os.environ[key]  # a developer's own Airflow/MLflow settings must not leak into tests
+
+from lmchain import airflow_env  # noqa: E402
+
+airflow_env.apply(SESSION_HOME)
+
+
+def sst2_dir() -> Path | None:
+    from lmchain.datasets import sst2_dir as find
+    from lmchain.errors import InputError
+
+    try:
+        return find(download=False)
+    except InputError:
+        return None
+
+
+needs_sst2 = pytest.mark.skipif(sst2_dir() is None, reason="SST-2 not found (see README: data)")
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    from lmchain.artifacts import RunContext
+
+    return RunContext("test_run", home=tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    airflow_env.ensure_db(SESSION_HOME)
+    return SESSION_HOME
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_records(path: Path, records: list[dict]) -> Path:
+    return write_lines(path, [json.dumps(r) for r in records])
+
+
+def lmchain_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lmchain.cli", *args]
