@@ -15,6 +15,7 @@ from typing import Any, Iterator
 from lmchain.artifacts import RunContext, home
 
 RUN_TAG = "lmchain.run_id"
+KIND_TAG = "lmchain.kind"  # "pipeline" on the parent run, "stage" on its children
 
 
 def tracking_uri() -> str:
@@ -48,10 +49,12 @@ def pipeline_run_id(ctx: RunContext, experiment: str) -> str:
     """The MLflow run of this pipeline run: found by tag, created on first use (idempotent)."""
     c = client()
     exp_id = experiment_id(experiment)
-    found = c.search_runs([exp_id], filter_string=f"tags.`{RUN_TAG}` = '{ctx.run_id}'", max_results=1)
+    found = c.search_runs([exp_id], filter_string=f"tags.`{RUN_TAG}` = '{ctx.run_id}' and tags.`{KIND_TAG}` = 'pipeline'",
+                          max_results=1)
     if found:
         return found[0].info.run_id
-    run = c.create_run(exp_id, run_name=ctx.run_id, tags={RUN_TAG: ctx.run_id, "lmchain.run_dir": str(ctx.run_dir)})
+    run = c.create_run(exp_id, run_name=ctx.run_id,
+                       tags={RUN_TAG: ctx.run_id, KIND_TAG: "pipeline", "lmchain.run_dir": str(ctx.run_dir)})
     return run.info.run_id
 
 
@@ -65,11 +68,26 @@ def active_run(ctx: RunContext, experiment: str) -> Iterator[Any]:
         yield run
 
 
-def log_training(ctx: RunContext, experiment: str, prefix: str, metrics: dict[str, Any], params: dict[str, Any]) -> None:
-    """Loss curve and throughput of a training job, under ``<prefix>/``."""
+@contextlib.contextmanager
+def stage_run(ctx: RunContext, experiment: str, stage: str) -> Iterator[Any]:
+    """A child run of the pipeline's run for one attempt of a stage.
+
+    Params are immutable in MLflow; a fresh child per attempt lets a retried or re-run stage
+    log its (possibly changed) params without clashing, and keeps every attempt visible.
+    """
     import mlflow
 
     with active_run(ctx, experiment):
+        with mlflow.start_run(run_name=stage, nested=True,
+                              tags={RUN_TAG: ctx.run_id, KIND_TAG: "stage", "lmchain.stage": stage}) as run:
+            yield run
+
+
+def log_training(ctx: RunContext, experiment: str, prefix: str, metrics: dict[str, Any], params: dict[str, Any]) -> None:
+    """Params, loss curve and throughput of a training job, in the stage's child run."""
+    import mlflow
+
+    with stage_run(ctx, experiment, prefix):
         mlflow.log_params({f"{prefix}.{k}": v for k, v in params.items()})
         for step, loss in metrics.get("losses", []):
             mlflow.log_metric(f"{prefix}/loss", loss, step=int(step))

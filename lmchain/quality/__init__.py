@@ -83,6 +83,12 @@ def run(cfg: GateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     df["chars"] = df["text"].str.len()
 
     context = gx.get_context(mode="file", project_root_dir=str(ctx.home / "gx"))
+    if context.variables.progress_bars is None or context.variables.progress_bars.globally:
+        # Progress bars would flood the Airflow task log (and the CLI's stderr) per expectation.
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        context.variables.save()
     checkpoint = _checkpoint(context, cfg)
     result = checkpoint.run(batch_parameters={"dataframe": df[["id", "text", "chars", "source"]]})
     checks = _failures(result)

@@ -1,0 +1,124 @@
+"""End to end through Airflow: `lmchain demo --recipe tiny` in a fresh LMCHAIN_HOME.
+
+It runs the real chain (GX checkpoint, DeepSpeed CPU ranks, MLflow registry, the service in
+its own process) on a few hundred SST-2 sentences with a tiny BERT, then serves the champion
+with `lmchain serve` and asks it for predictions.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from conftest import REPO, lmchain_cmd, needs_sst2
+from lmchain import STAGES
+
+pytestmark = [pytest.mark.e2e, needs_sst2]
+
+
+def _env(home):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k != "MLFLOW_TRACKING_URI"}
+    env["LMCHAIN_HOME"] = str(home)
+    return env
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e") / "home"
+    t0 = time.perf_counter()
+    proc = subprocess.run(lmchain_cmd("demo", "--recipe", "tiny"), cwd=REPO, env=_env(home),
+                          capture_output=True, text=True, timeout=900)
+    print(f"e2e demo (tiny) took {time.perf_counter() - t0:.1f}s")
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    return home, proc.stdout
+
+
+def test_every_stage_published_its_manifest(demo_run):
+    home, stdout = demo_run
+    (run_dir,) = list((home / "runs").iterdir())
+    for stage in STAGES:
+        manifest = json.loads((run_dir / stage / "manifest.json").read_text())
+        assert manifest["stage"] == stage and manifest["finished_at"]
+        assert not (run_dir / f"{stage}.tmp").exists()
+    counts = json.loads((run_dir / "annotate" / "manifest.json").read_text())["counts"]
+    assert counts["train"] > 100 and counts["test"] > 20
+    assert (run_dir / "pretrain" / "model" / "model.safetensors").is_file()
+    assert "lmchain_pipeline run" in stdout and "orchestration" in stdout
+
+
+def test_mlflow_has_champion_with_metrics(demo_run):
+    home, _ = demo_run
+    code = ("import json; from lmchain import registry; v = registry.champion('lmchain-tiny'); "
+            "print(json.dumps({'version': v.version, 'tags': v.tags}))")
+    out = subprocess.run([lmchain_cmd()[0], "-c", code], env=_env(home), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    champ = json.loads(out.stdout.strip().splitlines()[-1])
+    assert str(champ["version"]) == "1"
+    assert 0.0 <= float(champ["tags"]["metric.accuracy"]) <= 1.0
+
+
+def test_lmchain_serve_without_flags_answers_predictions(demo_run):
+    home, _ = demo_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(lmchain_cmd("serve", "--port", str(port)), env=_env(home), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "service not ready in 120s"
+            time.sleep(0.5)
+        texts = ["an utterly charming film", "a waste of two hours", "it is a movie"]
+        req = urllib.request.Request(base + "/v1/predict", data=json.dumps({"texts": texts}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            body = json.loads(r.read())
+        assert body["model"] == "lmchain-tiny" and body["version"] == "1"
+        assert len(body["predictions"]) == 3
+        assert all(p["label"] in ("negative", "positive") for p in body["predictions"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_bad_config_key_is_one_clear_line(tmp_path):
+    proc = subprocess.run(lmchain_cmd("demo", "--recipe", "tiny", "--set", "finetune.epoch=2"), cwd=REPO,
+                          env=_env(tmp_path / "home"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "unknown config key 'finetune.epoch': did you mean 'epochs'?" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_missing_input_file_is_one_clear_line(tmp_path):
+    missing = tmp_path / "nowhere" / "train.tsv"
+    proc = subprocess.run(lmchain_cmd("demo", "--recipe", "tiny", "--set",
+                                      f"collect.files=[{{path: {missing}, text_field: sentence}}]"),
+                          cwd=REPO, env=_env(tmp_path / "home"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert f"input file {missing} does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gate_failure_stops_the_dag_and_names_the_expectation(tmp_path):
+    home = tmp_path / "home"
+    proc = subprocess.run(lmchain_cmd("demo", "--recipe", "tiny", "--set", "gate.min_rows=100000"), cwd=REPO,
+                          env=_env(home), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "failed at stage gate" in err[0]
+    assert "expect_table_row_count_to_be_between" in err[0] and "min_value': 100000" in err[0]
+    (run_dir,) = list((home / "runs").iterdir())
+    assert (run_dir / "gate" / "validation.json").is_file()  # the evidence is kept
+    assert not (run_dir / "annotate").exists()  # nothing downstream ran

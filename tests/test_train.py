@@ -1,0 +1,52 @@
+"""The real DeepSpeed path: the launcher starts CPU ranks (gloo) that train a tiny BERT."""
+
+import json
+
+import pytest
+
+from conftest import write_records
+from lmchain.config import FinetuneConfig, PretrainConfig
+from lmchain.train import finetune, pretrain
+from lmchain.train.launcher import TrainingFailed
+
+WORDS = "good bad film plot actor boring great awful moving dull".split()
+
+
+def _labelled(tmp_path, n=96):
+    rows = [{"id": str(i), "text": f"review {i}: " + " ".join(WORDS[(i + k) % len(WORDS)] for k in range(6)),
+             "label": i % 2}
+            for i in range(n)]
+    paths = {}
+    for split, part in (("train", rows[:64]), ("validation", rows[64:80]), ("test", rows[80:])):
+        paths[split] = str(write_records(tmp_path / f"{split}.jsonl", part))
+    (tmp_path / "labels.json").write_text(json.dumps({"names": ["neg", "pos"]}))
+    paths["labels"] = str(tmp_path / "labels.json")
+    corpus = write_records(tmp_path / "corpus.jsonl", rows)
+    return {"gate": {"outputs": {"records": str(corpus)}}, "annotate": {"outputs": paths}}
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_pretrain_two_cpu_ranks_then_finetune(ctx, tmp_path, zero_stage):
+    inputs = _labelled(tmp_path)
+    m = pretrain.run(PretrainConfig(base_model="tiny-bert", ranks=2, zero_stage=zero_stage, batch_size=8,
+                                    max_steps=3), ctx, inputs)
+    assert m.info["world_size"] == 2 and m.info["device"] == "cpu" and m.info["steps"] == 3
+    assert m.counts == {"texts": 64, "held_out_texts": 32}  # validation + test text kept out
+    model_dir = ctx.stage_dir("pretrain") / "model"
+    assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
+    assert (model_dir / "tokenizer.json").is_file()
+    log = (ctx.stage_dir("pretrain") / "job" / "train.log").read_text()
+    assert "2 rank(s) on cpu" in log
+
+    ft = finetune.run(FinetuneConfig(base_model="pretrain", ranks=1, batch_size=8, max_steps=2), ctx,
+                      {"pretrain": m.to_dict(), **inputs})
+    assert ft.info["label_names"] == ["neg", "pos"] and ft.metrics["final_loss"] > 0
+    cfg = json.loads((ctx.stage_dir("finetune") / "model" / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "neg", "1": "pos"}
+
+
+def test_training_failure_is_reported_with_the_cause(ctx, tmp_path):
+    inputs = _labelled(tmp_path)
+    with pytest.raises(TrainingFailed, match="less than one batch of 500"):
+        finetune.run(FinetuneConfig(base_model="tiny-bert", ranks=1, batch_size=500, max_steps=1), ctx, inputs)
+    assert not ctx.stage_dir("finetune").exists()
