@@ -1,7 +1,7 @@
 # lmchain: `make demo` runs the whole chain; `make test` runs the test suite.
 # Both create .venv on first use and reuse it afterwards (a stamp file tracks the inputs).
 
-PY ?= python3.11
+PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmchain-installed

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lmchain import STAGES
 from lmchain.artifacts import Manifest, RunContext
+from lmchain.quality import data_docs_dir
 
 
 def stage_line(m: Manifest) -> str:
@@ -50,7 +51,7 @@ def print_summary(report, lm_home: Path, total_seconds: float) -> None:
     print(f"DAG run wall time {report.wall_seconds:.1f}s = task run time {report.task_seconds:.1f}s "
           f"+ orchestration {report.overhead_seconds:.1f}s; whole command {total_seconds:.1f}s")
     print(f"run folder:  {ctx.run_dir}")
-    print(f"data docs:   {lm_home / 'gx' / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
+    print(f"data docs:   {data_docs_dir(lm_home) / 'index.html'}")
     print("\nNext:")
     print("  lmchain up        # Airflow UI http://127.0.0.1:8080, MLflow UI http://127.0.0.1:5000,")
     print("                    # model service http://127.0.0.1:8000/docs")

@@ -7,7 +7,6 @@ LMCHAIN_MLFLOW_URL and LMCHAIN_SERVE_URL.
 """
 
 import os
-from pathlib import Path
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -19,8 +18,10 @@ def _data_docs_app():
     from fastapi import FastAPI
     from fastapi.staticfiles import StaticFiles
 
-    home = Path(os.environ.get("LMCHAIN_HOME") or Path.cwd() / ".lmchain")
-    site = home / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    from lmchain.artifacts import home
+    from lmchain.quality import data_docs_dir
+
+    site = data_docs_dir(home())
     site.mkdir(parents=True, exist_ok=True)  # empty until the first gate runs
     app = FastAPI(title="lmchain Data Docs")
     app.mount("/", StaticFiles(directory=str(site), html=True), name="data-docs")

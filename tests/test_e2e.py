@@ -122,3 +122,18 @@ def test_gate_failure_stops_the_dag_and_names_the_expectation(tmp_path):
     (run_dir,) = list((home / "runs").iterdir())
     assert (run_dir / "gate" / "validation.json").is_file()  # the evidence is kept
     assert not (run_dir / "annotate").exists()  # nothing downstream ran
+
+
+def test_malformed_input_file_fails_the_collect_task_with_one_message(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("text\tlabel\nsome sentence here\t1\n")
+    home = tmp_path / "home"
+    proc = subprocess.run(lmchain_cmd("demo", "--recipe", "tiny", "--set",
+                                      f"collect.files=[{{path: {bad}, text_field: sentence}}]"),
+                          cwd=REPO, env=_env(home), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "failed at stage collect" in err[0]
+    assert f"{bad} has no column 'sentence' (columns: text, label)" in err[0]
+    (run_dir,) = list((home / "runs").iterdir())
+    assert not (run_dir / "collect").exists() and not (run_dir / "curate").exists()

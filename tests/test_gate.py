@@ -5,7 +5,7 @@ import pytest
 from conftest import write_records
 from lmchain.config import GateConfig
 from lmchain.errors import GateFailed
-from lmchain.quality import run
+from lmchain.quality import data_docs_dir, run
 
 
 def _inputs(path):
@@ -18,7 +18,7 @@ def test_gate_passes_and_builds_data_docs(ctx, tmp_path):
     m = run(GateConfig(min_rows=10), ctx, _inputs(src))
     assert m.info["passed"] is True and m.counts == {"records": 50, "expectations": 6, "failed": 0}
     assert m.outputs["records"] == str(src)  # the gate passes the corpus through
-    docs = ctx.home / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    docs = data_docs_dir(ctx.home) / "index.html"
     assert docs.is_file()
 
 

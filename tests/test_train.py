@@ -50,3 +50,14 @@ def test_training_failure_is_reported_with_the_cause(ctx, tmp_path):
     with pytest.raises(TrainingFailed, match="less than one batch of 500"):
         finetune.run(FinetuneConfig(base_model="tiny-bert", ranks=1, batch_size=500, max_steps=1), ctx, inputs)
     assert not ctx.stage_dir("finetune").exists()
+
+
+def test_timeout_kills_the_whole_job(ctx, tmp_path):
+    import psutil
+
+    inputs = _labelled(tmp_path)
+    with pytest.raises(TrainingFailed, match="exceeded timeout_s=1s"):
+        finetune.run(FinetuneConfig(base_model="tiny-bert", ranks=2, batch_size=8, max_steps=50, timeout_s=1),
+                     ctx, inputs)
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if "lmchain.train.worker" in " ".join(p.info["cmdline"] or [])]
+    assert leftovers == []

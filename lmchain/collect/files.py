@@ -46,7 +46,8 @@ def read_file(path: Path, text_field: str) -> Iterator[tuple[int, str | None, di
         with fh:
             if fmt == "txt":
                 for i, line in enumerate(fh, 1):
-                    yield i, line.rstrip("\n"), {}, None
+                    if line.strip():  # blank lines separate records; they are not records
+                        yield i, line.rstrip("\n"), {}, None
             elif fmt == "jsonl":
                 yield from _read_jsonl(fh, path, text_field)
             else:

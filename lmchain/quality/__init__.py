@@ -10,6 +10,7 @@ downstream runs.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, write_json
@@ -17,6 +18,11 @@ from lmchain.config import GateConfig
 from lmchain.errors import GateFailed
 
 SUITE = "curated"
+
+
+def data_docs_dir(home: Path) -> Path:
+    """The static Data Docs site that the gate's checkpoint rebuilds."""
+    return home / "gx" / "uncommitted" / "data_docs" / "local_site"
 
 
 def _expectations(cfg: GateConfig) -> list:
@@ -82,7 +88,7 @@ def run(cfg: GateConfig, ctx: RunContext, inputs: dict) -> Manifest:
                            "source": pd.Series(dtype=str)})
     df["chars"] = df["text"].str.len()
 
-    context = gx.get_context(mode="file", project_root_dir=str(ctx.home / "gx"))
+    context = gx.get_context(mode="file", project_root_dir=str(ctx.home))  # -> <home>/gx/
     if context.variables.progress_bars is None or context.variables.progress_bars.globally:
         # Progress bars would flood the Airflow task log (and the CLI's stderr) per expectation.
         from great_expectations.data_context.types.base import ProgressBarsConfig

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -88,20 +89,26 @@ def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path) -> dict[str, A
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 start_new_session=True)
-        try:
+
+        def pump() -> None:
             for line in proc.stdout:  # type: ignore[union-attr]
                 log.write(line)
                 tail.append(line.rstrip())
                 if line.startswith("[lmchain.train") or "Error" in line:  # progress and failures
                     print(line.rstrip(), flush=True)
-                if time.perf_counter() - t0 > cfg.timeout_s:
-                    raise TrainingFailed(f"training exceeded timeout_s={cfg.timeout_s}s; raise it or lower the "
-                                         f"steps (log: {log_path})")
-            proc.wait()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=cfg.timeout_s)
+        except subprocess.TimeoutExpired:
+            raise TrainingFailed(f"training exceeded timeout_s={cfg.timeout_s}s; raise it or lower the "
+                                 f"steps (log: {log_path})") from None
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, 9)  # the whole launcher tree, ranks included
                 proc.wait()
+            reader.join(timeout=10)
     if proc.returncode != 0 or not Path(spec["metrics_file"]).is_file():
         cause = next((l for l in reversed(tail) if "[lmchain.train error]" in l), None) \
             or next((l for l in reversed(tail) if "Error" in l), tail[-1] if tail else "")
