@@ -18,10 +18,11 @@ from lmchain.artifacts import home
 
 def run_services(airflow_port: int, mlflow_port: int, serve_port: int) -> int:
     lm_home = home()
-    env = {**os.environ, **airflow_env.apply(lm_home),
-           "AIRFLOW__API__PORT": str(airflow_port)}
-    airflow_env.ensure_db(lm_home)
     bin_dir = Path(sys.executable).parent
+    # `airflow standalone` starts its components as `airflow ...` found on PATH.
+    env = {**os.environ, **airflow_env.apply(lm_home), "AIRFLOW__API__PORT": str(airflow_port),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    airflow_env.ensure_db(lm_home)
     mlflow_root = lm_home / "mlflow"
     services = {
         "airflow": [str(bin_dir / "airflow"), "standalone"],
@@ -46,6 +47,11 @@ def run_services(airflow_port: int, mlflow_port: int, serve_port: int) -> int:
     if "serve" in procs:
         print(f"service      http://127.0.0.1:{serve_port}/docs")
     print("Ctrl-C stops everything.")
+
+    def stop(signum, frame):  # `kill` or a supervisor's SIGTERM: stop the children too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         while all(p.poll() is None for p in procs.values()):
             time.sleep(1)
