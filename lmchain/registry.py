@@ -35,13 +35,22 @@ def client():
     return mlflow.MlflowClient()
 
 
+def is_local_store(uri: str) -> bool:
+    """A database or folder on this machine, as opposed to a tracking server."""
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
 def experiment_id(name: str) -> str:
-    """Get or create the experiment, with artifacts under LMCHAIN_HOME (not ./mlruns)."""
+    """Get or create the experiment.
+
+    With a local store MLflow would put artifacts in ./mlruns of whatever directory the
+    process runs in; they belong under LMCHAIN_HOME. A tracking server decides for itself.
+    """
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = None if os.environ.get("MLFLOW_TRACKING_URI") else artifact_root()
+    location = artifact_root() if is_local_store(tracking_uri()) else None
     return c.create_experiment(name, artifact_location=location)
 
 

@@ -1,5 +1,7 @@
 """The service on a real registered model: a tiny BERT classifier logged to a real MLflow store."""
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -51,6 +53,10 @@ def test_champion_promotion_rules(tiny_model_dir):
     assert again.info["version"] == better.info["version"]
     champ = registry.champion("lmchain-promo")
     assert str(champ.version) == str(better.info["version"])
+    # Artifacts live under LMCHAIN_HOME, not in ./mlruns of the working directory.
+    exp = registry.client().get_experiment_by_name("lmchain")
+    assert exp.artifact_location == registry.artifact_root()
+    assert not (Path.cwd() / "mlruns").exists()
     assert champ.tags["metric.accuracy"] == "0.8" and champ.tags[registry.RUN_TAG] == "promo_3"
 
 
