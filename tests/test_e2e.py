@@ -48,6 +48,7 @@ def test_every_stage_published_its_manifest(demo_run):
     assert counts["train"] > 100 and counts["test"] > 20
     assert (run_dir / "pretrain" / "model" / "model.safetensors").is_file()
     assert "lmchain_pipeline run" in stdout and "orchestration" in stdout
+    assert not (REPO / "mlruns").exists()  # everything stays under LMCHAIN_HOME
 
 
 def test_mlflow_has_champion_with_metrics(demo_run):
