@@ -70,6 +70,8 @@ class RunContext:
     run_id: str
     home: Path = field(default_factory=home)
     experiment: str = "lmchain"  # MLflow experiment of the pipeline run
+    model_name: str = "lmchain-classifier"  # MLflow registered model the run competes for
+    config_hash: str = ""  # sha256 of the run's resolved config, for lineage
 
     @property
     def run_dir(self) -> Path:
@@ -90,6 +92,7 @@ class Manifest:
     counts: dict[str, int] = field(default_factory=dict)
     drop_reasons: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)  # sha256 of each output file, for lineage
     info: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     code_version: str = field(default_factory=code_version)
@@ -147,6 +150,10 @@ class StageOutput:
             return  # leave .tmp for inspection; the next attempt clears it
         self.manifest.finished_at = now_iso()
         self.manifest.duration_s = round(time.perf_counter() - self._t0, 3)
+        for key, uri in self.manifest.outputs.items():
+            local = self.tmp / Path(uri).relative_to(self.final) if uri.startswith(str(self.final)) else None
+            if local is not None and local.is_file():
+                self.manifest.hashes[key] = sha256_file(local)
         write_json(self.tmp / MANIFEST, self.manifest.to_dict())
         publish_dir(self.tmp, self.final)
 
@@ -186,6 +193,14 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
         for line in fh:
             if line.strip():
                 yield json.loads(line)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def sha256_text(text: str) -> str:

@@ -5,6 +5,7 @@
     lmchain serve                serve models:/<name>@champion over HTTP
     lmchain up                   Airflow (standalone), the MLflow UI and the service together
     lmchain config               show the resolved config, or every key with its doc
+    lmchain lineage NAME[@alias|/version]   trace a model back to its source files
     lmchain env                  print the environment that points Airflow/MLflow at LMCHAIN_HOME
 
 Bad input ends with one line on stderr naming the file or key and what to do (exit 2).
@@ -132,6 +133,31 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_lineage(args) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from lmchain import airflow_env, registry
+    from lmchain.artifacts import home
+    from lmchain.lineage import describe_version
+
+    airflow_env.apply(home())
+    ref = args.model
+    client = registry.client()
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        elif "/" in ref:
+            name, number = ref.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+        else:
+            name, version = ref, client.get_model_version_by_alias(ref, "champion")
+    except MlflowException as exc:
+        raise LmchainError(f"no model version '{ref}' in {registry.tracking_uri()}: {exc.message}") from None
+    print("\n".join(describe_version(name, version)))
+    return 0
+
+
 def cmd_env(args) -> int:
     from lmchain.airflow_env import airflow_env
     from lmchain.artifacts import home
@@ -172,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--keys", action="store_true")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("lineage", help="trace a registered model back to its source files and URLs")
+    p.add_argument("model", help="NAME (its champion), NAME@alias or NAME/version")
+    p.set_defaults(func=cmd_lineage)
 
     p = sub.add_parser("env", help="print exports that point Airflow and MLflow at LMCHAIN_HOME")
     p.set_defaults(func=cmd_env)

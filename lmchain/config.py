@@ -166,21 +166,36 @@ class FinetuneConfig(TrainCommon):
 @dataclass
 class EvaluateConfig:
     batch_size: int = doc("Inference batch size.", 64)
+    slices: list[str] = doc("Slice families: 'length' (word-count buckets), 'label', or any example field "
+                            "such as 'source'.", factory=lambda: ["length", "label", "source"])
+    length_buckets: list[int] = doc("Word-count bucket edges of the 'length' slices.", factory=lambda: [8, 16, 32])
+    ece_bins: int = doc("Confidence bins of the calibration error and reliability diagram.", 10)
+    margin: float = doc("Promote only when the CI lower bound of the accuracy gain exceeds this.", 0.0)
+    confidence: float = doc("Confidence level of the paired bootstrap interval.", 0.95)
+    bootstrap_samples: int = doc("Paired bootstrap resamples.", 2000)
+    guarded_slices: list[str] = doc("Slice families that must not regress for a promotion.",
+                                    factory=lambda: ["length", "label"])
+    slice_tolerance: float = doc("Largest accuracy drop allowed on a guarded slice.", 0.03)
+    min_slice_size: int = doc("Guard only slices with at least this many test examples.", 30)
+    seed: int = doc("Seed of the bootstrap.", 0)
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
+        _check(0.5 <= self.confidence < 1, "evaluate.confidence", "must be in [0.5, 1)")
+        _check(self.bootstrap_samples >= 100, "evaluate.bootstrap_samples", "must be >= 100")
+        _check(self.ece_bins >= 2, "evaluate.ece_bins", "must be >= 2")
+        _check(self.length_buckets == sorted(set(self.length_buckets)), "evaluate.length_buckets",
+               "must be strictly increasing")
+        unknown = set(self.guarded_slices) - set(self.slices)
+        _check(not unknown, "evaluate.guarded_slices", f"{sorted(unknown)} not in evaluate.slices")
 
 
 @dataclass
 class RegisterConfig:
     model_name: str = doc("MLflow registered model name.", "lmchain-classifier")
     experiment: str = doc("MLflow experiment that holds the pipeline's runs.", "lmchain")
-    metric: str = doc("Test metric that decides promotion (accuracy or macro_f1).", "accuracy")
-    alias: str = doc("Alias given to the promoted version.", "champion")
-    min_improvement: float = doc("Promote only when the metric beats the champion by more than this.", 0.0)
 
     def __post_init__(self) -> None:
-        _check(self.metric in ("accuracy", "macro_f1"), "register.metric", "use 'accuracy' or 'macro_f1'")
         _check(bool(self.model_name.strip()), "register.model_name", "must not be empty")
 
 

@@ -7,11 +7,12 @@ imports the stage's module only when called, so importing this module stays chea
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Any
 
 from lmchain import STAGES
-from lmchain.artifacts import RunContext, home
+from lmchain.artifacts import RunContext, home, sha256_text
 from lmchain.config import PipelineConfig
 
 MODULES = {
@@ -41,6 +42,10 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 }
 
 
+def config_hash(cfg: PipelineConfig) -> str:
+    return sha256_text(json.dumps(cfg.to_dict(), sort_keys=True, default=str))
+
+
 def run_stage(stage: str, cfg: PipelineConfig, run_id: str, upstream: dict[str, dict[str, Any]],
               lmchain_home: Path | None = None) -> dict[str, Any]:
     """Run one stage and return its manifest as a dict (what goes to XCom)."""
@@ -48,7 +53,8 @@ def run_stage(stage: str, cfg: PipelineConfig, run_id: str, upstream: dict[str, 
     if missing:
         raise ValueError(f"stage {stage} needs the manifests of {missing}")
     module = importlib.import_module(MODULES[stage])
-    ctx = RunContext(run_id, home=lmchain_home or home(), experiment=cfg.register.experiment)
+    ctx = RunContext(run_id, home=lmchain_home or home(), experiment=cfg.register.experiment,
+                     model_name=cfg.register.model_name, config_hash=config_hash(cfg))
     manifest = module.run(getattr(cfg, stage), ctx, {u: upstream[u] for u in UPSTREAM[stage]})
     return manifest.to_dict()
 

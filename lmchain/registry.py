@@ -87,22 +87,26 @@ def stage_run(ctx: RunContext, experiment: str, stage: str) -> Iterator[Any]:
     import mlflow
 
     with active_run(ctx, experiment):
-        with mlflow.start_run(run_name=stage, nested=True,
+        # Without experiment_id a nested run lands in MLflow's Default experiment.
+        with mlflow.start_run(run_name=stage, nested=True, experiment_id=experiment_id(experiment),
                               tags={RUN_TAG: ctx.run_id, KIND_TAG: "stage", "lmchain.stage": stage}) as run:
             yield run
 
 
-def log_training(ctx: RunContext, experiment: str, prefix: str, metrics: dict[str, Any], params: dict[str, Any]) -> None:
-    """Params, loss curve and throughput of a training job, in the stage's child run."""
+def log_training(ctx: RunContext, experiment: str, prefix: str, metrics: dict[str, Any],
+                 params: dict[str, Any]) -> str:
+    """Params, loss curve and throughput of a training job, in the stage's child run (its id returned)."""
     import mlflow
 
-    with stage_run(ctx, experiment, prefix):
+    with stage_run(ctx, experiment, prefix) as run:
         mlflow.log_params({f"{prefix}.{k}": v for k, v in params.items()})
         for step, loss in metrics.get("losses", []):
             mlflow.log_metric(f"{prefix}/loss", loss, step=int(step))
-        for key in ("samples_per_second", "train_seconds", "wall_seconds", "final_loss"):
+        for key in ("samples_per_second", "train_seconds", "wall_seconds", "final_loss",
+                    "mlm_loss", "perplexity", "mlm_accuracy"):  # the last three: held-out LM metrics
             if key in metrics:
                 mlflow.log_metric(f"{prefix}/{key}", float(metrics[key]))
+        return run.info.run_id
 
 
 def version_metric(name: str, version: Any, metric: str) -> float | None:
@@ -122,9 +126,40 @@ def champion(name: str, alias: str = "champion"):
 
 
 def model_dir_from_uri(uri: str, dst: Path | None = None) -> Path:
-    """Download a logged transformers model (``models:/name@alias``) and return its folder."""
+    """Download a registered model's files (``models:/name/version``) and return their folder."""
     import mlflow
 
     client()
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None))
-    return local
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None))
+
+
+def resolve_model(model_uri: str) -> tuple[str, str, Path]:
+    """``models:/name@alias`` or ``models:/name/version`` -> (name, version, local model folder).
+
+    Downloads once into ``LMCHAIN_HOME/serving/<name>/v<version>``; later calls reuse it.
+    """
+    from lmchain.artifacts import publish_dir
+
+    if not model_uri.startswith("models:/"):
+        raise ValueError(f"model URI {model_uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
+    ref = model_uri[len("models:/"):]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = str(client().get_model_version_by_alias(name, alias).version)
+    else:
+        name, version = ref.rsplit("/", 1)
+    target = home() / "serving" / name / f"v{version}"
+    if not target.is_dir():
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        model_dir_from_uri(f"models:/{name}/{version}", tmp)
+        publish_dir(tmp, target)
+    configs = sorted(target.glob("artifacts/*/config.json"))
+    if not configs:
+        raise ValueError(f"{model_uri} (downloaded to {target}) holds no transformers model folder")
+    return name, version, configs[0].parent
+
+
+def local_model(model_uri: str) -> Path:
+    """The local transformers folder of a registered model."""
+    return resolve_model(model_uri)[2]

@@ -24,12 +24,18 @@ def stage_line(m: Manifest) -> str:
     if m.stage in ("pretrain", "finetune"):
         if info.get("skipped"):
             return f"skipped (base model {info.get('base_model')})"
+        lm = f", held-out perplexity {x['perplexity']:.1f}" if "perplexity" in x else ""
         return (f"{info['steps']} steps on {info['world_size']} {info['device']} rank(s), final loss "
-                f"{x['final_loss']:.3f}, {x['samples_per_second']:.1f} samples/s")
+                f"{x['final_loss']:.3f}, {x['samples_per_second']:.1f} samples/s{lm}")
     if m.stage == "evaluate":
-        return f"accuracy {x['accuracy']:.4f}, macro-F1 {x['macro_f1']:.4f} on {c['test']} test examples"
+        verdict = "promote" if info["decision"]["promote"] else "keep champion"
+        return (f"accuracy {x['accuracy']:.4f}, macro-F1 {x['macro_f1']:.4f}, ECE {x['ece']:.3f} on "
+                f"{c['test']} test examples; decision: {verdict}")
     if m.stage == "register":
-        alias = f"alias '{info['alias']}'" if info.get("promoted") else "not promoted"
+        if info.get("promoted"):
+            alias = "alias 'champion'"
+        else:
+            alias = f"alias 'challenger', champion stays version {info.get('previous_champion')}"
         return f"{info['model_name']} version {info['version']}, {alias} ({info['reason']})"
     if m.stage == "deploy":
         return f"served version {info['version']}: smoke predictions {info['predictions']}"
@@ -52,6 +58,7 @@ def print_summary(report, lm_home: Path, total_seconds: float) -> None:
           f"+ orchestration {report.overhead_seconds:.1f}s; whole command {total_seconds:.1f}s")
     print(f"run folder:  {ctx.run_dir}")
     print(f"data docs:   {data_docs_dir(lm_home) / 'index.html'}")
+    print(f"evaluation:  {ctx.stage_dir('evaluate') / 'report.html'}")
     print("\nNext:")
     print("  lmchain up        # Airflow UI http://127.0.0.1:8080, MLflow UI http://127.0.0.1:5000,")
     print("                    # model service http://127.0.0.1:8000/docs")

@@ -62,6 +62,34 @@ def test_mlflow_has_champion_with_metrics(demo_run):
     assert 0.0 <= float(champ["tags"]["metric.accuracy"]) <= 1.0
 
 
+def test_lineage_reaches_the_source_files(demo_run):
+    home, _ = demo_run
+    out = subprocess.run(lmchain_cmd("lineage", "lmchain-tiny@champion"), env=_env(home), cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    sst2 = subprocess.run([lmchain_cmd()[0], "-c", "from lmchain.datasets import sst2_dir; print(sst2_dir())"],
+                          env=_env(home), capture_output=True, text=True).stdout.strip()
+    text = out.stdout
+    assert "models:/lmchain-tiny/1" in text and "champion" in text
+    assert f"source files[0]: {sst2}/train.tsv" in text
+    for stage in ("finetune", "pretrain", "annotate", "gate", "curate", "collect"):
+        assert f"  {stage}" in text
+
+
+def test_evaluation_report_and_stage_runs_in_mlflow(demo_run):
+    home, _ = demo_run
+    (run_dir,) = list((home / "runs").iterdir())
+    report = (run_dir / "evaluate" / "report.html").read_text()
+    assert "Decision: PROMOTE" in report and "no champion yet" in report
+    code = ("import json, mlflow; from lmchain import registry; registry.client(); "
+            "runs = mlflow.search_runs(experiment_names=['lmchain'], output_format='list'); "
+            "print(json.dumps(sorted(r.data.tags.get('lmchain.stage', 'pipeline') for r in runs)))")
+    out = subprocess.run([lmchain_cmd()[0], "-c", code], env=_env(home), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    stages = json.loads(out.stdout.strip().splitlines()[-1])
+    assert stages == ["evaluate", "finetune", "pipeline", "pretrain", "register"]
+
+
 def test_lmchain_serve_without_flags_answers_predictions(demo_run):
     home, _ = demo_run
     with socket.socket() as s:

@@ -26,10 +26,11 @@ def tiny_model_dir(tmp_path_factory):
     return path
 
 
-def _register(model_dir, run_id, accuracy, name="lmchain-serve-test"):
-    ctx = RunContext(run_id)
+def _register(model_dir, run_id, accuracy, name="lmchain-serve-test", promote=True):
+    ctx = RunContext(run_id, model_name=name)
     inputs = {"finetune": {"outputs": {"model": str(model_dir)}, "inputs": {"train": "t.jsonl", "base_model": "x"}},
-              "evaluate": {"metrics": {"accuracy": accuracy, "macro_f1": accuracy}}}
+              "evaluate": {"metrics": {"accuracy": accuracy, "macro_f1": accuracy},
+                           "info": {"decision": {"promote": promote, "reason": f"test decision {promote}"}}}}
     return register(RegisterConfig(model_name=name), ctx, inputs)
 
 
@@ -41,23 +42,24 @@ def test_predictor_keeps_input_order(tiny_model_dir):
     assert out == [p.predict([t])[0] for t in texts]
 
 
-def test_champion_promotion_rules(tiny_model_dir):
+def test_register_moves_aliases_by_the_decision(tiny_model_dir):
     first = _register(tiny_model_dir, "promo_1", 0.70, name="lmchain-promo")
-    assert first.info["promoted"] and first.info["reason"] == "no champion yet"
-    worse = _register(tiny_model_dir, "promo_2", 0.60, name="lmchain-promo")
-    assert not worse.info["promoted"]
+    assert first.info["promoted"] and first.info["alias"] == "champion"
+    kept = _register(tiny_model_dir, "promo_2", 0.60, name="lmchain-promo", promote=False)
+    assert not kept.info["promoted"] and kept.info["previous_champion"] == first.info["version"]
+    client = registry.client()
     assert str(registry.champion("lmchain-promo").version) == str(first.info["version"])
-    better = _register(tiny_model_dir, "promo_3", 0.80, name="lmchain-promo")
-    assert better.info["promoted"] and better.info["previous_champion"] == first.info["version"]
-    again = _register(tiny_model_dir, "promo_3", 0.80, name="lmchain-promo")  # rerun: same version
-    assert again.info["version"] == better.info["version"]
-    champ = registry.champion("lmchain-promo")
-    assert str(champ.version) == str(better.info["version"])
+    assert str(client.get_model_version_by_alias("lmchain-promo", "challenger").version) == str(kept.info["version"])
+    again = _register(tiny_model_dir, "promo_2", 0.60, name="lmchain-promo", promote=False)  # rerun: same version
+    assert again.info["version"] == kept.info["version"]
+    version = client.get_model_version("lmchain-promo", str(kept.info["version"]))
+    assert version.tags["lmchain.promoted"] == "false" and version.tags["lmchain.decision"] == "test decision False"
+    assert version.tags["metric.accuracy"] == "0.6" and version.tags[registry.RUN_TAG] == "promo_2"
+    assert version.tags["lineage.airflow.run_id"] == "promo_2" and "lineage.code_version" in version.tags
     # Artifacts live under LMCHAIN_HOME, not in ./mlruns of the working directory.
     exp = registry.client().get_experiment_by_name("lmchain")
     assert exp.artifact_location == registry.artifact_root()
     assert not (Path.cwd() / "mlruns").exists()
-    assert champ.tags["metric.accuracy"] == "0.8" and champ.tags[registry.RUN_TAG] == "promo_3"
 
 
 def test_service_predicts_one_label_per_text(tiny_model_dir):

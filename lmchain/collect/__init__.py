@@ -62,7 +62,9 @@ def run(cfg: CollectConfig, ctx: RunContext, inputs: dict | None = None) -> Mani
         out.manifest.counts = {"records": per_source.total(), "rejects": reasons.total(),
                                **{f"from_{k}": v for k, v in per_source.items()}}
         out.manifest.drop_reasons = dict(reasons)
-        out.manifest.inputs = {f"files[{i}]": src.path for i, src in enumerate(cfg.files)}
+        # Resolved paths (globs and ${SST2} expanded): lineage must reach the actual files.
+        out.manifest.inputs = {f"files[{i}]": ",".join(str(p.resolve()) for p in paths)
+                               for i, (src, paths) in enumerate(files)}
         if cfg.crawl_seeds:
             out.manifest.inputs["crawl_seeds"] = ",".join(cfg.crawl_seeds)
     return out.manifest

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -39,35 +38,6 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-def resolve_model(model_uri: str) -> tuple[str, str, Path]:
-    """``models:/name@alias`` or ``models:/name/version`` -> (name, version, local model folder).
-
-    Downloads once into ``LMCHAIN_HOME/serving/<name>/v<version>``; a restart reuses it.
-    """
-    from lmchain import registry
-    from lmchain.artifacts import home, publish_dir
-
-    if not model_uri.startswith("models:/"):
-        raise ValueError(f"model URI {model_uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
-    ref = model_uri[len("models:/"):]
-    client = registry.client()
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        version = client.get_model_version_by_alias(name, alias).version
-    else:
-        name, version = ref.rsplit("/", 1)
-    target = home() / "serving" / name / f"v{version}"
-    if not target.is_dir():
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        registry.model_dir_from_uri(f"models:/{name}/{version}", tmp)
-        publish_dir(tmp, target)
-    configs = sorted(target.glob("artifacts/*/config.json"))
-    if not configs:
-        raise ValueError(f"{model_uri} (downloaded to {target}) holds no transformers model folder")
-    return name, str(version), configs[0].parent
-
-
 def create_app(model_uri: str) -> FastAPI:
     state: dict[str, Any] = {}
 
@@ -75,6 +45,7 @@ def create_app(model_uri: str) -> FastAPI:
     async def lifespan(app: FastAPI):
         from starlette.concurrency import run_in_threadpool
 
+        from lmchain.registry import resolve_model
         from lmchain.serve.predictor import Predictor
 
         t0 = time.perf_counter()

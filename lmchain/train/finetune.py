@@ -24,7 +24,7 @@ def run(cfg: FinetuneConfig, ctx: RunContext, inputs: dict) -> Manifest:
         spec = {"task": "cls", **base, "train_file": labelled["train"], "label_names": names,
                 "output_dir": str(out.path("model"))}
         metrics = launch(spec, cfg, out.path("job"))
-        registry.log_training(ctx, ctx.experiment, "finetune", metrics,
+        mlflow_run = registry.log_training(ctx, ctx.experiment, "finetune", metrics,
                               {"base_model": base["model"] or cfg.base_model, "ranks": cfg.ranks,
                                "zero_stage": cfg.zero_stage, "batch_size": cfg.batch_size,
                                "learning_rate": cfg.learning_rate, "steps": metrics["steps"],
@@ -33,5 +33,5 @@ def run(cfg: FinetuneConfig, ctx: RunContext, inputs: dict) -> Manifest:
         out.manifest.inputs = {"train": labelled["train"], "base_model": base["model"] or cfg.base_model}
         out.manifest.metrics = {k: metrics[k] for k in ("final_loss", "samples_per_second", "train_seconds")}
         out.manifest.info = {"label_names": names, "world_size": metrics["world_size"],
-                             "device": metrics["device"], "steps": metrics["steps"]}
+                             "device": metrics["device"], "steps": metrics["steps"], "mlflow_run_id": mlflow_run}
     return out.manifest

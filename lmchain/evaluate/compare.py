@@ -1,0 +1,84 @@
+"""Champion/challenger: is the challenger better on the same frozen test set, beyond noise?
+
+The primary metric is accuracy, compared per example (paired). The paired bootstrap gives a
+confidence interval of the improvement; McNemar's exact test gives a p-value on the
+disagreements. Promotion needs the interval's lower bound above the margin and no guarded
+slice worse by more than the tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def paired_bootstrap(champion_correct, challenger_correct, samples: int, confidence: float, seed: int) -> dict:
+    """CI of mean(challenger_correct - champion_correct) by resampling examples."""
+    a = np.asarray(champion_correct, dtype=float)
+    b = np.asarray(challenger_correct, dtype=float)
+    diff = b - a
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(samples, len(diff)))
+    means = diff[idx].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    return {"delta": float(diff.mean()), "lower": float(np.quantile(means, alpha)),
+            "upper": float(np.quantile(means, 1 - alpha)), "samples": samples, "confidence": confidence}
+
+
+def mcnemar_exact(champion_correct, challenger_correct) -> dict:
+    """Two-sided exact McNemar test on the examples where exactly one model is right."""
+    a = np.asarray(champion_correct, dtype=bool)
+    b = np.asarray(challenger_correct, dtype=bool)
+    only_challenger = int((b & ~a).sum())
+    only_champion = int((a & ~b).sum())
+    n = only_challenger + only_champion
+    if n == 0:
+        return {"only_challenger": 0, "only_champion": 0, "p_value": 1.0}
+    k = min(only_challenger, only_champion)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return {"only_challenger": only_challenger, "only_champion": only_champion, "p_value": min(1.0, 2 * tail)}
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    champion: str | None = None
+    bootstrap: dict[str, Any] = field(default_factory=dict)
+    mcnemar: dict[str, Any] = field(default_factory=dict)
+    slice_regressions: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(champion_correct, challenger_correct, champion_slices: dict, challenger_slices: dict, *,
+           margin: float, guarded: list[str], tolerance: float, min_slice_size: int,
+           samples: int, confidence: float, seed: int, champion: str) -> Decision:
+    boot = paired_bootstrap(champion_correct, challenger_correct, samples, confidence, seed)
+    mc = mcnemar_exact(champion_correct, challenger_correct)
+    regressions = []
+    for key, new in challenger_slices.items():
+        family = key.split("=", 1)[0]
+        old = champion_slices.get(key)
+        if family not in guarded or old is None or new["n"] < min_slice_size:
+            continue
+        drop = old["accuracy"] - new["accuracy"]
+        if drop > tolerance:
+            regressions.append({"slice": key, "n": new["n"], "champion": old["accuracy"],
+                                "challenger": new["accuracy"], "drop": drop})
+    if boot["lower"] <= margin:
+        reason = (f"accuracy change {boot['delta']:+.4f}, {int(confidence * 100)}% CI "
+                  f"[{boot['lower']:+.4f}, {boot['upper']:+.4f}]: lower bound does not clear margin {margin}")
+        return Decision(False, reason, champion, boot, mc, regressions)
+    if regressions:
+        worst = max(regressions, key=lambda r: r["drop"])
+        reason = (f"accuracy +{boot['delta']:.4f} (CI lower {boot['lower']:+.4f}) but guarded slice "
+                  f"{worst['slice']} drops {worst['drop']:.4f} > tolerance {tolerance}")
+        return Decision(False, reason, champion, boot, mc, regressions)
+    reason = (f"accuracy {boot['delta']:+.4f}, {int(confidence * 100)}% CI [{boot['lower']:+.4f}, "
+              f"{boot['upper']:+.4f}] clears margin {margin}; McNemar p={mc['p_value']:.3g}; no guarded slice regresses")
+    return Decision(True, reason, champion, boot, mc, regressions)
