@@ -1,5 +1,5 @@
-"""lmchain_pipeline: collect -> curate -> gate -> annotate -> pretrain -> finetune -> evaluate
--> register -> deploy.
+"""lmchain_pipeline: collect -> curate -> gate -> annotate -> gate_labels -> pretrain -> finetune
+-> evaluate -> register -> deploy.
 
 Wiring only: every task runs ``lmchain.airflow_tasks.stage_task`` for one stage, and tasks
 pass small manifests (URIs, counts, metrics) through XCom, never data.
@@ -39,11 +39,12 @@ def stage(name, **kwargs):
 def lmchain_pipeline():
     collected = stage("collect")
     curated = stage("curate", collect=collected)
-    gated = stage("gate", curate=curated)
-    labelled = stage("annotate", gate=gated)
-    pretrained = stage("pretrain", gate=gated, annotate=labelled)
-    tuned = stage("finetune", pretrain=pretrained, annotate=labelled)
-    evaluated = stage("evaluate", finetune=tuned, annotate=labelled)
+    gated = stage("gate", collect=collected, curate=curated)
+    annotated = stage("annotate", gate=gated)
+    labelled = stage("gate_labels", annotate=annotated)
+    pretrained = stage("pretrain", gate=gated, gate_labels=labelled)
+    tuned = stage("finetune", pretrain=pretrained, gate_labels=labelled)
+    evaluated = stage("evaluate", finetune=tuned, gate_labels=labelled)
     registered = stage("register", finetune=tuned, evaluate=evaluated)
     stage("deploy", register=registered)
 

@@ -12,6 +12,7 @@ STAGES = (
     "curate",
     "gate",
     "annotate",
+    "gate_labels",
     "pretrain",
     "finetune",
     "evaluate",

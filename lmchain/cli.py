@@ -6,6 +6,7 @@
     lmchain up                   Airflow (standalone), the MLflow UI and the service together
     lmchain config               show the resolved config, or every key with its doc
     lmchain lineage NAME[@alias|/version]   trace a model back to its source files
+    lmchain gate --suite S --in PATH        validate a batch; --accept RUN_ID releases a quarantined one
     lmchain env                  print the environment that points Airflow/MLflow at LMCHAIN_HOME
 
 Bad input ends with one line on stderr naming the file or key and what to do (exit 2).
@@ -158,6 +159,50 @@ def cmd_lineage(args) -> int:
     return 0
 
 
+def cmd_gate(args) -> int:
+    """Validate a batch with one suite, or release a quarantined batch (--accept RUN_ID)."""
+    import json as _json
+
+    from lmchain import airflow_env
+    from lmchain.artifacts import RunContext, home
+    from lmchain.config import load_config
+    from lmchain.errors import GateFailed
+    from lmchain.quality import check
+    from lmchain.quality.batches import labelled_files, labelled_frame, records_frame
+    from lmchain.quality.gate import accept
+
+    lm_home = home()
+    airflow_env.apply(lm_home)
+    if args.accept:
+        record = accept(lm_home, args.accept, args.suite, args.reason or "")
+        print(f"accepted the quarantined {args.suite} batch of run {args.accept}: {record}")
+        print("re-run the run's gate task (Airflow: clear it) to continue with this batch")
+        return 0
+    if not args.input:
+        raise LmchainError("give --in PATH (a file, or a folder of train/validation/test.jsonl for 'labelled'), "
+                           "or --accept RUN_ID")
+    cfg = load_config(args.recipe, args.overrides)
+    path = Path(args.input)
+    names = list(cfg.annotate.label_names)
+    if args.suite == "labelled":
+        files = labelled_files(path)
+        if (path / "labels.json").is_file():
+            names = _json.loads((path / "labels.json").read_text())["names"]
+        batch = {"labelled": (labelled_frame(files), list(files.values()))}
+    else:
+        batch = {args.suite: (records_frame(path), [path])}
+    ctx = RunContext(args.run_id or f"cli_gate_{args.suite}", home=lm_home,
+                     experiment=cfg.register.experiment, model_name=cfg.register.model_name)
+    try:
+        m = check(ctx, f"gate_{args.suite}_cli", cfg.gate, batch, names, {})
+    except GateFailed as exc:
+        print(f"BLOCKED: {exc}", file=sys.stderr)
+        return 1
+    print(f"PASSED: suite {args.suite}, {m.counts['expectations']} expectations, {m.counts['warnings']} warnings; "
+          f"Data Docs: {m.info['data_docs']}")
+    return 0
+
+
 def cmd_env(args) -> int:
     from lmchain.airflow_env import airflow_env
     from lmchain.artifacts import home
@@ -202,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lineage", help="trace a registered model back to its source files and URLs")
     p.add_argument("model", help="NAME (its champion), NAME@alias or NAME/version")
     p.set_defaults(func=cmd_lineage)
+
+    p = sub.add_parser("gate", help="validate a batch with a GX suite, or release a quarantined batch")
+    _config_args(p)
+    p.add_argument("--suite", default="curated", choices=["raw", "curated", "labelled", "feedback"])
+    p.add_argument("--in", dest="input", help="batch file (jsonl/csv/tsv), or a folder of splits for 'labelled'")
+    p.add_argument("--run-id", help="run id the batch belongs to (names its quarantine folder)")
+    p.add_argument("--accept", metavar="RUN_ID", help="release the quarantined batch of RUN_ID for --suite")
+    p.add_argument("--reason", help="why the batch is accepted (recorded; required with --accept)")
+    p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser("env", help="print exports that point Airflow and MLflow at LMCHAIN_HOME")
     p.set_defaults(func=cmd_env)

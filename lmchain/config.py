@@ -81,15 +81,40 @@ class CurateConfig:
 
 
 @dataclass
-class GateConfig:
-    min_rows: int = doc("Fail when the curated corpus has fewer rows than this.", 100)
-    min_chars: int = doc("Every text must be at least this long.", 1)
+class SuiteConfig:
+    """Thresholds of one expectation suite; each suite uses the checks that fit its data."""
+
+    min_rows: int = doc("Block batches with fewer rows than this.", 1)
+    min_chars: int = doc("Every text must be at least this long (1: no empty texts).", 1)
     max_chars: int = doc("Every text must be at most this long.", 20000)
-    max_mean_chars: int = doc("Fail when the mean text length exceeds this (boilerplate pages).", 5000)
+    max_mean_chars: int = doc("Block when the mean text length exceeds this (boilerplate pages; curated).", 5000)
+    max_duplicate_rate: float = doc("Largest share of texts that repeat another after normalisation.", 0.05)
+    max_pii_rate: float = doc("Largest share of texts with an e-mail, phone, IP or card number.", 0.0)
+    language: str = doc("Expected language of the texts (built-in detector: 'en').", "en")
+    min_language_share: float = doc("Smallest share of texts in that language.", 0.9)
+    max_length_shift: float = doc("Largest Jensen-Shannon divergence of the word-count distribution from the "
+                                  "last accepted batch (curated).", 0.1)
+    min_class_share: float = doc("Smallest share of any label (labelled).", 0.1)
+    max_label_shift: float = doc("Largest Jensen-Shannon divergence of the label distribution from the last "
+                                 "accepted batch (labelled).", 0.05)
+    warn: list[str] = doc("Expectations (snake_case type) that only warn instead of blocking.", factory=list)
 
     def __post_init__(self) -> None:
-        _check(self.min_rows >= 1, "gate.min_rows", "must be >= 1")
-        _check(self.max_chars >= self.min_chars, "gate.max_chars", "must be >= gate.min_chars")
+        _check(self.min_rows >= 0, "gate.<suite>.min_rows", "must be >= 0")
+        _check(self.max_chars >= self.min_chars, "gate.<suite>.max_chars", "must be >= min_chars")
+        for name in ("max_duplicate_rate", "max_pii_rate", "min_language_share", "min_class_share"):
+            _check(0.0 <= getattr(self, name) <= 1.0, f"gate.<suite>.{name}", "must be in [0, 1]")
+        _check(self.language == "en", "gate.<suite>.language", "the built-in detector knows 'en' only")
+
+
+@dataclass
+class GateConfig:
+    raw: SuiteConfig = doc("Suite 'raw' on the collected records.", factory=lambda: SuiteConfig(
+        min_chars=0, max_chars=10**7))
+    curated: SuiteConfig = doc("Suite 'curated' on the curated corpus.", factory=lambda: SuiteConfig(min_rows=100))
+    labelled: SuiteConfig = doc("Suite 'labelled' on the labelled splits.", factory=lambda: SuiteConfig(min_rows=50))
+    feedback: SuiteConfig = doc("Suite 'feedback' on feedback batches.", factory=lambda: SuiteConfig(
+        max_duplicate_rate=1.0))
 
 
 @dataclass

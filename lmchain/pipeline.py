@@ -20,6 +20,7 @@ MODULES = {
     "curate": "lmchain.curate",
     "gate": "lmchain.quality",
     "annotate": "lmchain.annotate",
+    "gate_labels": "lmchain.quality.labels",
     "pretrain": "lmchain.train.pretrain",
     "finetune": "lmchain.train.finetune",
     "evaluate": "lmchain.evaluate",
@@ -27,16 +28,21 @@ MODULES = {
     "deploy": "lmchain.serve.deploy",
 }
 
-# What each stage reads. Pretrain reads the labelled splits to keep evaluation text out of
-# its corpus.
+# What each stage reads. Stages after a gate read the gate's manifest, which passes the
+# validated files through, so nothing downstream can bypass a gate. Pretrain reads the labelled
+# splits to keep evaluation text out of its corpus.
+CONFIG_SECTION = {"gate_labels": "gate"}
+# The labelled-set gate passes the splits through, so stages read it as their "annotate" input.
+INPUT_NAME = {"gate_labels": "annotate"}
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "collect": (),
     "curate": ("collect",),
-    "gate": ("curate",),
+    "gate": ("collect", "curate"),
     "annotate": ("gate",),
-    "pretrain": ("gate", "annotate"),
-    "finetune": ("pretrain", "annotate"),
-    "evaluate": ("finetune", "annotate"),
+    "gate_labels": ("annotate",),
+    "pretrain": ("gate", "gate_labels"),
+    "finetune": ("pretrain", "gate_labels"),
+    "evaluate": ("finetune", "gate_labels"),
     "register": ("finetune", "evaluate"),
     "deploy": ("register",),
 }
@@ -55,7 +61,8 @@ def run_stage(stage: str, cfg: PipelineConfig, run_id: str, upstream: dict[str, 
     module = importlib.import_module(MODULES[stage])
     ctx = RunContext(run_id, home=lmchain_home or home(), experiment=cfg.register.experiment,
                      model_name=cfg.register.model_name, config_hash=config_hash(cfg))
-    manifest = module.run(getattr(cfg, stage), ctx, {u: upstream[u] for u in UPSTREAM[stage]})
+    section = getattr(cfg, CONFIG_SECTION.get(stage, stage))
+    manifest = module.run(section, ctx, {INPUT_NAME.get(u, u): upstream[u] for u in UPSTREAM[stage]})
     return manifest.to_dict()
 
 

@@ -8,6 +8,7 @@ server instead (the scale-out path); nothing else changes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,6 +30,10 @@ def artifact_root() -> str:
 def client():
     import mlflow
 
+    # Creating the SQLite store logs schema migrations at INFO on stderr: noise for a CLI whose
+    # stderr is reserved for the one error line a user must read.
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     (home() / "mlflow").mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(tracking_uri())

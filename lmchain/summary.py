@@ -15,9 +15,12 @@ def stage_line(m: Manifest) -> str:
         return f"{c.get('records', 0)} records, {c.get('rejects', 0)} rejected {m.drop_reasons or ''}"
     if m.stage == "curate":
         return f"{c['input']} in -> {c['records']} kept; dropped {m.drop_reasons}"
-    if m.stage == "gate":
-        return (f"{'PASSED' if info.get('passed') else 'FAILED'}: {c['expectations'] - c['failed']}/"
-                f"{c['expectations']} expectations on {c['records']} rows")
+    if m.stage in ("gate", "gate_labels"):
+        rows = ", ".join(f"{k[:-5]} {v}" for k, v in c.items() if k.endswith("_rows"))
+        warn = f", {c['warnings']} warning(s)" if c.get("warnings") else ""
+        accepted = f", accepted by hand: {sorted(info['accepted'])}" if info.get("accepted") else ""
+        return (f"{'PASSED' if info.get('passed') else 'BLOCKED'}: {c['expectations'] - c['failed']}/"
+                f"{c['expectations']} expectations ({rows} rows){warn}{accepted}")
     if m.stage == "annotate":
         return (f"train {c['train']} / validation {c['validation']} / test {c['test']}; "
                 f"{c['rejects']} label rows set aside {m.drop_reasons}")
@@ -52,7 +55,7 @@ def print_summary(report, lm_home: Path, total_seconds: float) -> None:
         path = ctx.stage_dir(stage)
         if (path / "manifest.json").is_file():
             secs = durations.get(stage)
-            print(f"{stage:9s} {f'{secs:6.1f}s' if secs else '       '}  {stage_line(Manifest.read(path))}")
+            print(f"{stage:11s} {f'{secs:6.1f}s' if secs else '       '}  {stage_line(Manifest.read(path))}")
     print("-" * 78)
     print(f"DAG run wall time {report.wall_seconds:.1f}s = task run time {report.task_seconds:.1f}s "
           f"+ orchestration {report.overhead_seconds:.1f}s; whole command {total_seconds:.1f}s")

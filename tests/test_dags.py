@@ -50,8 +50,8 @@ def test_dags_import_fast_without_heavy_modules_and_with_retries(capsys):
     assert info["heavy"] == []
     dag = info["dags"]["lmchain_pipeline"]
     assert "lmchain" in dag["tags"]
-    assert set(dag["tasks"]) == {"collect", "curate", "gate", "annotate", "pretrain", "finetune", "evaluate",
-                                 "register", "deploy"}
+    assert set(dag["tasks"]) == {"collect", "curate", "gate", "annotate", "gate_labels", "pretrain", "finetune",
+                                 "evaluate", "register", "deploy"}
     assert all(t["retries"] >= 1 for t in dag["tasks"].values())
     assert dag["tasks"]["pretrain"]["queue"] == "gpu" and dag["tasks"]["finetune"]["queue"] == "gpu"
     assert dag["params"] == ["overrides", "recipe"]
@@ -69,3 +69,29 @@ def test_airflow_cli_reports_no_import_errors(airflow_db):
     listed = subprocess.run(airflow + ["dags", "list", "--output", "json"], capture_output=True, text=True,
                             env=os.environ.copy(), timeout=300)
     assert "lmchain_pipeline" in listed.stdout
+
+
+def test_plugin_loads_with_ui_links_and_report_link(airflow_db):
+    airflow = [str(Path(sys.executable).with_name("airflow"))]
+    out = subprocess.run(airflow + ["plugins", "--output", "json"], capture_output=True, text=True,
+                         env=os.environ.copy(), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (plugin,) = [p for p in json.loads(out.stdout) if p["name"] == "lmchain"]
+    assert {a["url_prefix"] for a in plugin["fastapi_apps"]} == {"/lmchain/data-docs", "/lmchain/runs"}
+    assert {v["name"] for v in plugin["external_views"]} == {"MLflow (lmchain)", "Model service (lmchain)",
+                                                              "Data Docs (lmchain)"}
+    assert len(plugin["global_operator_extra_links"]) == 1
+
+
+def test_report_link_points_at_the_runs_report():
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("lmchain_plugin", REPO / "plugins" / "lmchain_plugin.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    link = plugin.StageReportLink()
+    key = SimpleNamespace(task_id="evaluate", run_id="manual__2026-11-29T20:46:50+00:00")
+    assert link.get_link(None, ti_key=key) == "/lmchain/runs/manual__2026-11-29T20_46_50_00_00/evaluate/report.html"
+    assert link.get_link(None, ti_key=SimpleNamespace(task_id="gate", run_id="r")) == "/lmchain/data-docs/index.html"
+    assert link.get_link(None, ti_key=SimpleNamespace(task_id="curate", run_id="r")) == ""

@@ -87,7 +87,7 @@ def test_evaluation_report_and_stage_runs_in_mlflow(demo_run):
     out = subprocess.run([lmchain_cmd()[0], "-c", code], env=_env(home), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     stages = json.loads(out.stdout.strip().splitlines()[-1])
-    assert stages == ["evaluate", "finetune", "pipeline", "pretrain", "register"]
+    assert stages == ["evaluate", "finetune", "gate", "gate_labels", "pipeline", "pretrain", "register"]
 
 
 def test_lmchain_serve_without_flags_answers_predictions(demo_run):
@@ -142,7 +142,7 @@ def test_missing_input_file_is_one_clear_line(tmp_path):
 
 def test_gate_failure_stops_the_dag_and_names_the_expectation(tmp_path):
     home = tmp_path / "home"
-    proc = subprocess.run(lmchain_cmd("demo", "--recipe", "tiny", "--set", "gate.min_rows=100000"), cwd=REPO,
+    proc = subprocess.run(lmchain_cmd("demo", "--recipe", "tiny", "--set", "gate.curated.min_rows=100000"), cwd=REPO,
                           env=_env(home), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
@@ -151,6 +151,31 @@ def test_gate_failure_stops_the_dag_and_names_the_expectation(tmp_path):
     (run_dir,) = list((home / "runs").iterdir())
     assert (run_dir / "gate" / "validation.json").is_file()  # the evidence is kept
     assert not (run_dir / "annotate").exists()  # nothing downstream ran
+
+
+def test_pii_in_the_corpus_blocks_the_run_and_quarantines_the_batch_intact(tmp_path):
+    """A corrupted source (leaked e-mail addresses) through the real DAG: gate fails, no training."""
+    from lmchain.artifacts import sha256_file
+
+    rows = [f"the film was a {w} story about people and places, part {i}" for i, w in
+            enumerate(["good", "bad", "fine", "dull"] * 60)]
+    rows += [f"write to fan{i}@example.com for the soundtrack of part {i}" for i in range(40)]
+    src = tmp_path / "leaky.tsv"
+    src.write_text("sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(rows)))
+    home = tmp_path / "home"
+    sets = [f"collect.files=[{{path: {src}, text_field: sentence}}]",
+            f"annotate.labels=[{{path: {src}, text_field: sentence}}]"]
+    proc = subprocess.run(lmchain_cmd("demo", "--recipe", "tiny", *[a for s in sets for a in ("--set", s)]),
+                          cwd=REPO, env=_env(home), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "failed at stage gate" in proc.stderr and "expect_column_values_to_not_contain_pii" in proc.stderr
+    (run_dir,) = list((home / "runs").iterdir())
+    assert not (run_dir / "pretrain").exists() and not (run_dir / "finetune").exists()
+    qdir = home / "quarantine" / run_dir.name / "curated"
+    batch = json.loads((qdir / "batch.json").read_text())
+    curated = run_dir / "curate" / "records.jsonl"
+    assert batch["rows"] == sum(1 for _ in open(curated)) == 280
+    assert sha256_file(qdir / "records.jsonl") == sha256_file(curated)
 
 
 def test_malformed_input_file_fails_the_collect_task_with_one_message(tmp_path):

@@ -70,3 +70,9 @@ def test_decide_rules():
     small = {"length=short": {"n": 10, "accuracy": 0.1}}  # too small to guard
     assert decide(worse, better, slices_ok, small, **kw).promote
     assert math.isclose(np.mean(better) - np.mean(worse), 0.2)
+
+
+def test_slices_are_ordered_by_family_then_length():
+    ex = [{"text": " ".join(["w"] * n), "label": n % 2} for n in (40, 3, 12, 20)]
+    s = slice_accuracy(ex, [1, 1, 1, 1], ["label", "length"], [8, 16], ["neg", "pos"])
+    assert list(s) == ["label=neg", "label=pos", "length=words<=8", "length=words 9-16", "length=words>16"]

@@ -32,6 +32,8 @@ def test_pretrain_two_cpu_ranks_then_finetune(ctx, tmp_path, zero_stage):
                                     max_steps=3), ctx, inputs)
     assert m.info["world_size"] == 2 and m.info["device"] == "cpu" and m.info["steps"] == 3
     assert m.counts == {"texts": 64, "held_out_texts": 32}  # validation + test text kept out
+    # Held-out LM metrics on the validation texts; an untrained-size model is near-uniform.
+    assert 1.0 < m.metrics["perplexity"] < 2 * 30522 and 0.0 <= m.metrics["mlm_accuracy"] <= 1.0
     model_dir = ctx.stage_dir("pretrain") / "model"
     assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
     assert (model_dir / "tokenizer.json").is_file()

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, sha256_text, write_json, write_jsonl
 from lmchain.collect.files import read_file, resolve_files
 from lmchain.config import AnnotateConfig, FileSource
-from lmchain.curate.steps import normalize_text
+from lmchain.curate.steps import normalise_for_dedup, normalize_text
 from lmchain.errors import InputError
 
 SPLITS = ("train", "validation", "test")
@@ -64,10 +64,15 @@ def load_labels(cfg: AnnotateConfig) -> tuple[dict[str, tuple[str, str]], list[d
 
 
 def stratified_split(examples: list[dict], cfg: AnnotateConfig) -> dict[str, list[dict]]:
+    """Stratified by label, and grouped: texts that are the same sentence up to case and
+    punctuation always land in the same split, so no test sentence is also trained on."""
     rng = random.Random(cfg.seed)
-    by_label: dict[int, list[dict]] = defaultdict(list)
+    groups: dict[str, list[dict]] = defaultdict(list)
     for ex in sorted(examples, key=lambda e: e["id"]):
-        by_label[ex["label"]].append(ex)
+        groups[normalise_for_dedup(ex["text"])].append(ex)
+    by_label: dict[int, list[list[dict]]] = defaultdict(list)
+    for key in sorted(groups):
+        by_label[groups[key][0]["label"]].append(groups[key])
     if cfg.max_examples is not None and len(examples) > cfg.max_examples:
         share = cfg.max_examples / len(examples)
         for label, items in by_label.items():
@@ -77,11 +82,13 @@ def stratified_split(examples: list[dict], cfg: AnnotateConfig) -> dict[str, lis
     for label in sorted(by_label):
         items = by_label[label]
         rng.shuffle(items)
-        n_test = round(len(items) * cfg.test_fraction)
-        n_val = round(len(items) * cfg.validation_fraction)
-        splits["test"] += items[:n_test]
-        splits["validation"] += items[n_test:n_test + n_val]
-        splits["train"] += items[n_test + n_val:]
+        total = sum(len(g) for g in items)
+        quota = {"test": round(total * cfg.test_fraction), "validation": round(total * cfg.validation_fraction)}
+        for group in items:
+            split = next((s for s in ("test", "validation") if quota[s] > 0), "train")
+            if split != "train":
+                quota[split] -= len(group)
+            splits[split] += group
     for items in splits.values():
         rng.shuffle(items)
     return splits
@@ -100,7 +107,8 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
             if label is None:
                 rejects.append({"text": text, "label": raw, "reason": "unknown_label"})
                 continue
-            examples.append({"id": rec["id"], "text": rec["text"], "label": label, "label_name": names[label]})
+            examples.append({"id": rec["id"], "text": rec["text"], "label": label, "label_name": names[label],
+                             "source": rec.get("source", "unknown")})
     for h, (text, raw) in labels.items():
         if h not in used:
             rejects.append({"text": text, "label": raw, "reason": "not_in_corpus"})

@@ -26,6 +26,11 @@ def normalize_text(text: str) -> str:
     return _BLANK_LINES.sub("\n", text).strip()
 
 
+def normalise_for_dedup(text: str) -> str:
+    """Case and punctuation folded: the key under which two texts count as the same sentence."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
 class Normalize:
     name = "normalize"
 

@@ -58,15 +58,19 @@ def calibration(y_true, probs, n_bins: int = 10) -> dict[str, Any]:
     return {"ece": float(ece), "bins": bins}
 
 
-def length_bucket(text: str, edges: list[int]) -> str:
-    """Word-count bucket name, e.g. edges [8, 16] -> 'words<=8', 'words 9-16', 'words>16'."""
-    n = len(text.split())
-    lo = 0
+def length_buckets(edges: list[int]) -> list[str]:
+    """Bucket names in increasing order, e.g. [8, 16] -> 'words<=8', 'words 9-16', 'words>16'."""
+    names, lo = [], 0
     for edge in edges:
-        if n <= edge:
-            return f"words<={edge}" if lo == 0 else f"words {lo + 1}-{edge}"
+        names.append(f"words<={edge}" if lo == 0 else f"words {lo + 1}-{edge}")
         lo = edge
-    return f"words>{lo}"
+    return names + [f"words>{lo}"]
+
+
+def length_bucket(text: str, edges: list[int]) -> str:
+    n = len(text.split())
+    names = length_buckets(edges)
+    return next((names[i] for i, edge in enumerate(edges) if n <= edge), names[-1])
 
 
 def slice_keys(example: dict, families: list[str], length_edges: list[int], label_names: list[str]) -> list[str]:
@@ -89,4 +93,12 @@ def slice_accuracy(examples: list[dict], correct, families, length_edges, label_
     for i, ex in enumerate(examples):
         for key in slice_keys(ex, families, length_edges, label_names):
             members.setdefault(key, []).append(i)
-    return {key: {"n": len(idx), "accuracy": float(correct[idx].mean())} for key, idx in sorted(members.items())}
+    # Families in configured order, length buckets short to long, other values alphabetical.
+    buckets = {f"length={b}": i for i, b in enumerate(length_buckets(length_edges))}
+
+    def order(key: str):
+        family = key.split("=", 1)[0]
+        return (families.index(family), buckets.get(key, 0), key)
+
+    return {key: {"n": len(members[key]), "accuracy": float(correct[members[key]].mean())}
+            for key in sorted(members, key=order)}

@@ -72,6 +72,7 @@ def slices_png(challenger: dict[str, dict], champion: dict[str, dict] | None, pa
         ax.legend(fontsize=7)
     ax.set_yticks(list(ys), [f"{k} (n={challenger[k]['n']})" for k in keys], fontsize=7)
     ax.set_xlim(0, 1)
+    ax.invert_yaxis()  # first slice on top, as in the table
     ax.set_xlabel("accuracy")
     ax.set_title("Accuracy by slice")
     fig.tight_layout()

@@ -1,116 +1,78 @@
-"""Gate: a Great Expectations checkpoint on the curated corpus.
+"""Gate: Great Expectations suites that stop bad data, quarantine it and show why.
 
-The GX project lives in ``LMCHAIN_HOME/gx`` (file mode), so suites, checkpoints, validation
-results and the Data Docs site persist between runs and can be opened by people. When an
-expectation fails, the stage still publishes its output (the validation summary is the
-evidence) and then raises :class:`GateFailed`, which fails the Airflow task so that nothing
-downstream runs.
+The ``gate`` stage validates the collected records (suite ``raw``) and the curated corpus
+(suite ``curated``); ``gate_labels`` validates the labelled splits (suite ``labelled``). Each
+suite runs as a GX checkpoint in the project at ``LMCHAIN_HOME/gx`` that rebuilds the Data Docs
+site. When a critical expectation fails, the batch is copied to
+``LMCHAIN_HOME/quarantine/<run_id>/<suite>/`` with its validation result, the stage still
+publishes its output (the evidence) and then raises :class:`GateFailed`, which fails the
+Airflow task so that nothing downstream runs. ``lmchain gate --accept`` releases a batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, write_json
 from lmchain.config import GateConfig
 from lmchain.errors import GateFailed
 
-SUITE = "curated"
-
 
 def data_docs_dir(home: Path) -> Path:
-    """The static Data Docs site that the gate's checkpoint rebuilds."""
+    """The static Data Docs site that the checkpoints rebuild."""
     return home / "gx" / "uncommitted" / "data_docs" / "local_site"
 
 
-def _expectations(cfg: GateConfig) -> list:
-    import great_expectations as gx
+def check(ctx: RunContext, stage: str, cfg: GateConfig, batches: dict, label_names: list[str],
+          passthrough: dict[str, str]) -> Manifest:
+    """Validate ``batches`` ({suite: (dataframe, files)}); publish the evidence; raise if any is blocked.
 
-    E = gx.expectations
-    return [
-        E.ExpectTableColumnsToMatchSet(column_set=["id", "text", "chars", "source"], exact_match=False),
-        E.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows),
-        E.ExpectColumnValuesToNotBeNull(column="text"),
-        E.ExpectColumnValuesToBeUnique(column="id"),
-        E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=cfg.min_chars, max_value=cfg.max_chars),
-        E.ExpectColumnMeanToBeBetween(column="chars", min_value=0, max_value=cfg.max_mean_chars),
-    ]
+    ``passthrough`` outputs are the validated files themselves: downstream stages read them
+    through the gate's manifest, so they cannot bypass it.
+    """
+    import mlflow
 
+    from lmchain import registry
+    from lmchain.quality.gate import validate
 
-def _checkpoint(context, cfg: GateConfig):
-    """Create or update the datasource, suite, validation definition and checkpoint."""
-    import great_expectations as gx
-
-    source = context.data_sources.add_or_update_pandas(name="lmchain")
-    try:
-        asset = source.get_asset("curated")
-    except LookupError:
-        asset = source.add_dataframe_asset(name="curated")
-    try:
-        batch_def = asset.get_batch_definition("whole")
-    except (LookupError, KeyError):
-        batch_def = asset.add_batch_definition_whole_dataframe("whole")
-    suite = context.suites.add_or_update(gx.ExpectationSuite(name=SUITE, expectations=_expectations(cfg)))
-    vdef = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=f"{SUITE}_vd", data=batch_def, suite=suite))
-    return context.checkpoints.add_or_update(gx.Checkpoint(
-        name=f"{SUITE}_gate",
-        validation_definitions=[vdef],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-        result_format={"result_format": "SUMMARY"},
-    ))
-
-
-def _failures(result) -> list[dict[str, Any]]:
-    rows = []
-    for vres in result.run_results.values():
-        for r in vres.results:
-            res = r.result or {}
-            rows.append({
-                "expectation": r.expectation_config.type,
-                "kwargs": {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"},
-                "success": bool(r.success),
-                "observed": res.get("observed_value", res.get("unexpected_count")),
-            })
-    return rows
+    results = [validate(ctx.home, ctx.run_id, suite, df, files, getattr(cfg, suite), label_names)
+               for suite, (df, files) in batches.items()]
+    blocked = [r for r in results if not r.passed]
+    with StageOutput(ctx, stage, dataclasses.asdict(cfg)) as out:
+        write_json(out.output("gate_result", "validation.json"), {r.suite: r.to_dict() for r in results})
+        out.manifest.outputs.update(passthrough)
+        out.manifest.counts = {**{f"{r.suite}_rows": r.rows for r in results},
+                               "expectations": sum(len(r.checks) for r in results),
+                               "failed": sum(len(r.failed) for r in results),
+                               "warnings": sum(len(r.warnings) for r in results)}
+        out.manifest.info = {"passed": not blocked, "suites": [r.suite for r in results],
+                             "data_docs": results[0].docs_url if results else "",
+                             "quarantine": {r.suite: r.quarantine for r in results if r.quarantine},
+                             "accepted": {r.suite: r.accepted for r in results if r.accepted},
+                             "warnings": [f"{r.suite}: {w['expectation']} observed {w['observed']}"
+                                          for r in results for w in r.warnings]}
+        for w in out.manifest.info["warnings"]:
+            print(f"[lmchain.gate warning] {w}", flush=True)
+        with registry.stage_run(ctx, ctx.experiment, stage):
+            mlflow.log_dict({r.suite: r.to_dict() for r in results}, f"{stage}/validation.json")
+            docs = data_docs_dir(ctx.home)
+            if docs.is_dir():
+                mlflow.log_artifacts(str(docs), f"{stage}/data_docs")
+    if blocked:
+        details = " | ".join(f"suite '{r.suite}' failed {len(r.failed)} of {len(r.checks)} expectations: "
+                             f"{r.failure_text()}; batch quarantined in {r.quarantine}" for r in blocked)
+        raise GateFailed(f"data-quality gate blocked run {ctx.run_id}: {details}. Fix the data or the gate.* "
+                         f"thresholds, or release it with `lmchain gate --accept {ctx.run_id} --suite "
+                         f"{blocked[0].suite} --reason ...`; Data Docs: {blocked[0].docs_url}")
+    return out.manifest
 
 
 def run(cfg: GateConfig, ctx: RunContext, inputs: dict) -> Manifest:
-    import great_expectations as gx
-    import pandas as pd
+    from lmchain.quality.batches import records_frame
 
-    source = inputs["curate"]["outputs"]["records"]
-    df = pd.read_json(source, lines=True, dtype={"id": str, "text": str})
-    if df.empty:
-        df = pd.DataFrame({"id": pd.Series(dtype=str), "text": pd.Series(dtype=str),
-                           "source": pd.Series(dtype=str)})
-    df["chars"] = df["text"].str.len()
-
-    context = gx.get_context(mode="file", project_root_dir=str(ctx.home))  # -> <home>/gx/
-    if context.variables.progress_bars is None or context.variables.progress_bars.globally:
-        # Progress bars would flood the Airflow task log (and the CLI's stderr) per expectation.
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        context.variables.save()
-    checkpoint = _checkpoint(context, cfg)
-    result = checkpoint.run(batch_parameters={"dataframe": df[["id", "text", "chars", "source"]]})
-    checks = _failures(result)
-    failed = [c for c in checks if not c["success"]]
-    docs = context.get_docs_sites_urls()
-    docs_url = docs[0]["site_url"] if docs else ""
-
-    with StageOutput(ctx, "gate", dataclasses.asdict(cfg)) as out:
-        out.manifest.inputs = {"records": source}
-        # The gate passes the corpus through unchanged: downstream reads the validated file.
-        out.manifest.outputs = {"records": source, "validation": str(out.final / "validation.json")}
-        write_json(out.path("validation.json"), {"success": not failed, "checks": checks})
-        out.manifest.counts = {"records": len(df), "expectations": len(checks), "failed": len(failed)}
-        out.manifest.info = {"passed": not failed, "suite": SUITE, "data_docs": docs_url}
-    if failed:
-        lines = "; ".join(f"{c['expectation']}({c['kwargs']}) observed {c['observed']}" for c in failed)
-        raise GateFailed(f"data-quality gate '{SUITE}' failed {len(failed)} of {len(checks)} expectations "
-                         f"on {source}: {lines}. Fix the data or the gate.* thresholds; Data Docs: {docs_url}")
-    return out.manifest
+    collected = inputs["collect"]["outputs"]["records"]
+    curated = inputs["curate"]["outputs"]["records"]
+    batches = {"raw": (records_frame(collected), [Path(collected)]),
+               "curated": (records_frame(curated), [Path(curated)])}
+    return check(ctx, "gate", cfg, batches, [], {"records": curated})

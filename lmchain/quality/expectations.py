@@ -1,0 +1,260 @@
+"""Text-specific Great Expectations: custom expectations with their metric providers.
+
+GX's built-in expectations are made for tables. These add what a text corpus needs: residual
+PII, language share, near-exact duplicate rate, train/test overlap, class balance and
+distribution shift against the last accepted batch. Importing this module registers them with
+GX (its metric and expectation registries), so suites stored in the GX project can name them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from typing import ClassVar, Optional
+
+import pandas as pd
+from great_expectations.core.metric_domain_types import MetricDomainTypes
+from great_expectations.execution_engine import PandasExecutionEngine
+from great_expectations.expectations.expectation import (
+    BatchExpectation,
+    ColumnAggregateExpectation,
+    ColumnMapExpectation,
+)
+from great_expectations.expectations.metrics import (
+    ColumnAggregateMetricProvider,
+    ColumnMapMetricProvider,
+    column_aggregate_value,
+    column_condition_partial,
+)
+from great_expectations.expectations.metrics.metric_provider import metric_value
+from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
+
+from lmchain.curate.steps import normalise_for_dedup
+
+# ---------------------------------------------------------------------------- detectors
+
+PII_PATTERNS = {
+    "email": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
+    "phone": re.compile(r"(?<!\w)(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}(?!\w)"),
+    "ipv4": re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"),
+    "credit_card": re.compile(r"\b(?:\d[ -]?){13,19}\b"),
+}
+
+
+def _luhn_ok(digits: str) -> bool:
+    total, parity = 0, len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = int(ch)
+        if i % 2 == parity:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def pii_kinds(text: str) -> list[str]:
+    """The kinds of PII found in ``text`` (credit cards only when the Luhn check passes)."""
+    found = []
+    for kind, pattern in PII_PATTERNS.items():
+        for match in pattern.finditer(text):
+            if kind == "credit_card":
+                digits = re.sub(r"\D", "", match.group())
+                if not (13 <= len(digits) <= 19 and _luhn_ok(digits)):
+                    continue
+            found.append(kind)
+            break
+    return found
+
+
+# A dependency-free English detector for the gate: the share of tokens that are among the most
+# common English function words. Real text scores 0.2-0.6; other languages score near 0. The
+# curation issue brings a proper language-id model; this check only has to catch wrong batches.
+ENGLISH_STOPWORDS = frozenset(
+    "the a an and or but of to in on at for with by from as is are was were be been being it its this that "
+    "these those he she they we you i his her their our your my not no so if then than too very can will "
+    "just do does did have has had what which who whom there here all any some more most such only own same "
+    "about into over after before again further once up down out off under while because until".split())
+_WORD = re.compile(r"[A-Za-z']+|[^\W\d_]+", re.UNICODE)
+
+
+def english_score(text: str) -> float:
+    words = [w.lower() for w in _WORD.findall(text)]
+    if not words:
+        return 0.0
+    return sum(w in ENGLISH_STOPWORDS for w in words) / len(words)
+
+
+def is_language(text: str, language: str, min_score: float = 0.08) -> bool:
+    if language != "en":
+        raise ValueError(f"language '{language}' is not supported by the built-in detector; use 'en'")
+    # Very short texts ("great film!") carry too few words to judge; they count as in-language.
+    return len(text.split()) < 4 or english_score(text) >= min_score
+
+
+def js_divergence(p: dict[str, float], q: dict[str, float]) -> float:
+    """Jensen-Shannon divergence (base 2, in [0, 1]) of two discrete distributions."""
+    keys = set(p) | set(q)
+    m = {k: (p.get(k, 0.0) + q.get(k, 0.0)) / 2 for k in keys}
+
+    def kl(a):
+        return sum(a.get(k, 0.0) * math.log2(a.get(k, 0.0) / m[k]) for k in keys if a.get(k, 0.0) > 0)
+
+    return 0.5 * kl(p) + 0.5 * kl(q)
+
+
+def shares(values) -> dict[str, float]:
+    counts = Counter(str(v) for v in values)
+    total = sum(counts.values()) or 1
+    return {k: v / total for k, v in sorted(counts.items())}
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+class ColumnValuesWithoutPii(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.lmchain_no_pii"
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column, **kwargs):
+        return column.astype(str).map(lambda t: not pii_kinds(t))
+
+
+class ColumnValuesInLanguage(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.lmchain_in_language"
+    condition_value_keys = ("language",)
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column, language, **kwargs):
+        return column.astype(str).map(lambda t: is_language(t, language))
+
+
+class ColumnDuplicateRate(ColumnAggregateMetricProvider):
+    metric_name = "column.lmchain_duplicate_rate"
+
+    @column_aggregate_value(engine=PandasExecutionEngine)
+    def _pandas(cls, column, **kwargs):
+        keys = column.astype(str).map(normalise_for_dedup)
+        return float(keys.duplicated().mean()) if len(keys) else 0.0
+
+
+class ColumnMinorityShare(ColumnAggregateMetricProvider):
+    metric_name = "column.lmchain_minority_share"
+    value_keys = ("value_set",)
+
+    @column_aggregate_value(engine=PandasExecutionEngine)
+    def _pandas(cls, column, value_set, **kwargs):
+        counts = column.astype(str).value_counts()
+        total = int(counts.sum()) or 1
+        return float(min(counts.get(str(v), 0) for v in value_set) / total)
+
+
+class ColumnShiftFromReference(ColumnAggregateMetricProvider):
+    metric_name = "column.lmchain_js_shift"
+    value_keys = ("reference", "buckets")
+
+    @column_aggregate_value(engine=PandasExecutionEngine)
+    def _pandas(cls, column, reference, buckets, **kwargs):
+        if not reference:
+            return 0.0  # first accepted batch: nothing to compare against
+        return float(js_divergence(shares(bucketise(column, buckets)), reference))
+
+
+def bucketise(column: pd.Series, buckets: Optional[list]) -> pd.Series:
+    """Categorical values as they are; with ``buckets``, word counts binned at those edges."""
+    if not buckets:
+        return column.astype(str)
+    counts = column.astype(str).str.split().str.len()
+    labels = [f"<={b}" for b in buckets] + [f">{buckets[-1]}"]
+    return pd.cut(counts, [-1, *buckets, float("inf")], labels=labels).astype(str)
+
+
+# ---------------------------------------------------------------------------- expectations
+
+
+class ExpectColumnValuesToNotContainPii(ColumnMapExpectation):
+    """Texts contain no e-mail address, phone number, IPv4 address or (Luhn-valid) card number.
+
+    ``mostly`` sets the share of texts that must be clean (1 - the tolerated PII rate).
+    """
+
+    map_metric: ClassVar[str] = "column_values.lmchain_no_pii"
+    success_keys: ClassVar[tuple[str, ...]] = ("mostly",)
+
+
+class ExpectColumnValuesToBeInLanguage(ColumnMapExpectation):
+    """At least ``mostly`` of the texts are in ``language`` (built-in detector: 'en')."""
+
+    language: str = "en"
+    map_metric: ClassVar[str] = "column_values.lmchain_in_language"
+    success_keys: ClassVar[tuple[str, ...]] = ("language", "mostly")
+
+
+class ExpectColumnDuplicateRateToBeBetween(ColumnAggregateExpectation):
+    """Share of texts that repeat an earlier one after lower-casing and punctuation removal."""
+
+    min_value: float = 0.0
+    max_value: float = 0.1
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("column.lmchain_duplicate_rate",)
+    success_keys: ClassVar[tuple[str, ...]] = ("min_value", "max_value")
+
+    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+        rate = metrics["column.lmchain_duplicate_rate"]
+        return {"success": self.min_value <= rate <= self.max_value, "result": {"observed_value": rate}}
+
+
+class ExpectColumnMinorityShareToBeAtLeast(ColumnAggregateExpectation):
+    """Class balance: every value of ``value_set`` makes up at least ``min_value`` of the rows."""
+
+    value_set: list
+    min_value: float = 0.1
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("column.lmchain_minority_share",)
+    success_keys: ClassVar[tuple[str, ...]] = ("value_set", "min_value")
+
+    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+        share = metrics["column.lmchain_minority_share"]
+        return {"success": share >= self.min_value, "result": {"observed_value": share}}
+
+
+class ExpectColumnShiftFromReferenceToBeBelow(ColumnAggregateExpectation):
+    """Jensen-Shannon divergence between this batch's distribution of the column (categories, or
+    word-count buckets) and the last accepted batch's stays at most ``max_value``."""
+
+    reference: dict = {}
+    buckets: Optional[list] = None
+    max_value: float = 0.1
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("column.lmchain_js_shift",)
+    success_keys: ClassVar[tuple[str, ...]] = ("reference", "buckets", "max_value")
+
+    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+        shift = metrics["column.lmchain_js_shift"]
+        return {"success": shift <= self.max_value, "result": {"observed_value": shift}}
+
+
+class TableSplitOverlap(TableMetricProvider):
+    """How many evaluation rows (any split but ``train_split``) repeat a training text."""
+
+    metric_name = "table.lmchain_split_overlap"
+    value_keys = ("text_column", "split_column", "train_split")
+
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
+        df, _, _ = execution_engine.get_compute_domain(domain_kwargs=metric_domain_kwargs,
+                                                       domain_type=MetricDomainTypes.TABLE)
+        text, split = metric_value_kwargs["text_column"], metric_value_kwargs["split_column"]
+        keys = df[text].astype(str).map(normalise_for_dedup)
+        is_train = df[split].astype(str) == metric_value_kwargs["train_split"]
+        return int(keys[~is_train].isin(set(keys[is_train])).sum())
+
+
+class ExpectNoTextOverlapBetweenSplits(BatchExpectation):
+    """No validation or test text (normalised) also appears in the training split: leakage."""
+
+    text_column: str = "text"
+    split_column: str = "split"
+    train_split: str = "train"
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("table.lmchain_split_overlap",)
+    success_keys: ClassVar[tuple[str, ...]] = ("text_column", "split_column", "train_split")
+
+    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+        overlap = metrics["table.lmchain_split_overlap"]
+        return {"success": overlap == 0, "result": {"observed_value": overlap}}
