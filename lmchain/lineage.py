@@ -63,13 +63,18 @@ def trace(run_dir: Path) -> list[str]:
         pt = m["pretrain"]
         add("pretrain", f"base {pt.info.get('base_model')}; corpus {pt.inputs.get('corpus', '(skipped)')}; "
                         f"MLflow run {pt.info.get('mlflow_run_id', '-')}")
+    def add_gate(stage: str) -> None:
+        if stage in m:
+            g = m[stage]
+            add(stage, f"suites {g.info.get('suites')} passed={g.info.get('passed')}"
+                       f"{' (accepted by hand)' if g.info.get('accepted') else ''}; Data Docs {g.info.get('data_docs')}")
+
+    add_gate("gate_labels")
     if "annotate" in m:
         an = m["annotate"]
         labels = [v for k, v in an.inputs.items() if k.startswith("labels")]
         add("annotate", f"splits {an.counts}; labels from {', '.join(labels)}")
-    if "gate" in m:
-        add("gate", f"suite {m['gate'].info.get('suite')} passed={m['gate'].info.get('passed')} "
-                    f"on {m['gate'].inputs.get('records')}")
+    add_gate("gate")
     if "curate" in m:
         cu = m["curate"]
         add("curate", f"{cu.counts.get('records')} records (sha256 {cu.hashes.get('records', '')[:12]}) "

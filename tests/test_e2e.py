@@ -72,6 +72,7 @@ def test_lineage_reaches_the_source_files(demo_run):
     text = out.stdout
     assert "models:/lmchain-tiny/1" in text and "champion" in text
     assert f"source files[0]: {sst2}/train.tsv" in text
+    assert f"labels from {sst2}/train.tsv" in text and "${SST2}" not in text
     for stage in ("finetune", "pretrain", "annotate", "gate", "curate", "collect"):
         assert f"  {stage}" in text
 

@@ -151,3 +151,47 @@ def test_missing_column_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="lacks column"):
         check(RunContext("x", home=tmp_path / "home"), "gate", GateConfig(),
               {"curated": (records_frame(path), [path])}, [], {})
+
+
+def test_cli_blocks_prints_where_things_are_and_accepts(tmp_path):
+    import os
+    import subprocess
+
+    from conftest import REPO, lmchain_cmd
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k != "MLFLOW_TRACKING_URI"}
+    env["LMCHAIN_HOME"] = str(tmp_path / "home")
+    bad = write(tmp_path / "batch.jsonl", records(CLEAN[:150] + [german(i) for i in range(50)]))
+    cmd = lmchain_cmd("gate", "--suite", "curated", "--in", str(bad), "--run-id", "cli-run",
+                      "--set", "gate.curated.min_rows=10")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "BLOCKED" in proc.stderr and "expect_column_values_to_be_in_language" in proc.stderr
+    assert "quarantine/cli-run/curated" in proc.stderr and "data_docs/local_site/index.html" in proc.stderr
+    accept_cmd = lmchain_cmd("gate", "--suite", "curated", "--accept", "cli-run", "--reason", "bilingual on purpose")
+    proc = subprocess.run(accept_cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "accepted" in proc.stdout
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "PASSED" in proc.stdout
+
+
+def test_data_docs_render_in_headless_chromium(tmp_path):
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    ctx = RunContext("docs-run", home=tmp_path / "home")
+    gate_curated(tmp_path, ctx, CLEAN)
+    # The run's own validation page (named after the run); the index only lists pages.
+    (page,) = (data_docs_dir(ctx.home) / "validations" / "curated" / "docs-run").rglob("*.html")
+    assert "Status: Succeeded" in page.read_text() or "Succeeded" in page.read_text()
+    shot = tmp_path / "docs.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    img = mpimg.imread(shot)
+    assert img.shape[:2] == (900, 1280) and float(np.std(img)) > 0.05  # rendered, not blank

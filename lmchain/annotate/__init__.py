@@ -29,13 +29,15 @@ def _label_id(raw: str, names: list[str]) -> int | None:
     return None
 
 
-def load_labels(cfg: AnnotateConfig) -> tuple[dict[str, tuple[str, str]], list[dict], list[str]]:
-    """Read label files -> ({text hash: (text, raw label)}, rejects, label names)."""
+def load_labels(cfg: AnnotateConfig) -> tuple[dict[str, tuple[str, str]], list[dict], list[str], list[str]]:
+    """Read label files -> ({text hash: (text, raw label)}, rejects, label names, files read)."""
     rows: list[tuple[str, str, str]] = []  # (text, raw label, provenance)
     rejects: list[dict] = []
+    read: list[str] = []
     for src in cfg.labels:
         fs = FileSource(path=src.path, text_field=src.text_field, limit=src.limit)
         for path in resolve_files(fs):
+            read.append(str(path.resolve()))
             taken = 0
             for line, text, extra, bad in read_file(path, src.text_field):
                 where = f"{path}#L{line}"
@@ -60,7 +62,7 @@ def load_labels(cfg: AnnotateConfig) -> tuple[dict[str, tuple[str, str]], list[d
     for h in conflicts:
         text, raw = by_hash.pop(h)
         rejects.append({"text": text, "label": raw, "reason": "conflicting_labels"})
-    return by_hash, rejects, names
+    return by_hash, rejects, names, read
 
 
 def stratified_split(examples: list[dict], cfg: AnnotateConfig) -> dict[str, list[dict]]:
@@ -96,7 +98,7 @@ def stratified_split(examples: list[dict], cfg: AnnotateConfig) -> dict[str, lis
 
 def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     corpus = inputs["gate"]["outputs"]["records"]
-    labels, rejects, names = load_labels(cfg)
+    labels, rejects, names, label_files = load_labels(cfg)
     examples, used = [], set()
     for rec in read_jsonl(corpus):
         h = sha256_text(rec["text"])
@@ -119,7 +121,8 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     splits = stratified_split(examples, cfg)
 
     with StageOutput(ctx, "annotate", dataclasses.asdict(cfg)) as out:
-        out.manifest.inputs = {"corpus": corpus, **{f"labels[{i}]": s.path for i, s in enumerate(cfg.labels)}}
+        # Resolved paths (globs and ${SST2} expanded): lineage must reach the actual files.
+        out.manifest.inputs = {"corpus": corpus, **{f"labels[{i}]": p for i, p in enumerate(label_files)}}
         for split, items in splits.items():
             write_jsonl(out.output(split, f"{split}.jsonl"), items)
         write_jsonl(out.output("rejects", "rejects.jsonl"), rejects)

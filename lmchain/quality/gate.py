@@ -142,7 +142,10 @@ def validate(home: Path, run_id: str, suite: str, df, files: list[Path], cfg: Su
     df["chars"] = df["text"].astype(str).str.len()
     ctx = context(home)
     checkpoint = _checkpoint(ctx, suite, build(suite, cfg, label_names, reference))
-    result = checkpoint.run(batch_parameters={"dataframe": df})
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    # Named after the pipeline run, so each run has its own page in Data Docs.
+    result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_id))
     docs = ctx.get_docs_sites_urls()
     out = SuiteResult(suite, len(df), _checks(result), docs[0]["site_url"] if docs else "", batch_hash(files))
     out.warnings = [c for c in out.checks if not c["success"] and c["severity"] != "critical"]
