@@ -114,12 +114,6 @@ def log_training(ctx: RunContext, experiment: str, prefix: str, metrics: dict[st
         return run.info.run_id
 
 
-def version_metric(name: str, version: Any, metric: str) -> float | None:
-    """The test metric a registered version was promoted on (stored as a version tag)."""
-    value = (version.tags or {}).get(f"metric.{metric}")
-    return float(value) if value is not None else None
-
-
 def champion(name: str, alias: str = "champion"):
     """The version holding ``alias``, or None."""
     from mlflow.exceptions import MlflowException

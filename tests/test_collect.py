@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from conftest import write_lines, write_records
+from conftest import write_lines
 from lmchain.artifacts import read_jsonl
 from lmchain.collect import run
 from lmchain.collect.crawl import html_to_text

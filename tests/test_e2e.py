@@ -67,7 +67,8 @@ def test_lineage_reaches_the_source_files(demo_run):
     out = subprocess.run(lmchain_cmd("lineage", "lmchain-tiny@champion"), env=_env(home), cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    sst2 = subprocess.run([lmchain_cmd()[0], "-c", "from lmchain.datasets import sst2_dir; print(sst2_dir())"],
+    sst2 = subprocess.run([lmchain_cmd()[0], "-c",
+                           "from lmchain.datasets import sst2_dir; print(sst2_dir().resolve())"],
                           env=_env(home), capture_output=True, text=True).stdout.strip()
     text = out.stdout
     assert "models:/lmchain-tiny/1" in text and "champion" in text

@@ -29,7 +29,7 @@ def records(texts):
 
 
 def labelled(n=200, overlap=0, labels=("negative", "positive"), pos_share=0.5):
-    rows, splits = [], []
+    rows = []
     for i in range(n):
         split = "test" if i % 5 == 0 else ("validation" if i % 5 == 1 else "train")
         label = labels[1] if (i % 100) < pos_share * 100 else labels[0]

@@ -15,7 +15,7 @@ from typing import Any
 from lmchain import registry
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, write_json, write_jsonl
 from lmchain.config import EvaluateConfig
-from lmchain.evaluate.metrics import calibration, classification_metrics, slice_accuracy  # noqa: F401 (re-export)
+from lmchain.evaluate.metrics import calibration, classification_metrics, slice_accuracy
 
 
 def _predict(model_dir, test: list[dict], cfg: EvaluateConfig) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,21 +19,15 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from pathlib import Path
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, write_json
 from lmchain.config import DeployConfig
 from lmchain.errors import LmchainError
+from lmchain.netutil import free_port
 
 
 class DeployFailed(LmchainError):
     """The service did not come up or answered wrongly."""
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
@@ -71,7 +64,7 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout_s: float, output: dequ
 def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
     reg = inputs["register"]
     model_uri = reg["outputs"]["champion_uri"]
-    port = _free_port(cfg.host)
+    port = free_port(cfg.host)
     base = f"http://{cfg.host}:{port}"
     cmd = [sys.executable, "-m", "lmchain.cli", "serve", "--host", cfg.host, "--port", str(port),
            "--model-uri", model_uri]

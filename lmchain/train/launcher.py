@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from typing import Any
 
 from lmchain.config import TrainCommon
 from lmchain.errors import LmchainError
+from lmchain.netutil import free_port
 
 
 class TrainingFailed(LmchainError):
@@ -50,12 +50,6 @@ def ds_config(cfg: TrainCommon, on_gpu: bool) -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path) -> dict[str, Any]:
     """Run one training job; ``spec`` holds the task-specific fields of the worker's spec."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +73,7 @@ def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path) -> dict[str, A
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(var, None)
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(cfg.ranks),
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            "--module", "lmchain.train.worker", "--spec", str(spec_path)]
 
     log_path = workdir / "train.log"
