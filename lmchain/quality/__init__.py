@@ -56,9 +56,11 @@ def check(ctx: RunContext, stage: str, cfg: GateConfig, batches: dict, label_nam
             print(f"[lmchain.gate warning] {w}", flush=True)
         with registry.stage_run(ctx, ctx.experiment, stage):
             mlflow.log_dict({r.suite: r.to_dict() for r in results}, f"{stage}/validation.json")
-            docs = data_docs_dir(ctx.home)
-            if docs.is_dir():
-                mlflow.log_artifacts(str(docs), f"{stage}/data_docs")
+            # This run's Data Docs pages only: the site holds every run's pages and grows.
+            for r in results:
+                for page_dir in (data_docs_dir(ctx.home) / "validations" / r.suite).glob("*"):
+                    if page_dir.name == ctx.run_id and page_dir.is_dir():
+                        mlflow.log_artifacts(str(page_dir), f"{stage}/data_docs/{r.suite}")
     if blocked:
         details = " | ".join(f"suite '{r.suite}' failed {len(r.failed)} of {len(r.checks)} expectations: "
                              f"{r.failure_text()}; batch quarantined in {r.quarantine}" for r in blocked)
