@@ -32,6 +32,9 @@ def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasse
     return field(default=default, metadata={"doc": text})
 
 
+SECTION = "<section>"  # placeholder in messages of dataclasses used under more than one key
+
+
 def _check(cond: bool, key: str, message: str) -> None:
     if not cond:
         raise ConfigError(f"config key '{key}': {message}")
@@ -100,11 +103,12 @@ class SuiteConfig:
     warn: list[str] = doc("Expectations (snake_case type) that only warn instead of blocking.", factory=list)
 
     def __post_init__(self) -> None:
-        _check(self.min_rows >= 0, "gate.<suite>.min_rows", "must be >= 0")
-        _check(self.max_chars >= self.min_chars, "gate.<suite>.max_chars", "must be >= min_chars")
+        # SECTION: this dataclass sits under several keys; build() puts the real one in.
+        _check(self.min_rows >= 0, f"{SECTION}.min_rows", "must be >= 0")
+        _check(self.max_chars >= self.min_chars, f"{SECTION}.max_chars", "must be >= min_chars")
         for name in ("max_duplicate_rate", "max_pii_rate", "min_language_share", "min_class_share"):
-            _check(0.0 <= getattr(self, name) <= 1.0, f"gate.<suite>.{name}", "must be in [0, 1]")
-        _check(self.language == "en", "gate.<suite>.language", "the built-in detector knows 'en' only")
+            _check(0.0 <= getattr(self, name) <= 1.0, f"{SECTION}.{name}", "must be in [0, 1]")
+        _check(self.language == "en", f"{SECTION}.language", "the built-in detector knows 'en' only")
 
 
 @dataclass
@@ -305,6 +309,8 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         return cls(**kwargs)
     except TypeError as exc:  # a required field without a value
         raise ConfigError(f"config section '{prefix or cls.__name__}': {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(SECTION, prefix or cls.__name__)) from None
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -62,3 +62,10 @@ def test_every_field_is_documented():
     assert len(rows) > 40
     undocumented = [key for key, doc, _ in rows if not doc]
     assert undocumented == []
+
+
+def test_suite_threshold_errors_name_the_suite():
+    with pytest.raises(ConfigError, match="config key 'gate.labelled.min_class_share': must be in"):
+        load_config("demo", ["gate.labelled.min_class_share=1.5"])
+    cfg = load_config("demo", ["gate.curated.warn=[expect_column_duplicate_rate_to_be_between]"])
+    assert cfg.gate.curated.warn == ["expect_column_duplicate_rate_to_be_between"] and cfg.gate.curated.min_rows == 1000
