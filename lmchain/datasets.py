@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lmchain.airflow_env import REPO_ROOT
 from lmchain.errors import InputError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SST2_FILES = ("train.tsv", "dev.tsv")
 
 
