@@ -7,6 +7,8 @@
     lmchain config               show the resolved config, or every key with its doc
     lmchain lineage NAME[@alias|/version]   trace a model back to its source files
     lmchain gate --suite S --in PATH        validate a batch; --accept RUN_ID releases a quarantined one
+    lmchain collect --seed URL ... --out DIR     crawl (polite, incremental, resumable) into DIR
+    lmchain collect --source PATH_OR_GLOB --out DIR   read files, folders or saved datasets into DIR
     lmchain env                  print the environment that points Airflow/MLflow at LMCHAIN_HOME
 
 Bad input ends with one line on stderr naming the file or key and what to do (exit 2).
@@ -203,6 +205,43 @@ def cmd_gate(args) -> int:
     return 0
 
 
+def cmd_collect(args) -> int:
+    """Collect into --out DIR with the collect stage's own code and config (CollectConfig)."""
+    import logging
+
+    from lmchain.collect import collect_to
+    from lmchain.config import CollectConfig, build, parse_overrides
+
+    crawl = {k: v for k, v in {
+        "seeds": args.seed, "max_pages": args.max_pages, "max_depth": args.max_depth,
+        "allowed_domains": args.allowed_domain, "delay_s": args.delay, "concurrency": args.concurrency,
+        "timeout_s": args.timeout, "user_agent": args.user_agent, "state_path": args.state,
+        "extract_workers": args.extract_workers,
+        "keep_html": True if args.keep_html else None, "respect_robots": False if args.ignore_robots else None,
+        "sitemaps": False if args.no_sitemaps else None, "incremental": False if args.full else None,
+    }.items() if v not in (None, [])}
+    data = {"files": [{"path": s, "text_field": args.text_field} for s in args.source], "crawl": crawl}
+    extra = parse_overrides(args.overrides)
+    unknown = [k for k in extra if k != "collect"]
+    if unknown:
+        raise LmchainError(f"lmchain collect takes collect.* overrides only, not {unknown}")
+    collect = extra.get("collect", {})
+    data["crawl"].update(collect.pop("crawl", {}))
+    data.update(collect)
+    cfg = build(CollectConfig, data, "collect")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress
+    m = collect_to(cfg, args.out)
+    print(f"collect: {m.counts.get('records', 0)} records, {m.counts.get('rejects', 0)} rejects "
+          f"{m.drop_reasons or ''} in {m.duration_s:.1f}s -> {Path(args.out).resolve()}")
+    if "crawl" in m.info:
+        c = m.info["crawl"]
+        print(f"crawl {c['crawl_id']} ({c['state']}): statuses {c['statuses']}, unchanged "
+              f"{m.counts.get('crawl_unchanged', 0)}, queued left {m.counts.get('crawl_queued_left', 0)}, "
+              f"{c['pages_per_s']} pages/s; state {c['state_path']}")
+    return 0
+
+
 def cmd_env(args) -> int:
     from lmchain.airflow_env import airflow_env
     from lmchain.artifacts import home
@@ -256,6 +295,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept", metavar="RUN_ID", help="release the quarantined batch of RUN_ID for --suite")
     p.add_argument("--reason", help="why the batch is accepted (recorded; required with --accept)")
     p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser("collect", help="crawl sites or read files into records.jsonl (the collect stage)")
+    p.add_argument("--seed", action="append", default=[], metavar="URL", help="start URL of a crawl (repeatable)")
+    p.add_argument("--source", action="append", default=[], metavar="PATH_OR_GLOB",
+                   help="file, folder, glob or saved dataset to read (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced when the run ends)")
+    p.add_argument("--text-field", default="text", help="column holding the text in --source tables")
+    p.add_argument("--max-pages", type=int, help="page budget of the crawl")
+    p.add_argument("--max-depth", type=int, help="link hops from a seed")
+    p.add_argument("--allowed-domain", action="append", default=[], metavar="HOST",
+                   help="host the crawl may visit (default: the seeds' hosts; repeatable)")
+    p.add_argument("--delay", type=float, help="seconds between request starts to one host")
+    p.add_argument("--concurrency", type=int, help="requests in flight over all hosts")
+    p.add_argument("--timeout", type=float, help="deadline of one request, in seconds")
+    p.add_argument("--user-agent", help="User-Agent header and robots.txt name")
+    p.add_argument("--state", metavar="PATH", help="SQLite crawl state (default under LMCHAIN_HOME/crawl/)")
+    p.add_argument("--extract-workers", type=int, help="processes for HTML-to-text (0: a thread)")
+    p.add_argument("--keep-html", action="store_true", help="keep the raw HTML in each record")
+    p.add_argument("--ignore-robots", action="store_true", help="do not read robots.txt (your own sites only)")
+    p.add_argument("--no-sitemaps", action="store_true", help="do not read sitemaps")
+    p.add_argument("--full", action="store_true", help="not incremental: fetch and emit every page")
+    p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="any collect key, e.g. --set collect.crawl.retries=5 (repeatable)")
+    p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("env", help="print exports that point Airflow and MLflow at LMCHAIN_HOME")
     p.set_defaults(func=cmd_env)

@@ -45,29 +45,74 @@ def _check(cond: bool, key: str, message: str) -> None:
 
 @dataclass
 class FileSource:
-    """A local file or glob of text records."""
+    """A local file, folder or glob of text records, or a Hugging Face dataset."""
 
-    path: str = doc("File path or glob (txt, jsonl, csv, tsv). `${SST2}` expands to the SST-2 folder.")
-    text_field: str = doc("Column (csv/tsv) or key (jsonl) that holds the text; ignored for txt.", "text")
+    path: str = doc("File, folder (read recursively) or glob of txt, md, html, jsonl, csv, tsv or parquet "
+                    "files; a folder saved with datasets' save_to_disk; or `hf:NAME` for a hub dataset "
+                    "(online, needs the `datasets` package). `${SST2}` expands to the SST-2 folder.")
+    text_field: str = doc("Column (csv/tsv/parquet/datasets) or key (jsonl) that holds the text; ignored for "
+                          "txt (one record per line), md and html (one record per file).", "text")
     limit: int | None = doc("Read at most this many records from this source (None: all).", None)
+    split: str = doc("Split of a dataset dict (saved to disk or on the hub).", "train")
+
+
+@dataclass
+class CrawlConfig:
+    """A polite, incremental HTTP crawl (see lmchain/collect/crawler.py)."""
+
+    seeds: list[str] = doc("Start URLs. Empty: no crawl.", factory=list)
+    allowed_domains: list[str] = doc("Hosts the crawl may visit (subdomains included). Empty: the seeds' hosts.",
+                                     factory=list)
+    max_pages: int = doc("Fetch at most this many pages per crawl (robots.txt and sitemaps not counted).", 50)
+    max_depth: int = doc("Follow links at most this many hops from a seed (0: the seeds only).", 3)
+    concurrency: int = doc("Requests in flight at once, over all hosts.", 16)
+    per_host_concurrency: int = doc("Requests in flight at once to one host.", 2)
+    delay_s: float = doc("Least time between the starts of two requests to one host; robots.txt Crawl-delay "
+                         "raises it.", 0.0)
+    max_crawl_delay_s: float = doc("Cap on a robots.txt Crawl-delay (a huge one would stall the crawl).", 10.0)
+    timeout_s: float = doc("Deadline of one request, body included, in seconds.", 10.0)
+    retries: int = doc("Retries after a timeout, a connection error, a 429 or a 5xx.", 2)
+    backoff_s: float = doc("First retry waits this long, doubling on each retry (plus jitter).", 0.5)
+    max_retry_after_s: float = doc("Honour Retry-After up to this many seconds; longer ones fail the page.", 60.0)
+    max_redirects: int = doc("Follow at most this many redirects per page; loops are detected.", 5)
+    max_bytes: int = doc("Abort a response body larger than this (bytes).", 5_000_000)
+    content_types: list[str] = doc("Media types kept; others are recorded as failures without reading the "
+                                   "body.", factory=lambda: ["text/html", "application/xhtml+xml", "text/plain"])
+    respect_robots: bool = doc("Obey robots.txt (Disallow, Crawl-delay).", True)
+    sitemaps: bool = doc("Read the sitemaps named in robots.txt and /sitemap.xml of each seed host.", True)
+    user_agent: str = doc("User-Agent header, also the name matched in robots.txt.", "lmchain-crawler/0.2")
+    keep_html: bool = doc("Keep the raw HTML in each record (field `html`).", False)
+    incremental: bool = doc("Send conditional requests and emit only new or changed pages, using the state "
+                            "store; false: fetch and emit everything.", True)
+    state_path: str = doc("SQLite crawl state (validators, hashes, frontier). Empty: "
+                          "LMCHAIN_HOME/crawl/<hash of the seeds>.sqlite.", "")
+    extract_workers: int = doc("Processes that turn HTML into text (0: in the crawler's own process).", 0)
+    progress_every_s: float = doc("Log a progress line (fetched, queued, failed, pages/s) this often.", 10.0)
+
+    def __post_init__(self) -> None:
+        for seed in self.seeds:
+            _check(seed.startswith(("http://", "https://")), "collect.crawl.seeds",
+                   f"'{seed}' is not an http(s) URL; give e.g. https://example.org/")
+        for name in ("max_pages", "concurrency", "per_host_concurrency", "max_bytes"):
+            _check(getattr(self, name) > 0, f"collect.crawl.{name}", "must be > 0")
+        for name in ("max_depth", "retries", "max_redirects", "extract_workers"):
+            _check(getattr(self, name) >= 0, f"collect.crawl.{name}", "must be >= 0")
+        for name in ("delay_s", "max_crawl_delay_s", "backoff_s", "max_retry_after_s"):
+            _check(getattr(self, name) >= 0, f"collect.crawl.{name}", "must be >= 0 seconds")
+        _check(self.timeout_s > 0, "collect.crawl.timeout_s", "must be > 0 seconds")
+        _check(self.progress_every_s > 0, "collect.crawl.progress_every_s", "must be > 0 seconds")
+        _check(bool(self.content_types), "collect.crawl.content_types", "list at least one media type")
+        _check(bool(self.user_agent.strip()), "collect.crawl.user_agent", "must not be empty")
 
 
 @dataclass
 class CollectConfig:
-    files: list[FileSource] = doc("Local files to read.", factory=list)
-    crawl_seeds: list[str] = doc("Start URLs of an HTTP crawl (same host only).", factory=list)
-    crawl_max_pages: int = doc("Stop the crawl after this many fetched pages.", 50)
-    crawl_timeout_s: float = doc("Timeout of one HTTP request, in seconds.", 10.0)
-    crawl_delay_s: float = doc("Pause between two requests to the same host, in seconds.", 0.0)
-    user_agent: str = doc("User-Agent header sent by the crawler.", "lmchain-crawler/0.1")
+    files: list[FileSource] = doc("Local files, folders and datasets to read.", factory=list)
+    crawl: CrawlConfig = doc("HTTP crawl.", factory=CrawlConfig)
 
     def __post_init__(self) -> None:
-        _check(bool(self.files or self.crawl_seeds), "collect",
-               "no source configured; add collect.files or collect.crawl_seeds")
-        _check(self.crawl_max_pages > 0, "collect.crawl_max_pages", "must be > 0")
-        for seed in self.crawl_seeds:
-            _check(seed.startswith(("http://", "https://")), "collect.crawl_seeds",
-                   f"'{seed}' is not an http(s) URL")
+        _check(bool(self.files or self.crawl.seeds), "collect",
+               "no source configured; add collect.files or collect.crawl.seeds")
 
 
 @dataclass
