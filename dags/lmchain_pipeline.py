@@ -46,7 +46,7 @@ def lmchain_pipeline():
     tuned = stage("finetune", pretrain=pretrained, gate_labels=labelled)
     evaluated = stage("evaluate", finetune=tuned, gate_labels=labelled)
     registered = stage("register", finetune=tuned, evaluate=evaluated)
-    stage("deploy", register=registered)
+    stage("deploy", register=registered, gate_labels=labelled)
 
 
 lmchain_pipeline()

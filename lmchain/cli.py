@@ -91,16 +91,33 @@ def cmd_run(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    if args.new_api_key:
+        from lmchain.serve.auth import new_key
+
+        key, line = new_key()
+        print(f"API key (give it to the client; it is not stored): {key}")
+        print(f"hash (add this line to the key file or to LMCHAIN_API_KEY_HASHES): {line}")
+        return 0
+    import dataclasses
+
     import uvicorn
 
     from lmchain import airflow_env
     from lmchain.artifacts import home
+    from lmchain.config import load_config
     from lmchain.serve.app import create_app
 
     airflow_env.apply(home())
-    uri = args.model_uri or _champion_uri(args.model_name)
-    print(f"lmchain serve: {uri} on http://{args.host}:{args.port} (docs at /docs)", flush=True)
-    uvicorn.run(create_app(uri), host=args.host, port=args.port, log_level="warning")
+    settings = load_config(args.recipe, args.overrides).deploy.service
+    given = {k: v for k, v in {"host": args.host, "port": args.port, "variant": args.variant,
+                               "api_keys_file": args.api_keys_file}.items() if v is not None}
+    settings = dataclasses.replace(settings, **given)
+    model_dir = args.model_dir
+    uri = None if model_dir else (args.model_uri or _champion_uri(args.model_name))
+    print(f"lmchain serve: {uri or model_dir} on http://{settings.host}:{settings.port} (docs at /docs)",
+          flush=True)
+    uvicorn.run(create_app(uri, settings, model_dir=model_dir), host=settings.host, port=settings.port,
+                log_level="warning", access_log=False)
     return 0
 
 
@@ -265,11 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="reuse a run folder (stages not run are read from it)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("serve", help="serve the champion model over HTTP")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--model-uri", help="models:/<name>@<alias> or models:/<name>/<version>")
+    p = sub.add_parser("serve", help="serve the champion model over HTTP (settings: deploy.service.*)")
+    _config_args(p)
+    p.add_argument("--host", help="default: deploy.service.host")
+    p.add_argument("--port", type=int, help="default: deploy.service.port")
+    p.add_argument("--model-uri", help="models:/<name>@<alias> (followed: hot-swaps when it moves) "
+                                       "or models:/<name>/<version>")
     p.add_argument("--model-name", help="serve models:/<name>@champion")
+    p.add_argument("--model-dir", help="serve a local transformers folder instead of a registered model")
+    p.add_argument("--variant", choices=["auto", "fp32", "onnx", "onnx-int8"],
+                   help="default: deploy.service.variant ('auto': what the deploy stage chose)")
+    p.add_argument("--api-keys-file", help="file of 'sha256:<hex>' key hashes (default: deploy.service.api_keys_file)")
+    p.add_argument("--new-api-key", action="store_true", help="print a new API key and its hash, then exit")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("up", help="start the Airflow UI, the MLflow UI and the service")

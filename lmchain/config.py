@@ -273,15 +273,66 @@ class RegisterConfig:
         _check(bool(self.model_name.strip()), "register.model_name", "must not be empty")
 
 
+SERVING_VARIANTS = ("fp32", "onnx", "onnx-int8")
+
+
+@dataclass
+class ServeConfig:
+    """How the model service runs (``lmchain serve`` and the deploy stage's candidate server)."""
+
+    host: str = doc("Interface the service binds to.", "127.0.0.1")
+    port: int = doc("TCP port of the service.", 8000)
+    variant: str = doc("'auto' (what the deploy stage chose for this version), or one of "
+                       + ", ".join(SERVING_VARIANTS) + ".", "auto")
+    max_batch_size: int = doc("Most texts the micro-batcher runs through the model at once.", 32)
+    max_wait_ms: float = doc("How long the first request of a batch waits for others to join it.", 2.0)
+    max_texts_per_request: int = doc("Most texts one /v1/predict request may carry (else 422).", 64)
+    max_chars_per_text: int = doc("Longest text accepted, in characters (else 422).", 5000)
+    max_length: int = doc("Tokens per text the model sees (longer texts are truncated).", 128)
+    threads: int | None = doc("Inference threads (None: all cores).", None)
+    follow_alias_s: float = doc("Poll the registry alias this often and hot-swap to a new version (0: never).",
+                                10.0)
+    api_keys_file: str | None = doc("File of API key hashes (one 'sha256:<hex>' per line); the env var "
+                                    "LMCHAIN_API_KEY_HASHES adds more. With no keys, the API is open.", None)
+    log_texts: bool = doc("Write request texts to the log (off: texts stay out of logs).", False)
+    store_url: str | None = doc("SQLAlchemy URL of the prediction and feedback store (None: SQLite in "
+                                "LMCHAIN_HOME/serving/store.db; e.g. postgresql+psycopg2://host/db).", None)
+    store_texts: bool = doc("Keep prediction texts in the store (the feedback loop needs them).", True)
+
+    def __post_init__(self) -> None:
+        _check(self.variant == "auto" or self.variant in SERVING_VARIANTS, "deploy.service.variant",
+               f"'{self.variant}' is not 'auto' or one of {', '.join(SERVING_VARIANTS)}")
+        _check(0 <= self.port < 65536, "deploy.service.port", "must be a TCP port")
+        _check(self.max_batch_size >= 1, "deploy.service.max_batch_size", "must be >= 1")
+        _check(0 <= self.max_wait_ms <= 1000, "deploy.service.max_wait_ms", "must be in [0, 1000]")
+        _check(self.max_texts_per_request >= 1, "deploy.service.max_texts_per_request", "must be >= 1")
+        _check(self.max_chars_per_text >= 1, "deploy.service.max_chars_per_text", "must be >= 1")
+        _check(self.follow_alias_s >= 0, "deploy.service.follow_alias_s", "must be >= 0")
+
+
 @dataclass
 class DeployConfig:
-    host: str = doc("Host the smoke-test server binds to.", "127.0.0.1")
+    host: str = doc("Host the candidate server binds to during infra validation.", "127.0.0.1")
     smoke_texts: list[str] = doc("Texts the deploy smoke test sends to the service.",
                                  factory=lambda: ["a gripping, beautifully acted film", "dull and far too long"])
     ready_timeout_s: float = doc("How long to wait for the service to load the model.", 180.0)
+    variants: list[str] = doc("Serving variants to try; the fastest one whose test accuracy stays within "
+                              "max_accuracy_drop of fp32 is served.", factory=lambda: list(SERVING_VARIANTS))
+    max_accuracy_drop: float = doc("Largest test-accuracy loss (fraction) a variant may cost vs fp32.", 0.005)
+    variant_eval_examples: int | None = doc("Test examples the variant check uses (None: the whole test split).",
+                                            None)
+    p95_slo_ms: float = doc("Infra validation: p95 latency of single-text requests must stay below this.", 250.0)
+    latency_probe_requests: int = doc("Single-text requests the infra validation times.", 100)
+    service: ServeConfig = doc("Settings of the model service.", factory=ServeConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.smoke_texts), "deploy.smoke_texts", "give at least one text")
+        bad = [v for v in self.variants if v not in SERVING_VARIANTS]
+        _check(not bad and bool(self.variants), "deploy.variants",
+               f"{bad or 'empty list'}: choose from {', '.join(SERVING_VARIANTS)}")
+        _check(0 <= self.max_accuracy_drop < 1, "deploy.max_accuracy_drop", "must be in [0, 1)")
+        _check(self.p95_slo_ms > 0, "deploy.p95_slo_ms", "must be > 0")
+        _check(self.latency_probe_requests >= 1, "deploy.latency_probe_requests", "must be >= 1")
 
 
 @dataclass

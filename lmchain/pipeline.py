@@ -44,7 +44,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "finetune": ("pretrain", "gate_labels"),
     "evaluate": ("finetune", "gate_labels"),
     "register": ("finetune", "evaluate"),
-    "deploy": ("register",),
+    "deploy": ("register", "gate_labels"),
 }
 
 

@@ -1,7 +1,8 @@
 """Register: log the fine-tuned model to MLflow, register a version, move the aliases.
 
-Every new version gets the ``challenger`` alias. It gets ``champion`` only when the evaluate
-stage's champion/challenger decision says so; the decision and its evidence are logged. The
+Every new version gets the ``challenger`` alias, and the evaluate stage's champion/challenger
+decision as tags (``lmchain.promoted``, ``lmchain.decision``). The ``champion`` alias is moved by
+the deploy stage, and only after the version passed infra validation in a real server. The
 version carries its test metrics and lineage as tags. A rerun for the same pipeline run reuses
 the version it registered before.
 """
@@ -20,7 +21,7 @@ from lmchain.lineage import lineage_tags
 SERVING_REQUIREMENTS = ("torch", "transformers", "tokenizers", "mlflow", "pandas")
 PACKAGE_DIR = Path(__file__).resolve().parent
 PYFUNC_MODEL = PACKAGE_DIR / "serve" / "pyfunc_model.py"
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHALLENGER = "challenger"
 
 
 def _pip_requirements() -> list[str]:
@@ -64,8 +65,6 @@ def run(cfg: RegisterConfig, ctx: RunContext, inputs: dict) -> Manifest:
     number = str(version.version)
     previous = registry.champion(cfg.model_name)
     client.set_registered_model_alias(cfg.model_name, CHALLENGER, number)
-    if decision["promote"]:
-        client.set_registered_model_alias(cfg.model_name, CHAMPION, number)
     client.set_model_version_tag(cfg.model_name, number, "lmchain.decision", decision["reason"][:5000])
     client.set_model_version_tag(cfg.model_name, number, "lmchain.promoted", str(decision["promote"]).lower())
     with registry.stage_run(ctx, ctx.experiment, "register"):
@@ -75,10 +74,10 @@ def run(cfg: RegisterConfig, ctx: RunContext, inputs: dict) -> Manifest:
     with StageOutput(ctx, "register", dataclasses.asdict(cfg)) as out:
         out.manifest.inputs = {"model": model_dir}
         out.manifest.outputs = {"model_uri": f"models:/{cfg.model_name}/{number}",
-                                "champion_uri": f"models:/{cfg.model_name}@{CHAMPION}"}
+                                "champion_uri": f"models:/{cfg.model_name}@champion"}
         out.manifest.metrics = dict(evaluate["metrics"])
         out.manifest.info = {"model_name": cfg.model_name, "version": int(number), "promoted": decision["promote"],
-                             "alias": CHAMPION if decision["promote"] else CHALLENGER, "reason": decision["reason"],
+                             "alias": CHALLENGER, "reason": decision["reason"],
                              "previous_champion": int(previous.version) if previous else None,
                              "tracking_uri": registry.tracking_uri()}
     return out.manifest

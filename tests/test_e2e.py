@@ -89,7 +89,7 @@ def test_evaluation_report_and_stage_runs_in_mlflow(demo_run):
     out = subprocess.run([lmchain_cmd()[0], "-c", code], env=_env(home), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     stages = json.loads(out.stdout.strip().splitlines()[-1])
-    assert stages == ["evaluate", "finetune", "gate", "gate_labels", "pipeline", "pretrain", "register"]
+    assert stages == ["deploy", "evaluate", "finetune", "gate", "gate_labels", "pipeline", "pretrain", "register"]
 
 
 def test_lmchain_serve_without_flags_answers_predictions(demo_run):
@@ -118,6 +118,8 @@ def test_lmchain_serve_without_flags_answers_predictions(demo_run):
         with urllib.request.urlopen(req, timeout=60) as r:
             body = json.loads(r.read())
         assert body["model"] == "lmchain-tiny" and body["version"] == "1"
+        deployed = json.loads((home / "deployments" / "current.json").read_text())
+        assert body["variant"] == deployed["variant"]  # 'auto' serves what deploy validated
         assert len(body["predictions"]) == 3
         assert all(p["label"] in ("negative", "positive") for p in body["predictions"])
     finally:

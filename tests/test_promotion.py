@@ -35,7 +35,8 @@ def _register_champion(model_dir, name):
     ctx = RunContext(f"{name}-champion", model_name=name)
     inputs = {"finetune": {"outputs": {"model": str(model_dir)}, "inputs": {}},
               "evaluate": {"metrics": {"accuracy": 0.0}, "info": {"decision": {"promote": True, "reason": "seed"}}}}
-    register(RegisterConfig(model_name=name), ctx, inputs)
+    m = register(RegisterConfig(model_name=name), ctx, inputs)
+    registry.client().set_registered_model_alias(name, "champion", str(m.info["version"]))  # as deploy would
 
 
 def _challenge(models, champion, challenger, name):
@@ -65,14 +66,17 @@ def test_equal_challenger_is_not_promoted(models):
     assert not d["promote"] and d["bootstrap"]["delta"] == 0.0
 
 
-def test_clearly_better_challenger_is_promoted_and_registered_as_champion(models):
+def test_clearly_better_challenger_is_promoted_and_handed_to_deploy(models):
     m = _challenge(models, "random", "strong", "tiny-better")
     d = m.info["decision"]
     assert d["promote"] and d["bootstrap"]["lower"] > 0 and d["mcnemar"]["p_value"] < 0.01
     ctx = RunContext("tiny-better-challenger", model_name="tiny-better")
     reg = register(RegisterConfig(model_name="tiny-better"), ctx,
                    {"finetune": {"outputs": {"model": str(models["strong"])}, "inputs": {}}, "evaluate": m.to_dict()})
-    assert reg.info["promoted"] and str(registry.champion("tiny-better").version) == str(reg.info["version"])
+    # The decision is recorded on the version; the alias moves only after deploy's infra validation.
+    assert reg.info["promoted"] and str(registry.champion("tiny-better").version) != str(reg.info["version"])
+    tags = registry.client().get_model_version("tiny-better", str(reg.info["version"])).tags
+    assert tags["lmchain.promoted"] == "true"
 
 
 def test_slice_regression_blocks_promotion(models):

@@ -1,0 +1,136 @@
+"""The model the service answers with, and hot-swapping it when the registry alias moves.
+
+A :class:`Loaded` model is immutable. Swapping replaces the slot's reference only after the new
+model is loaded and warmed, so requests never wait on a load, and a batch that already took the
+old model finishes on it. A version that fails to load is logged and counted, and the old one
+keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+
+from lmchain.config import ServeConfig
+from lmchain.serve import variants
+from lmchain.serve.predictor import BasePredictor
+
+log = logging.getLogger("lmchain.serve")
+
+VARIANT_TAG = "lmchain.serving_variant"
+# Texts of different lengths: ONNX Runtime and PyTorch allocate per input shape on first use.
+WARM_TEXTS = ["warm", "a warm-up sentence of moderate length for the model",
+              " ".join(["a longer warm-up text that fills more of the sequence"] * 8)]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    name: str
+    version: str
+    variant: str
+    predictor: BasePredictor
+    loaded_at: float
+
+
+def parse_alias(model_uri: str) -> tuple[str, str] | None:
+    """(name, alias) of ``models:/name@alias``; None for a fixed version or a folder."""
+    ref = model_uri.removeprefix("models:/")
+    if model_uri.startswith("models:/") and "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, alias
+    return None
+
+
+def chosen_variant(name: str, version: str, requested: str) -> str:
+    """The configured variant, or with 'auto' the one the deploy stage tagged on the version."""
+    if requested != "auto":
+        return requested
+    from lmchain import registry
+
+    tags = registry.client().get_model_version(name, version).tags or {}
+    return tags.get(VARIANT_TAG, "fp32")
+
+
+class ModelSlot:
+    def __init__(self, settings: ServeConfig, model_uri: str | None = None, model_dir: Path | None = None):
+        if not (model_uri or model_dir):
+            raise ValueError("give a model URI or a model folder")
+        self.settings = settings
+        self.model_uri = model_uri
+        self.model_dir = model_dir
+        self.current: Loaded | None = None
+        self.load_error: str | None = None
+        self._lock = asyncio.Lock()
+
+    def _build(self, name: str, version: str, folder: Path, variant: str) -> Loaded:
+        s = self.settings
+        t0 = time.perf_counter()
+        predictor = variants.load(folder, variant, max_length=s.max_length, batch_size=s.max_batch_size,
+                                  threads=s.threads)
+        predictor.predict(WARM_TEXTS)
+        log.warning("loaded %s version %s (%s) in %.1fs", name, version, variant, time.perf_counter() - t0)
+        return Loaded(name, version, variant, predictor, time.time())
+
+    def load_sync(self, version: str | None = None) -> Loaded:
+        """Load the slot's model (or a given version of it) without touching ``current``."""
+        if self.model_dir is not None:
+            variant = "fp32" if self.settings.variant == "auto" else self.settings.variant
+            return self._build(self.model_dir.name, "local", self.model_dir, variant)
+        from lmchain.registry import resolve_model
+
+        uri = self.model_uri
+        if version is not None:
+            uri = f"models:/{self.registered_name()}/{version}"
+        name, version, folder = resolve_model(uri)
+        return self._build(name, version, folder, chosen_variant(name, version, self.settings.variant))
+
+    def registered_name(self) -> str:
+        ref = (self.model_uri or "").removeprefix("models:/")
+        return ref.split("@", 1)[0] if "@" in ref else ref.rsplit("/", 1)[0]
+
+    def alias_version(self) -> str | None:
+        """The version the followed alias points at now (None when not following an alias)."""
+        alias = parse_alias(self.model_uri or "")
+        if alias is None:
+            return None
+        from lmchain import registry
+
+        held = registry.champion(alias[0], alias[1])
+        return str(held.version) if held else None
+
+    async def initial_load(self) -> None:
+        try:
+            self.current = await run_in_threadpool(self.load_sync)
+        except Exception as exc:  # reported by /readyz; the process stays up for diagnosis
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("model load failed: %s", self.load_error)
+
+    async def refresh(self) -> bool:
+        """Swap to the alias's version if it moved; True when a swap happened."""
+        async with self._lock:  # one load at a time, even if the poller and the admin call race
+            wanted = await run_in_threadpool(self.alias_version)
+            if wanted is None or (self.current and self.current.version == wanted):
+                return False
+            new = await run_in_threadpool(self.load_sync, wanted)
+            old, self.current = self.current, new
+            self.load_error = None
+            log.warning("hot swap: %s version %s -> %s", new.name, old.version if old else None, new.version)
+            return True
+
+    async def follow(self, interval_s: float, on_swap, on_failure) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                if await self.refresh():
+                    on_swap(self.current)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                on_failure()
+                log.error("could not swap to the new version (still serving %s): %s",
+                          self.current.version if self.current else None, exc)
