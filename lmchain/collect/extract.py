@@ -14,6 +14,8 @@ from lxml import etree
 
 _SPACE = re.compile(r"[ \t\r\f\v]+")
 _NON_CONTENT = ("script", "style", "noscript", "template", "svg", "head")
+# Permalink anchors next to headings ("¶" in Sphinx and MkDocs sites): markup, not text.
+_PRUNE = ["//a[contains(concat(' ', normalize-space(@class), ' '), ' headerlink ')]"]
 _BLOCKS = ("p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "tr", "dt", "dd", "blockquote",
            "section", "article", "table", "ul", "ol")
 
@@ -100,7 +102,7 @@ def _main_text(tree, url: str) -> tuple[str, str]:
 
     # Metadata extraction (dates, authors) costs more than the text itself; we need the title only.
     doc = trafilatura.bare_extraction(tree, url=url, with_metadata=False, include_comments=False,
-                                      include_tables=True, deduplicate=False)
+                                      include_tables=True, deduplicate=False, prune_xpath=_PRUNE)
     if doc is None:
         return "", ""
     return (doc.text or "").strip(), (doc.title or "").strip()
