@@ -1,6 +1,7 @@
 import functools
 import http.server
 import json
+import sys
 import threading
 
 import pytest
@@ -110,7 +111,8 @@ def _save_dataset_like_datasets_does(folder, rows: dict) -> None:
     (folder / "dataset_info.json").write_text("{}")
 
 
-def test_saved_dataset_folder_without_the_datasets_package(ctx, tmp_path):
+def test_saved_dataset_folder_without_the_datasets_package(ctx, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as on a machine without the package
     root = tmp_path / "ds"
     _save_dataset_like_datasets_does(root / "train", {"sentence": ["a saved sentence", "another one"], "label": [1, 0]})
     (root / "dataset_dict.json").write_text(json.dumps({"splits": ["train"]}))
@@ -125,6 +127,11 @@ def test_saved_dataset_through_the_datasets_package(ctx, tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"text": ["x one", "x two", "x three"]}).select([2, 0]).save_to_disk(str(tmp_path / "d"))
     m = run(CollectConfig(files=[FileSource(path=str(tmp_path / "d"))]), ctx)
+    assert [r["text"] for r in read_jsonl(m.outputs["records"])] == ["x three", "x one"]
+    # The pyarrow reader (no `datasets`) reads the real save_to_disk layout the same way.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "datasets", None)
+        m = run(CollectConfig(files=[FileSource(path=str(tmp_path / "d"))]), ctx)
     assert [r["text"] for r in read_jsonl(m.outputs["records"])] == ["x three", "x one"]
 
 
