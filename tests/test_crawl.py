@@ -176,7 +176,7 @@ def test_depth_and_page_budgets(ctx, tmp_path):
     with Site() as site:
         for i in range(6):  # a chain: /p0 -> /p1 -> ... -> /p5
             site.add(f"/p{i}.html", page(f"P{i}", *prose(f"page {i}"), links=[f"/p{i + 1}.html"]))
-        m = run(CollectConfig(crawl=crawl_config(site, seeds=[site.url + "/p0.html"], max_depth=2,
+        m = run(CollectConfig(crawl=crawl_config(site, seeds=[site.url + "/p0.html"], max_depth=2, extract_workers=1,
                                                  state_path=str(tmp_path / "a.sqlite"))), ctx)
         assert sorted(r["url"].rsplit("/", 1)[1] for r in read_jsonl(m.outputs["records"])) == \
             ["p0.html", "p1.html", "p2.html"]

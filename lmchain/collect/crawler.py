@@ -143,6 +143,12 @@ class Crawler:
         while (item := await self.frontier.get()) is not None:
             try:
                 await self._process(item)
+            except Exception as exc:  # a bug or a page that breaks a parser: record it, crawl on
+                log.exception("crawl: %s failed unexpectedly", item.url)
+                if item.url not in self.frontier.done:
+                    self._commit(item, FAILED, f"internal_error: {type(exc).__name__}: {exc}"[:300],
+                                 {"source": "web", "url": item.url, "depth": item.depth, "referrer": item.referrer,
+                                  "fetched_at": now_iso(), "status": 0})
             finally:
                 await self.frontier.task_done()
 
