@@ -39,8 +39,9 @@ def generated_site(root: Path, n: int = 600) -> Path:
     for i in range(n):
         paras = "".join(f"<p>{' '.join(words[(i + j + k) % len(words)] for k in range(40))}.</p>" for j in range(8))
         links = "".join(f'<a href="page{(i * 7 + k) % n}.html">next {k}</a> ' for k in range(1, 6))
-        (root / f"page{i}.html").write_text(f"<html lang='en'><head><title>Page {i}</title></head><body>"
-                                            f"<nav>{links}</nav><article><h1>Page {i}</h1>{paras}</article></body></html>")
+        (root / f"page{i}.html").write_text(
+            f"<html lang='en'><head><title>Page {i}</title></head><body>"
+            f"<nav>{links}</nav><article><h1>Page {i}</h1>{paras}</article></body></html>")
     (root / SEED).write_text("<html><body>" + "".join(f'<a href="page{i}.html">p{i}</a>' for i in range(20))
                              + "<p>" + "index " * 60 + "</p></body></html>")
     return root

@@ -86,7 +86,7 @@ class CrawlConfig:
                             "store; false: fetch and emit everything.", True)
     state_path: str = doc("SQLite crawl state (validators, hashes, frontier). Empty: "
                           "LMCHAIN_HOME/crawl/<hash of the seeds>.sqlite.", "")
-    extract_workers: int = doc("Processes that turn HTML into text (0: in the crawler's own process).", 0)
+    extract_workers: int = doc("Processes that turn HTML into text (0: one thread of the crawler's own process).", 0)
     progress_every_s: float = doc("Log a progress line (fetched, queued, failed, pages/s) this often.", 10.0)
 
     def __post_init__(self) -> None:

@@ -72,7 +72,8 @@ def hostile_site():
         links = ["/good.html", "/private/secret.html", "/moved", "/loop-a", "/chain-0", "/missing.html",
                  "/error.html", "/busy.html", "/slow.html", "/huge.html", "/image.png", "/data.json",
                  "/latin-meta.html", "/latin-nometa.html", "/wrong-charset.html", "/bogus-charset.html",
-                 "/q?b=2&a=1#section", "/q?a=1&b=2", "/alias.html", "/copy.html", "http://elsewhere.invalid/x.html",
+                 "/q?b=2&a=1#section", "/q?a=1&b=2", "/alias.html", "/copy.html", "/noindex.html",
+                 "/nofollow.html", "http://elsewhere.invalid/x.html",
                  "mailto:someone@example.org"]
         site.add("/index.html", page("Home", *prose("the home page"), links=links))
         site.add("/good.html", page("Good", *prose("good things")))
@@ -103,6 +104,10 @@ def hostile_site():
         site.add("/q?a=1&b=2", page("Query", *prose("query strings")))
         site.add("/alias.html", page("Alias", *prose("canonical pages"),
                                      head=f"<link rel='canonical' href='{u}/canonical.html'>"))
+        site.add("/noindex.html", page("Hidden", *prose("privacy"), head="<meta name='robots' content='noindex'>"))
+        site.add("/nofollow.html", page("Dead end", *prose("dead ends"), links=["/only-via-nofollow.html"],
+                                        head="<meta name='robots' content='nofollow'>"))
+        site.add("/only-via-nofollow.html", page("Unreached", *prose("nothing")))
         site.add("/copy.html", page("Copy", *prose("copies"), head="<link rel='canonical' href='/index.html'>"))
         yield site
 
@@ -139,12 +144,16 @@ def test_polite_crawl_of_a_hostile_site(ctx, hostile_site, tmp_path):
         f"{u}/image.png": "content_type",
         f"{u}/data.json": "content_type",
         f"{u}/copy.html": "duplicate",  # its canonical URL is the home page, fetched first
+        f"{u}/noindex.html": "noindex",
     }
     assert set(records) == {f"{u}/{p}" for p in (
         "index.html", "good.html", "only-in-sitemap.html", "target.html", "busy.html", "latin-meta.html",
-        "latin-nometa.html", "wrong-charset.html", "bogus-charset.html", "q?a=1&b=2", "canonical.html")}
+        "latin-nometa.html", "wrong-charset.html", "bogus-charset.html", "q?a=1&b=2", "canonical.html",
+        "nofollow.html")}
     assert m.drop_reasons == {"robots_disallowed": 2, "redirect_loop": 1, "too_many_redirects": 1, "http_404": 1,
-                              "http_500": 1, "timeout": 1, "too_large": 1, "content_type": 2, "duplicate": 1}
+                              "http_500": 1, "timeout": 1, "too_large": 1, "content_type": 2, "duplicate": 1,
+                              "noindex": 1}
+    assert "/only-via-nofollow.html" not in site.paths()
 
     # Retries: the 500 was tried 1 + retries times; the 429 waited its Retry-After, then succeeded.
     assert len(site.hits("/error.html")) == 3 and len(site.hits("/slow.html")) == 3

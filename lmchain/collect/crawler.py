@@ -239,6 +239,7 @@ class Crawler:
             kind, reason = FAILED, f"empty_text: no text in a {resp.media_type or 'untyped'} page"
         elif stored is not None and stored.text_sha256 == text_sha:
             kind, reason = UNCHANGED, "same_text"
+            record = {**base, "text_sha256": text_sha}  # not emitted: keep the store small
         else:
             kind, reason = DOC, ""
         self._commit(item, kind, reason, record, page=page, links=links, claimed=claimed)

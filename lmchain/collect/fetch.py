@@ -190,7 +190,8 @@ class Fetcher:
 
 def _type_error(resp: Response, content_types: list[str]) -> str | None:
     media = resp.media_type
-    if not media or "*/*" in content_types:  # missing Content-Type: judged from the body (binary or not) once it is read
+    # A missing Content-Type is judged from the body (binary or not) once it is read.
+    if not media or "*/*" in content_types:
         return None
     if media in content_types or any(t.endswith("/*") and media.startswith(t[:-1]) for t in content_types):
         return None

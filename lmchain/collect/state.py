@@ -176,8 +176,8 @@ class CrawlStore:
         with self._transaction():
             for url in claimed:
                 self._seq += 1
-                self.db.execute("INSERT INTO frontier (crawl, url, depth, referrer, done, seq) VALUES (?, ?, ?, ?, 1, ?) "
-                                "ON CONFLICT (crawl, url) DO UPDATE SET done = 1",
+                self.db.execute("INSERT INTO frontier (crawl, url, depth, referrer, done, seq) "
+                                "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (crawl, url) DO UPDATE SET done = 1",
                                 (crawl, url, record.get("depth", 0), record.get("referrer"), self._seq))
             self._insert_outcome(crawl, kind, reason, fetched, status, record)
             if page is not None:
