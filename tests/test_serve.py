@@ -291,3 +291,39 @@ def test_openapi_fuzzing_finds_no_server_error(keyed_server, mode):
     assert not [c for c in calls if c[1] >= 500]
     if mode == "positive":  # valid requests do get through
         assert any(path == "/v1/predict" and status == 200 for path, status in calls)
+
+
+def _postgres_url() -> str | None:
+    import sqlalchemy as sa
+
+    url = os.environ.get("LMCHAIN_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    try:
+        with sa.create_engine(url).connect() as conn:
+            conn.execute(sa.text("select 1"))
+        return url
+    except Exception:
+        return None
+
+
+@pytest.mark.skipif(_postgres_url() is None, reason="PostgreSQL not reachable on 127.0.0.1:5432")
+def test_store_on_postgresql_keeps_every_concurrent_feedback():
+    import sqlalchemy as sa
+
+    store = ServingStore(_postgres_url())
+    with store.engine.begin() as conn:  # a clean slate: this database is shared with other tests
+        conn.execute(sa.text("delete from feedback"))
+        conn.execute(sa.text("delete from predictions"))
+
+    def post(i):
+        store.add_feedback({"feedback_id": f"pg{i}", "created_at": time.time(), "request_id": None,
+                            "text": f"text {i}", "text_sha256": "0" * 64, "predicted_label": "pos",
+                            "correct_label": "neg", "comment": None, "model": "m", "version": "1"})
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        list(pool.map(post, range(200)))
+    store.log_predictions([{"request_id": "r1", "position": i, "created_at": time.time(), "model": "m",
+                            "version": "1", "variant": "fp32", "text_sha256": "0" * 64, "text": "t",
+                            "label": "pos", "score": 0.9} for i in range(3)])
+    assert store.flush()
+    assert store.count("feedback") == 200 and len(store.prediction("r1")) == 3
+    store.close()

@@ -140,7 +140,7 @@ def create_app(model_uri: str | None = None, settings: ServeConfig | None = None
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
     bearer = HTTPBearer(auto_error=False)
 
-    def require_key(key: Annotated[str | None, Depends(api_key_header)],
+    async def require_key(key: Annotated[str | None, Depends(api_key_header)],
                     cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if not keys.allows(key or (cred.credentials if cred else None)):
             raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
@@ -165,17 +165,18 @@ def create_app(model_uri: str | None = None, settings: ServeConfig | None = None
         request_id: str | None = Field(None, max_length=64, description="request_id of the prediction.")
         comment: str | None = Field(None, max_length=2000)
 
+    # Cheap handlers are async: a sync one would cost a thread-pool hop per request.
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", responses={503: {"description": "Model not loaded (yet)."}})
-    def readyz() -> dict[str, str]:
+    async def readyz() -> dict[str, str]:
         m = ready_model()
         return {"status": "ready", "model": m.name, "version": m.version, "variant": m.variant}
 
     @app.get("/metrics", response_class=Response)
-    def prometheus() -> Response:
+    async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/predict", response_model=PredictResponse, dependencies=[Depends(require_key)],

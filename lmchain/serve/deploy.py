@@ -101,7 +101,7 @@ def choose_variant(folder: Path, test: list[dict], cfg: DeployConfig) -> tuple[s
     report: dict[str, Any] = {}
     for name in dict.fromkeys(["fp32", *cfg.variants]):  # fp32 first: it is the reference
         predictor = variants.load(folder, name, max_length=cfg.service.max_length,
-                                  batch_size=cfg.service.max_batch_size, threads=cfg.service.threads)
+                                  batch_size=cfg.service.model_batch_size, threads=cfg.service.threads)
         preds = predictor.predict(texts)
         accuracy = sum(p["label_id"] == g for p, g in zip(preds, gold)) / max(1, len(gold))
         predictor.predict(probe[:5])

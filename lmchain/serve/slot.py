@@ -70,7 +70,7 @@ class ModelSlot:
     def _build(self, name: str, version: str, folder: Path, variant: str) -> Loaded:
         s = self.settings
         t0 = time.perf_counter()
-        predictor = variants.load(folder, variant, max_length=s.max_length, batch_size=s.max_batch_size,
+        predictor = variants.load(folder, variant, max_length=s.max_length, batch_size=s.model_batch_size,
                                   threads=s.threads)
         predictor.predict(WARM_TEXTS)
         log.warning("loaded %s version %s (%s) in %.1fs", name, version, variant, time.perf_counter() - t0)

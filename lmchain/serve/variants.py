@@ -117,6 +117,9 @@ class OnnxPredictor(BasePredictor):
         path = build(model_dir, variant)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        # Idle inference threads sleep instead of spinning: in a service the event loop, the
+        # tokenizer and the store writer need those cores between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         super().__init__(model_dir, labels_of(AutoConfig.from_pretrained(str(model_dir))), max_length, batch_size)
