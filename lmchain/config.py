@@ -203,6 +203,14 @@ class TrainCommon:
     max_steps: int = doc("Stop after this many optimizer steps (0: run the epochs).", 0)
     epochs: float = doc("Passes over the data when max_steps is 0.", 1.0)
     warmup_ratio: float = doc("Share of steps with linear learning-rate warm-up.", 0.06)
+    lr_schedule: str = doc("Decay after warm-up: 'linear' or 'cosine' (both reach zero at the last step).",
+                           "linear")
+    weight_decay: float = doc("AdamW weight decay (not applied to biases and LayerNorm).", 0.01)
+    group_by_length: bool = doc("Batch texts of similar length together (in random order) and pad each batch "
+                                "only to its longest text: far less padding on short texts.", True)
+    threads: int = doc("Torch threads per CPU rank (0: the machine's cores divided among the ranks).", 0)
+    precision: str = doc("CPU ranks: 'fp32', or 'bf16' to autocast matmuls to bfloat16 (needs AVX512-BF16 "
+                         "or AMX to pay off). GPU ranks always train in bf16.", "fp32")
     seed: int = doc("Random seed.", 42)
     timeout_s: int = doc("Kill the training job after this many seconds.", 3600)
 
@@ -213,6 +221,10 @@ class TrainCommon:
         _check(self.learning_rate > 0, f"{section}.learning_rate", "must be > 0")
         _check(8 <= self.max_length <= 512, f"{section}.max_length", "must be in [8, 512]")
         _check(self.max_steps > 0 or self.epochs > 0, f"{section}.epochs", "set epochs > 0 or max_steps > 0")
+        _check(self.lr_schedule in ("linear", "cosine"), f"{section}.lr_schedule", "must be 'linear' or 'cosine'")
+        _check(self.weight_decay >= 0, f"{section}.weight_decay", "must be >= 0")
+        _check(self.threads >= 0, f"{section}.threads", "must be >= 0 (0: automatic)")
+        _check(self.precision in ("fp32", "bf16"), f"{section}.precision", "must be 'fp32' or 'bf16'")
 
 
 @dataclass
@@ -232,9 +244,34 @@ class PretrainConfig(TrainCommon):
 class FinetuneConfig(TrainCommon):
     base_model: str = doc("'pretrain' (this run's pretrain output), 'minilm', 'tiny-bert', a path or a hub id.",
                           "pretrain")
+    method: str = doc("'full' (train every weight) or 'lora' (low-rank adapters and the head; merged on save).",
+                      "full")
+    lora_r: int = doc("LoRA rank.", 8)
+    lora_alpha: int = doc("LoRA scaling numerator (the update is scaled by alpha / r).", 16)
+    lora_dropout: float = doc("Dropout on the LoRA branch.", 0.1)
+    lora_targets: list[str] = doc("Names of the linear layers that get adapters.",
+                                  factory=lambda: ["query", "key", "value", "dense"])
+    dropout: float | None = doc("Override the model's hidden/attention/classifier dropout (None: keep it).", None)
+    class_weights: str = doc("'none', or 'balanced' to weigh the loss by inverse class frequency.", "none")
+    word_dropout: float = doc("Augmentation: drop each training token with this probability (0: off).", 0.0)
+    eval_every: int = doc("Score the validation split every this many steps (0: once per epoch).", 0)
+    eval_batch_size: int = doc("Batch size when scoring validation texts (no gradients: can be large).", 128)
+    patience: int = doc("Stop after this many validation scores without a better macro-F1 (0: never). The "
+                        "weights with the best validation macro-F1 are the ones saved.", 3)
+    report_on: LabelSource | None = doc("An extra labelled file scored with the saved model, e.g. "
+                                        "${SST2}/dev.tsv; its accuracy goes to the manifest and MLflow.", None)
 
     def __post_init__(self) -> None:
         self._validate_common("finetune")
+        _check(self.method in ("full", "lora"), "finetune.method", "must be 'full' or 'lora'")
+        _check(self.lora_r >= 1, "finetune.lora_r", "must be >= 1")
+        _check(bool(self.lora_targets), "finetune.lora_targets", "name at least one linear layer, e.g. [query, value]")
+        _check(self.dropout is None or 0 <= self.dropout < 1, "finetune.dropout", "must be in [0, 1) or null")
+        _check(self.class_weights in ("none", "balanced"), "finetune.class_weights", "must be 'none' or 'balanced'")
+        _check(0 <= self.word_dropout < 1, "finetune.word_dropout", "must be in [0, 1)")
+        _check(self.eval_every >= 0 and self.patience >= 0, "finetune.patience",
+               "eval_every and patience must be >= 0")
+        _check(self.eval_batch_size >= 1, "finetune.eval_batch_size", "must be >= 1")
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""Fine-tune: sequence classification on the labelled train split, as a DeepSpeed job."""
+"""Fine-tune: sequence classification on the labelled train split, as a DeepSpeed job.
+
+The worker scores the validation split while it trains, keeps the weights with the best
+macro-F1 and stops early when they stop improving; the saved model holds those weights.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,45 @@ from pathlib import Path
 
 from lmchain import registry
 from lmchain.artifacts import Manifest, RunContext, StageOutput
-from lmchain.config import FinetuneConfig
+from lmchain.config import FinetuneConfig, LabelSource
 from lmchain.train import models
 from lmchain.train.launcher import launch
+
+
+def labelled_jsonl(src: LabelSource, names: list[str], path: Path) -> Path:
+    """A label file (TSV/CSV/JSONL, ``${SST2}`` expanded) as ``{"text", "label"}`` lines for the worker."""
+    from lmchain.annotate import _label_id, load_labels
+    from lmchain.config import AnnotateConfig
+
+    by_hash, _, _, _ = load_labels(AnnotateConfig(labels=[src], label_names=names))
+    with open(path, "w", encoding="utf-8") as fh:
+        for text, raw in by_hash.values():
+            label = _label_id(raw, names)
+            if label is not None:
+                fh.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+    return path
+
+
+def train_classifier(cfg: FinetuneConfig, base: dict, train: str, validation: str | None, names: list[str],
+                     model_dir: Path, job_dir: Path) -> dict:
+    """Launch the job; -> the worker's metrics. Used by the stage and by bench/finetune_throughput.py."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    report = str(labelled_jsonl(cfg.report_on, names, job_dir / "report.jsonl")) if cfg.report_on else None
+    spec = {"task": "cls", **base, "train_file": train, "validation_file": validation, "report_file": report,
+            "label_names": names, "output_dir": str(model_dir)}
+    return launch(spec, cfg, job_dir)
+
+
+def log_curves(run_id: str, metrics: dict) -> None:
+    """Validation curve and best-checkpoint figures, beside the loss curve log_training wrote."""
+    c = registry.client()
+    for step, f1, acc in metrics.get("validation_curve", []):
+        c.log_metric(run_id, "finetune/val_macro_f1", f1, step=int(step))
+        c.log_metric(run_id, "finetune/val_accuracy", acc, step=int(step))
+    for key in ("best_macro_f1", "best_accuracy", "best_step", "report_accuracy", "report_macro_f1",
+                "trainable_parameters", "eval_seconds"):
+        if metrics.get(key) is not None:
+            c.log_metric(run_id, f"finetune/{key}", float(metrics[key]))
 
 
 def run(cfg: FinetuneConfig, ctx: RunContext, inputs: dict) -> Manifest:
@@ -21,17 +61,23 @@ def run(cfg: FinetuneConfig, ctx: RunContext, inputs: dict) -> Manifest:
     else:
         base = models.resolve(cfg.base_model)
     with StageOutput(ctx, "finetune", dataclasses.asdict(cfg)) as out:
-        spec = {"task": "cls", **base, "train_file": labelled["train"], "label_names": names,
-                "output_dir": str(out.path("model"))}
-        metrics = launch(spec, cfg, out.path("job"))
-        mlflow_run = registry.log_training(ctx, ctx.experiment, "finetune", metrics,
-                              {"base_model": base["model"] or cfg.base_model, "ranks": cfg.ranks,
-                               "zero_stage": cfg.zero_stage, "batch_size": cfg.batch_size,
-                               "learning_rate": cfg.learning_rate, "steps": metrics["steps"],
-                               "epochs": cfg.epochs})
+        metrics = train_classifier(cfg, base, labelled["train"], labelled.get("validation"), names,
+                                   out.path("model"), out.path("job"))
+        params = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("report_on", "lora_targets")}
+        if cfg.method == "lora":
+            params["lora_targets"] = ",".join(cfg.lora_targets)
+        params.update({"base_model": base["model"] or cfg.base_model, "steps": metrics["steps"]})
+        mlflow_run = registry.log_training(ctx, ctx.experiment, "finetune", metrics, params)
+        log_curves(mlflow_run, metrics)
         out.output("model", "model")
-        out.manifest.inputs = {"train": labelled["train"], "base_model": base["model"] or cfg.base_model}
-        out.manifest.metrics = {k: metrics[k] for k in ("final_loss", "samples_per_second", "train_seconds")}
+        out.manifest.inputs = {"train": labelled["train"], "validation": labelled.get("validation"),
+                               "base_model": base["model"] or cfg.base_model}
+        keys = ("final_loss", "samples_per_second", "train_seconds", "best_macro_f1", "best_accuracy",
+                "report_accuracy", "report_macro_f1")
+        out.manifest.metrics = {k: metrics[k] for k in keys if metrics.get(k) is not None}
         out.manifest.info = {"label_names": names, "world_size": metrics["world_size"],
-                             "device": metrics["device"], "steps": metrics["steps"], "mlflow_run_id": mlflow_run}
+                             "device": metrics["device"], "steps": metrics["steps"], "method": cfg.method,
+                             "trainable_parameters": metrics["trainable_parameters"],
+                             "best_step": metrics.get("best_step"), "stopped_early": metrics.get("stopped_early"),
+                             "mlflow_run_id": mlflow_run}
     return out.manifest

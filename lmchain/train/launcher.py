@@ -9,6 +9,7 @@ real DeepSpeed path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -55,9 +56,8 @@ def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path) -> dict[str, A
     workdir.mkdir(parents=True, exist_ok=True)
     on_gpu = gpu_available()
     spec = {
+        **dataclasses.asdict(cfg),  # every training setting, task-specific ones included
         **spec,
-        "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "max_length": cfg.max_length,
-        "max_steps": cfg.max_steps, "epochs": cfg.epochs, "warmup_ratio": cfg.warmup_ratio, "seed": cfg.seed,
         "ds_config": ds_config(cfg, on_gpu),
         "metrics_file": str(workdir / "metrics.json"),
     }
