@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 VARIANTS = SERVING_VARIANTS
 
 
+# Part of the cache key: a change in how variants are built must not reuse old files.
+RECIPE = "onnx-opset17/int8-per-channel-reduce-range"
+
+
 class VariantError(LmchainError):
     """A serving variant could not be built or loaded."""
 
@@ -43,7 +47,7 @@ def variant_file(model_dir: str | Path, variant: str) -> Path:
     folder = Path(model_dir).resolve()
     stamps = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
               for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))]
-    key = sha256_text("|".join([str(folder), *stamps]))[:16]
+    key = sha256_text("|".join([RECIPE, str(folder), *stamps]))[:16]
     return home() / "serving" / "variants" / key / variant / "model.onnx"
 
 
@@ -90,7 +94,11 @@ def build(model_dir: str | Path, variant: str) -> Path | None:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             # Dynamic quantisation: int8 weights, activations quantised per batch at run time.
-            quantize_dynamic(str(fp32), str(tmp / "model.onnx"), weight_type=QuantType.QInt8)
+            # Per-channel scales with a 7-bit range: on the demo's fine-tuned MiniLM, per-tensor
+            # int8 cost 1.4 pt of SST-2 test accuracy (over the 0.5 pt budget); per-channel with
+            # reduce_range cost 0.06 pt at the same speed (0.9 ms/text vs 2.6 for ONNX fp32).
+            quantize_dynamic(str(fp32), str(tmp / "model.onnx"), weight_type=QuantType.QInt8,
+                             per_channel=True, reduce_range=True)
             (tmp / "fp32.onnx").unlink(missing_ok=True)
         target.parent.parent.mkdir(parents=True, exist_ok=True)
         try:
