@@ -9,6 +9,7 @@
     lmchain gate --suite S --in PATH        validate a batch; --accept RUN_ID releases a quarantined one
     lmchain collect --seed URL ... --out DIR     crawl (polite, incremental, resumable) into DIR
     lmchain collect --source PATH_OR_GLOB --out DIR   read files, folders or saved datasets into DIR
+    lmchain curate --in DIR --out DIR [--config FILE]   clean, filter, redact and dedup collected records
     lmchain env                  print the environment that points Airflow/MLflow at LMCHAIN_HOME
 
 Bad input ends with one line on stderr naming the file or key and what to do (exit 2).
@@ -259,6 +260,29 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def cmd_curate(args) -> int:
+    """Curate collected records (--in: a records.jsonl or collect's folder) into --out DIR."""
+    import logging
+
+    from lmchain.config import CurateConfig, build, load_config, parse_overrides
+    from lmchain.curate import curate_to
+
+    if args.config:
+        cfg = load_config(args.config, args.overrides).curate
+    else:
+        extra = parse_overrides(args.overrides)
+        unknown = [k for k in extra if k != "curate"]
+        if unknown:
+            raise LmchainError(f"lmchain curate takes curate.* overrides only, not {unknown}")
+        cfg = build(CurateConfig, extra.get("curate", {}), "curate")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    m = curate_to(cfg, args.input, args.out)
+    print(f"curate: {m.counts['input']} in -> {m.counts['records']} kept, {m.counts['rejects']} rejected "
+          f"{m.drop_reasons or ''} in {m.duration_s:.1f}s ({m.metrics['docs_per_second']:.0f} docs/s) "
+          f"-> {Path(args.out).resolve()}")
+    return 0
+
+
 def cmd_env(args) -> int:
     from lmchain.airflow_env import airflow_env
     from lmchain.artifacts import home
@@ -343,6 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any collect key, e.g. --set collect.crawl.retries=5 (repeatable)")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("curate", help="normalise, filter, redact PII and dedup records (the curate stage)")
+    p.add_argument("--in", dest="input", required=True, metavar="DIR",
+                   help="collect's output folder, or a records.jsonl")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced when the run ends)")
+    p.add_argument("--config", metavar="FILE", help="YAML recipe whose curate: section to use (a name in configs/ "
+                                                    "or a path; default: CurateConfig's defaults)")
+    p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="any curate key, e.g. --set curate.c4.enabled=false (repeatable)")
+    p.set_defaults(func=cmd_curate)
 
     p = sub.add_parser("env", help="print exports that point Airflow and MLflow at LMCHAIN_HOME")
     p.set_defaults(func=cmd_env)

@@ -11,19 +11,28 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from lmchain.artifacts import sha256_text
+import ftfy
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 
 
+def fix_unicode(text: str) -> str:
+    """Mojibake and broken escapes repaired (ftfy); curly quotes are kept, they are not errors."""
+    if text.isascii() and "&" not in text:
+        return text  # nothing ftfy would change: no mojibake without non-ASCII, no HTML entity
+    return ftfy.fix_text(text, uncurl_quotes=False)
+
+
 def normalize_text(text: str) -> str:
-    """NFKC, no control or zero-width characters, single spaces, no blank-line runs."""
-    text = unicodedata.normalize("NFKC", text)
+    """Unicode repaired, NFKC, no control or zero-width characters, single spaces, paragraphs
+    separated by one blank line (Gopher's paragraph checks need them). Annotate joins labels onto
+    the corpus through this same function."""
+    text = unicodedata.normalize("NFKC", fix_unicode(text))
     text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n", text).strip()
+    return _BLANK_LINES.sub("\n\n", text).strip()
 
 
 def normalise_for_dedup(text: str) -> str:
@@ -31,12 +40,45 @@ def normalise_for_dedup(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
+# Lines that web pages repeat around their content: navigation, cookie and share prompts,
+# copyright footers. Matched on whole short lines only, so prose that mentions them stays.
+BOILERPLATE_PATTERNS = [
+    r"(skip to (main )?content|jump to navigation|back to top|toggle navigation|main menu)",
+    r"(this (web)?site uses cookies.*|we use cookies.*|accept (all )?cookies|cookie (settings|preferences))",
+    r"((copyright )?(©|\(c\)|copyright) ?\d{4}.*|all rights reserved\.?)",
+    r"(share (this|on) (facebook|twitter|x|linkedin|email).*|follow us on .*|tweet|pin it)",
+    r"(sign up for our newsletter.*|subscribe to our newsletter.*|log ?in|sign ?in|register|sign up)",
+    r"(read more|click here.*|previous( post| page)?|next( post| page)?|load more|show more)",
+    r"(privacy policy|terms (of use|of service|and conditions)|cookie policy)( ?[|·•] ?.*)?",
+]
+
+
+@dataclass
 class Normalize:
-    name = "normalize"
+    """Repairs Unicode, normalises whitespace and/or drops boilerplate lines."""
+
+    normalize: bool = True
+    boilerplate: bool = False
+    max_boilerplate_line: int = 120
+    patterns: list[str] = field(default_factory=lambda: list(BOILERPLATE_PATTERNS))
+    name: str = "normalize"
+
+    def __post_init__(self) -> None:
+        self._boiler = re.compile(r"^\W*(?:" + "|".join(self.patterns) + r")\W*$", re.IGNORECASE)
 
     def __call__(self, rec: dict) -> str | None:
-        rec["text"] = normalize_text(rec["text"])
-        return "empty" if not rec["text"] else None
+        text = normalize_text(rec["text"]) if self.normalize else rec["text"]
+        if self.boilerplate and text:
+            lines = text.split("\n")
+            kept = [ln for ln in lines if len(ln) > self.max_boilerplate_line or not self._boiler.match(ln.strip())]
+            if len(kept) != len(lines):
+                rec["boilerplate_lines"] = len(lines) - len(kept)
+                text = "\n".join(kept).strip()
+                if not text:
+                    rec["text"] = text
+                    return "boilerplate_only"
+        rec["text"] = text
+        return "empty" if not text.strip() else None
 
 
 @dataclass
@@ -54,21 +96,4 @@ class LengthFilter:
             return "too_long"
         if len(rec["text"].split()) < self.min_words:
             return "too_few_words"
-        return None
-
-
-@dataclass
-class ExactDedup:
-    """Keeps the first record of each normalised text; later copies are dropped."""
-
-    seen: dict[str, str] = field(default_factory=dict)
-    name: str = "dedup"
-
-    def __call__(self, rec: dict) -> str | None:
-        key = sha256_text(rec["text"])
-        first = self.seen.setdefault(key, rec["id"])
-        if first != rec["id"]:
-            rec["duplicate_of"] = first
-            return "exact_duplicate"
-        rec["sha256"] = key
         return None

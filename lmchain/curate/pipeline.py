@@ -1,0 +1,176 @@
+"""The curation pipeline: steps built from CurateConfig, run on all cores in chunks.
+
+Document steps (normalise, length, language, quality filters, PII, decontamination) and the
+hashing that dedup needs run in worker processes, a chunk of records at a time. The main process
+reads the input, hands out chunks (a bounded number in flight, so memory does not grow with
+the input), takes the results back in input order, decides duplicates and writes the output.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from itertools import islice
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from lmchain.artifacts import sha256_text
+from lmchain.config import CurateConfig
+from lmchain.curate.dedup import Decontaminator
+from lmchain.curate.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
+from lmchain.curate.langid import LanguageFilter
+from lmchain.curate.minhash import MinHasher
+from lmchain.curate.pii import PiiRedactor
+from lmchain.curate.steps import LengthFilter, Normalize
+
+log = logging.getLogger(__name__)
+
+
+def _without(section, *names: str) -> dict:
+    return {k: v for k, v in asdict(section).items() if k not in ("enabled", *names)}
+
+
+def build_steps(cfg: CurateConfig, eval_texts: list[str] | None = None) -> list:
+    """The per-document steps, in the order they run. Cheap, text-changing steps come first,
+    filters next (cheapest first where that changes no decision), PII redaction last so that
+    the filters judge the text as written."""
+    steps: list = []
+    if cfg.normalize or cfg.boilerplate:
+        steps.append(Normalize(normalize=cfg.normalize, boilerplate=cfg.boilerplate))
+    steps.append(LengthFilter(cfg.min_chars, cfg.max_chars, cfg.min_words))
+    if cfg.language.enabled:
+        lang = cfg.language
+        steps.append(LanguageFilter(lang.allow, lang.min_score, lang.min_words, lang.model_path or None))
+    if cfg.gopher_repetition.enabled:
+        rep = cfg.gopher_repetition
+        steps.append(GopherRepetition(**_without(rep, "top_n_grams", "dup_n_grams"),
+                                      top_n_grams=[(int(n), f) for n, f in rep.top_n_grams],
+                                      dup_n_grams=[(int(n), f) for n, f in rep.dup_n_grams]))
+    if cfg.gopher_quality.enabled:
+        steps.append(GopherQuality(**_without(cfg.gopher_quality)))
+    if cfg.c4.enabled:
+        steps.append(C4Quality(**_without(cfg.c4)))
+    if cfg.fineweb.enabled:
+        steps.append(FineWebQuality(**_without(cfg.fineweb)))
+    if cfg.pii.enabled:
+        steps.append(PiiRedactor(list(cfg.pii.kinds), {p.name: p.regex for p in cfg.pii.patterns}))
+    if eval_texts:
+        steps.append(Decontaminator(eval_texts, cfg.decontaminate.ngram))
+    return steps
+
+
+@dataclass
+class ChunkResult:
+    """A chunk after the document steps: per record, its output form and the reason if dropped."""
+
+    records: list[dict]
+    reasons: list[str | None]
+    exact_keys: list[int]  # of survivors, in order
+    band_keys: np.ndarray | None  # (survivors, bands)
+
+
+class ChunkWorker:
+    """Runs in a worker process: the steps, then the keys dedup needs."""
+
+    def __init__(self, cfg: CurateConfig, eval_texts: list[str]):
+        self.steps = build_steps(cfg, eval_texts)
+        near = cfg.near_dedup
+        self.minhasher = MinHasher(near.ngram, near.bands, near.rows, near.seed) if near.enabled else None
+
+    def __call__(self, chunk: list[dict]) -> ChunkResult:
+        out, reasons, survivors = [], [], []
+        for rec in chunk:
+            original = rec["text"]
+            reason = None
+            for step in self.steps:
+                reason = step(rec)
+                if reason:
+                    break
+            if reason:
+                out.append({**rec, "text": original, "reason": reason})
+            else:
+                rec["sha256"] = sha256_text(rec["text"])
+                if rec["text"] != original:
+                    rec["_original"] = original  # a duplicate's reject shows the text as collected
+                out.append(rec)
+                survivors.append(rec)
+            reasons.append(reason)
+        exact = [int(r["sha256"][:16], 16) for r in survivors]
+        bands = self.minhasher.keys([r["text"] for r in survivors]) if self.minhasher and survivors else None
+        return ChunkResult(out, reasons, exact, bands)
+
+
+_worker: ChunkWorker | None = None
+
+
+def _init_worker(cfg: CurateConfig, eval_texts: list[str]) -> None:
+    global _worker
+    _worker = ChunkWorker(cfg, eval_texts)
+
+
+def _run_chunk(chunk: list[dict]) -> ChunkResult:
+    return _worker(chunk)
+
+
+def _chunks(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    it = iter(records)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def worker_count(cfg: CurateConfig) -> int:
+    if cfg.workers:
+        return cfg.workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def map_chunks(cfg: CurateConfig, records: Iterable[dict], eval_texts: list[str]) -> Iterator[ChunkResult]:
+    """ChunkResults in input order, computed by ``workers`` processes with at most two chunks per
+    worker in flight."""
+    workers = worker_count(cfg)
+    chunks = _chunks(records, cfg.chunk_size)
+    if workers <= 1:
+        worker = ChunkWorker(cfg, eval_texts)
+        yield from map(worker, chunks)
+        return
+    # spawn, not fork: Airflow's task process has threads, and forking a threaded process can
+    # deadlock the child on a lock some thread held.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(cfg, eval_texts)) as pool:
+        pending = [pool.submit(_run_chunk, c) for c in islice(chunks, 2 * workers)]
+        while pending:
+            result = pending.pop(0).result()
+            nxt = next(chunks, None)
+            if nxt is not None:
+                pending.append(pool.submit(_run_chunk, nxt))
+            yield result
+
+
+class Progress:
+    """A log line every ``every_s`` seconds: documents read, kept, rate."""
+
+    def __init__(self, every_s: float = 10.0):
+        self.t0 = self.last = time.perf_counter()
+        self.every_s = every_s
+
+    def update(self, seen: int, kept: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if force or now - self.last >= self.every_s:
+            self.last = now
+            rate = seen / max(now - self.t0, 1e-9)
+            log.info("curate: %d documents, %d kept (%.1f%%), %.0f docs/s", seen, kept,
+                     100 * kept / max(seen, 1), rate)
+
+
+def pii_counts(records: list[dict]) -> Counter:
+    found: Counter[str] = Counter()
+    for rec in records:
+        found.update(rec.get("pii", {}))
+    return found
