@@ -104,3 +104,11 @@ def test_lora_trains_few_weights_and_saves_a_plain_model(ctx, tmp_path):
         keys = list(fh.keys())
     assert not any("lora" in k for k in keys) and any(k.startswith("classifier") for k in keys)
     assert m.metrics["best_accuracy"] >= 0.75
+
+
+def test_two_ranks_zero3_score_validation_together_and_save_the_best(ctx, tmp_path):
+    # ZeRO-3 partitions the weights: scoring, snapshot and restore are collective operations.
+    m = finetune.run(_tiny(ranks=2, zero_stage=3, eval_every=8, epochs=6), ctx, _inputs(tmp_path))
+    assert m.info["world_size"] == 2 and m.metrics["best_accuracy"] >= 0.9
+    assert _score(ctx.stage_dir("finetune") / "model", _sentences(64, 2)) == pytest.approx(
+        m.metrics["best_accuracy"], abs=0.05)

@@ -18,16 +18,31 @@ from lmchain.train.launcher import launch
 
 
 def labelled_jsonl(src: LabelSource, names: list[str], path: Path) -> Path:
-    """A label file (TSV/CSV/JSONL, ``${SST2}`` expanded) as ``{"text", "label"}`` lines for the worker."""
-    from lmchain.annotate import _label_id, load_labels
-    from lmchain.config import AnnotateConfig
+    """A label file (TSV/CSV/JSONL, ``${SST2}`` expanded) as ``{"text", "label"}`` lines for the
+    worker. Labels are names from ``names`` or their ids; other rows are skipped and counted."""
+    from lmchain.collect.files import read_file, resolve_files
+    from lmchain.config import FileSource
+    from lmchain.errors import InputError
 
-    by_hash, _, _, _ = load_labels(AnnotateConfig(labels=[src], label_names=names))
+    files = resolve_files(FileSource(path=src.path, text_field=src.text_field))
+    if not files:
+        raise InputError(f"finetune.report_on: no file at {src.path}; give a labelled TSV/CSV/JSONL file")
+    kept = skipped = 0
     with open(path, "w", encoding="utf-8") as fh:
-        for text, raw in by_hash.values():
-            label = _label_id(raw, names)
-            if label is not None:
+        for file in files:
+            for _, text, extra, bad in read_file(file, src.text_field):
+                raw = str(extra.get(src.label_field, "")).strip()
+                label = names.index(raw) if raw in names else int(raw) if raw.isdigit() else None
+                if bad or label is None or label >= len(names):
+                    skipped += 1
+                    continue
+                if src.limit is not None and kept >= src.limit:
+                    break
                 fh.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+                kept += 1
+    if kept == 0:
+        raise InputError(f"finetune.report_on: no usable rows in {src.path} (text column '{src.text_field}', "
+                         f"label column '{src.label_field}' holding {names} or their ids)")
     return path
 
 

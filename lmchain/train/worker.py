@@ -181,7 +181,9 @@ def main() -> None:
         n = torch.tensor([len(own)])
         dist.all_reduce(n, op=dist.ReduceOp.MAX)
         engine.eval()
-        with torch.inference_mode(), autocast():
+        # no_grad, not inference_mode: ZeRO-3 gathers weights inside forward, and inference
+        # tensors made there break the next backward pass.
+        with torch.no_grad(), autocast():
             for i in range(int(n)):
                 batch = pad([feats[j] for j in own[i]] if i < len(own) else features[:1])
                 labels = batch.pop("labels")
