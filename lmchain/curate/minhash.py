@@ -62,7 +62,7 @@ def word_ngram_keys(text: str, n: int) -> np.ndarray:
 
 
 class MinHasher:
-    def __init__(self, ngram: int = 5, bands: int = 14, rows: int = 8, seed: int = 1):
+    def __init__(self, ngram: int = 5, bands: int = 11, rows: int = 11, seed: int = 1):
         self.ngram, self.bands, self.rows = ngram, bands, rows
         rng = np.random.RandomState(seed)
         n = bands * rows
