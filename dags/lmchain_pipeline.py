@@ -1,15 +1,24 @@
 """lmchain_pipeline: collect -> curate -> gate -> annotate -> gate_labels -> pretrain -> finetune
 -> evaluate -> register -> deploy.
 
-Wiring only: every task runs ``lmchain.airflow_tasks.stage_task`` for one stage, and tasks
-pass small manifests (URIs, counts, metrics) through XCom, never data.
+Runs nightly (cron in ``LMCHAIN_PIPELINE_SCHEDULE``, default 02:00 UTC), whenever
+``lmchain_feedback`` decides that enough corrected labels arrived (the feedback-labels asset),
+and from the UI's trigger form. Wiring only: every task runs ``lmchain.airflow_tasks.stage_task``
+for one stage, and tasks pass small manifests (URIs, counts, metrics) through XCom, never data.
 """
 
+import os
 from datetime import timedelta
 
 from airflow.sdk import dag, task
+from airflow.timetables.assets import AssetOrTimeSchedule
+from airflow.timetables.trigger import CronTriggerTimetable
 
 from lmchain.airflow_tasks import params_schema, stage_task
+from lmchain.assets import CHAMPION_MODEL, CURATED_CORPUS, FEEDBACK_LABELS, LABELLED_SET
+from lmchain.notify import on_failure
+
+NIGHTLY = os.environ.get("LMCHAIN_PIPELINE_SCHEDULE", "0 2 * * *")
 
 default_args = {
     "owner": "lmchain",
@@ -17,18 +26,20 @@ default_args = {
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
+    "on_failure_callback": on_failure,
 }
+OUTLETS = {"gate": [CURATED_CORPUS], "gate_labels": [LABELLED_SET], "deploy": [CHAMPION_MODEL]}
 
 
 def stage(name, **kwargs):
     # Training stages go to the GPU workers' queue (ignored by the LocalExecutor).
     queue = {"queue": "gpu"} if name in ("pretrain", "finetune") else {}
-    return task(stage_task, task_id=name, **queue)(name, **kwargs)
+    return task(stage_task, task_id=name, outlets=OUTLETS.get(name, []), **queue)(name, **kwargs)
 
 
 @dag(
     dag_id="lmchain_pipeline",
-    schedule=None,
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(NIGHTLY, timezone="UTC"), assets=FEEDBACK_LABELS),
     catchup=False,
     max_active_runs=1,
     default_args=default_args,

@@ -3,6 +3,7 @@
     lmchain demo                 run lmchain_pipeline through Airflow on SST-2, print a summary
     lmchain run [--stages ...]   run stages in this process, without Airflow
     lmchain serve                serve models:/<name>@champion over HTTP
+    lmchain feedback             run the feedback loop once (export, gate, merge, decide)
     lmchain up                   Airflow (standalone), the MLflow UI and the service together
     lmchain config               show the resolved config, or every key with its doc
     lmchain lineage NAME[@alias|/version]   trace a model back to its source files
@@ -119,6 +120,28 @@ def cmd_serve(args) -> int:
           flush=True)
     uvicorn.run(create_app(uri, settings, model_dir=model_dir), host=settings.host, port=settings.port,
                 log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_feedback(args) -> int:
+    from lmchain import airflow_env
+    from lmchain.artifacts import RunContext, home
+    from lmchain.config import load_config
+    from lmchain.dagrun import run_feedback_dag
+
+    lm_home = home()
+    airflow_env.apply(lm_home)
+    load_config(args.recipe, args.overrides)  # a bad key fails here, with its name
+    airflow_env.ensure_db(lm_home)
+    report, events = run_feedback_dag(args.recipe, args.overrides)
+    decision_file = RunContext(report.run_id).stage_dir("feedback_decide") / "decision.json"
+    decision = json.loads(decision_file.read_text()) if decision_file.is_file() else {}
+    print(f"lmchain_feedback run {report.run_id}: {report.state} in {report.wall_seconds}s")
+    for t in report.tasks:
+        print(f"  {t['task_id']:8s} {t['state']}")
+    print(f"decision: {'retrain' if decision.get('trigger') else 'wait'}: {decision.get('reason', '?')}")
+    for e in events:
+        print(f"asset event {e['asset']}: {e['extra'].get('reason')} (schedules lmchain_pipeline)")
     return 0
 
 
@@ -319,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-keys-file", help="file of 'sha256:<hex>' key hashes (default: deploy.service.api_keys_file)")
     p.add_argument("--new-api-key", action="store_true", help="print a new API key and its hash, then exit")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("feedback", help="run lmchain_feedback once: export, gate and merge feedback, decide")
+    _config_args(p)
+    p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("up", help="start the Airflow UI, the MLflow UI and the service")
     p.add_argument("--airflow-port", type=int, default=8080)

@@ -351,6 +351,8 @@ class LabelSource:
     text_field: str = doc("Column holding the text.", "text")
     label_field: str = doc("Column holding the label.", "label")
     limit: int | None = doc("Read at most this many labelled rows (None: all).", None)
+    precedence: int = doc("When sources disagree on a text's label, the higher precedence wins (user "
+                          "corrections from feedback: 1); equal precedences drop the text as conflicting.", 0)
 
 
 @dataclass
@@ -553,6 +555,23 @@ class DeployConfig:
 
 
 @dataclass
+class FeedbackConfig:
+    """The feedback loop: corrections posted to the service become labels of the next run."""
+
+    include_in_training: bool = doc("Add the merged feedback labels (LMCHAIN_HOME/feedback/labels.jsonl) to "
+                                    "collect and annotate; a correction wins over the original label.", True)
+    min_new_labels: int = doc("Trigger lmchain_pipeline once this many new corrected labels have arrived.", 50)
+    max_error_rate: float = doc("Drift: also trigger when the share of feedback that corrects the model "
+                                "exceeds this (over at least min_batch_for_drift records).", 0.5)
+    min_batch_for_drift: int = doc("Feedback records needed before the error rate counts as drift.", 20)
+
+    def __post_init__(self) -> None:
+        _check(self.min_new_labels >= 1, "feedback.min_new_labels", "must be >= 1")
+        _check(0 <= self.max_error_rate <= 1, "feedback.max_error_rate", "must be in [0, 1]")
+        _check(self.min_batch_for_drift >= 1, "feedback.min_batch_for_drift", "must be >= 1")
+
+
+@dataclass
 class PipelineConfig:
     name: str = doc("Name of the recipe, shown in manifests and MLflow.", "lmchain")
     collect: CollectConfig = doc("Collection.", factory=lambda: CollectConfig(files=[FileSource(path="${SST2}/train.tsv", text_field="sentence")]))
@@ -565,6 +584,7 @@ class PipelineConfig:
     evaluate: EvaluateConfig = doc("Evaluation.", factory=EvaluateConfig)
     register: RegisterConfig = doc("Model registration.", factory=RegisterConfig)
     deploy: DeployConfig = doc("Deployment.", factory=DeployConfig)
+    feedback: FeedbackConfig = doc("Feedback loop.", factory=FeedbackConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,4 +1,4 @@
-"""Running ``lmchain_pipeline`` through Airflow from Python: for `lmchain demo` and the tests.
+"""Running lmchain's DAGs through Airflow from Python: for `lmchain demo`, `lmchain feedback` and the tests.
 
 It uses ``dag.test()``: a real DAG run in the Airflow metadata DB (task instances, XCom, logs,
 visible in the UI afterwards), with tasks executed in this process one after another.
@@ -18,6 +18,7 @@ from lmchain.artifacts import RunContext
 from lmchain.errors import LmchainError
 
 DAG_ID = "lmchain_pipeline"
+FEEDBACK_DAG_ID = "lmchain_feedback"
 
 
 @dataclass
@@ -69,12 +70,30 @@ def run_pipeline_dag(recipe: str, overrides: list[str]) -> DagRunReport:
     return report
 
 
-def failure_message(report: DagRunReport) -> str:
+def run_feedback_dag(recipe: str, overrides: list[str]) -> tuple[DagRunReport, list[dict[str, Any]]]:
+    """One run of ``lmchain_feedback``; returns its report and the asset events it emitted."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    dag = load_dag(FEEDBACK_DAG_ID)
+    t0 = time.perf_counter()
+    dr = dag.test(run_conf={"recipe": recipe, "overrides": list(overrides)})
+    report = DagRunReport(dr.run_id, str(dr.state), round(time.perf_counter() - t0, 2),
+                          task_instances(FEEDBACK_DAG_ID, dr.run_id))
+    if report.state != "success":
+        raise LmchainError(failure_message(report, FEEDBACK_DAG_ID))
+    with create_session() as session:
+        events = [{"asset": e.asset.name, "extra": dict(e.extra or {})} for e in session.query(AssetEvent).all()
+                  if (e.extra or {}).get("feedback_run_id") == dr.run_id]
+    return report, events
+
+
+def failure_message(report: DagRunReport, dag_id: str = DAG_ID) -> str:
     failed = [t["task_id"] for t in report.tasks if t["state"] == "failed"]
     error_file = RunContext(report.run_id).run_dir / "error.json"
     if error_file.is_file():
         err = json.loads(error_file.read_text())
-        return f"pipeline run {report.run_id} failed at stage {err['stage']}: {err['message']}"
-    logs = Path(os.environ.get("AIRFLOW_HOME", "")) / "logs" / f"dag_id={DAG_ID}" / f"run_id={report.run_id}"
-    return (f"pipeline run {report.run_id} ended {report.state}; failed tasks: {', '.join(failed) or 'none'}. "
+        return f"{dag_id} run {report.run_id} failed at stage {err['stage']}: {err['message']}"
+    logs = Path(os.environ.get("AIRFLOW_HOME", "")) / "logs" / f"dag_id={dag_id}" / f"run_id={report.run_id}"
+    return (f"{dag_id} run {report.run_id} ended {report.state}; failed tasks: {', '.join(failed) or 'none'}. "
             f"Task logs: {logs}")

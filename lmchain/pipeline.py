@@ -61,6 +61,10 @@ def run_stage(stage: str, cfg: PipelineConfig, run_id: str, upstream: dict[str, 
     module = importlib.import_module(MODULES[stage])
     ctx = RunContext(run_id, home=lmchain_home or home(), experiment=cfg.register.experiment,
                      model_name=cfg.register.model_name, config_hash=config_hash(cfg))
+    if stage in ("collect", "annotate"):  # users' corrections join the corpus and the labels
+        from lmchain.feedback.stages import with_feedback_labels
+
+        cfg = with_feedback_labels(cfg, ctx.home)
     section = getattr(cfg, CONFIG_SECTION.get(stage, stage))
     manifest = module.run(section, ctx, {INPUT_NAME.get(u, u): upstream[u] for u in UPSTREAM[stage]})
     return manifest.to_dict()

@@ -182,13 +182,40 @@ def test_pii_in_the_corpus_blocks_the_run_and_quarantines_the_batch_intact(tmp_p
     assert sha256_file(qdir / "records.jsonl") == sha256_file(curated)
 
 
+def _webhook_receiver():
+    """A real HTTP endpoint on 127.0.0.1 that records the JSON bodies posted to it."""
+    import http.server
+    import threading
+
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, received
+
+
 def test_malformed_input_file_fails_the_collect_task_with_one_message(tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text("text\tlabel\nsome sentence here\t1\n")
     home = tmp_path / "home"
+    server, received = _webhook_receiver()
+    env = {**_env(home), "LMCHAIN_WEBHOOK_URL": f"http://127.0.0.1:{server.server_port}/hook"}
     proc = subprocess.run(lmchain_cmd("demo", "--recipe", "tiny", "--set",
                                       f"collect.files=[{{path: {bad}, text_field: sentence}}]"),
-                          cwd=REPO, env=_env(home), capture_output=True, text=True, timeout=600)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    server.shutdown()
+    # The failure callback told the webhook which task failed, and why, once (no retries).
+    assert [(r["dag_id"], r["task_id"]) for r in received] == [("lmchain_pipeline", "collect")], received
+    assert "has no column 'sentence'" in received[0]["message"]
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "failed at stage collect" in err[0]

@@ -31,7 +31,7 @@ def _label_id(raw: str, names: list[str]) -> int | None:
 
 def load_labels(cfg: AnnotateConfig) -> tuple[dict[str, tuple[str, str]], list[dict], list[str], list[str]]:
     """Read label files -> ({text hash: (text, raw label)}, rejects, label names, files read)."""
-    rows: list[tuple[str, str, str]] = []  # (text, raw label, provenance)
+    rows: list[tuple[str, str, str, int]] = []  # (text, raw label, provenance, precedence)
     rejects: list[dict] = []
     read: list[str] = []
     for src in cfg.labels:
@@ -50,15 +50,18 @@ def load_labels(cfg: AnnotateConfig) -> tuple[dict[str, tuple[str, str]], list[d
                 if src.limit is not None and taken >= src.limit:
                     break
                 taken += 1
-                rows.append((normalize_text(text), str(extra[src.label_field]), where))
+                rows.append((normalize_text(text), str(extra[src.label_field]), where, src.precedence))
     names = list(cfg.label_names) or sorted({r[1].strip() for r in rows})
     by_hash: dict[str, tuple[str, str]] = {}
+    rank: dict[str, int] = {}
     conflicts: set[str] = set()
-    for text, raw, where in rows:
+    for text, raw, where, precedence in rows:
         h = sha256_text(text)
-        if h in by_hash and by_hash[h][1] != raw:
+        if h not in by_hash or precedence > rank[h]:
+            by_hash[h], rank[h] = (text, raw), precedence  # a correction replaces the original label
+            conflicts.discard(h)
+        elif precedence == rank[h] and by_hash[h][1] != raw:
             conflicts.add(h)
-        by_hash.setdefault(h, (text, raw))
     for h in conflicts:
         text, raw = by_hash.pop(h)
         rejects.append({"text": text, "label": raw, "reason": "conflicting_labels"})
