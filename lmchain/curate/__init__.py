@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl
 from lmchain.config import CurateConfig
-from lmchain.curate.dedup import HISTORY, Deduper
+from lmchain.curate.dedup import Deduper
 from lmchain.curate.pipeline import Progress, map_chunks, pii_counts, worker_count
 from lmchain.errors import InputError
 
@@ -75,7 +75,7 @@ def _eval_texts(cfg: CurateConfig) -> list[str]:
 def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Path, run_id: str) -> None:
     t0 = time.perf_counter()
     near = cfg.near_dedup
-    deduper = Deduper(cfg.dedup, near.enabled, near.bands)
+    deduper = Deduper(cfg.dedup, near.enabled, near.bands, near.bands * near.rows, near.threshold)
     history_dir = home / "curate_index" / cfg.history if cfg.history else None
     run_key = _history_run_key(run_id)
     history_docs = deduper.load_history(history_dir, run_key, minhash_signature(cfg)) if history_dir else 0
@@ -91,7 +91,7 @@ def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Path, run_id
         for result in map_chunks(cfg, read_jsonl(source), eval_texts):
             survivors = [i for i, r in enumerate(result.reasons) if r is None]
             ordinals = [seen + i for i in survivors]
-            verdicts = deduper.check(result.exact_keys, result.band_keys, ordinals)
+            verdicts = deduper.check(result.exact_keys, result.band_keys, ordinals, result.signatures)
             for i, verdict in zip(survivors, verdicts):
                 if verdict is None:
                     kept_ids[seen + i] = str(result.records[i].get("id", seen + i))
@@ -101,7 +101,7 @@ def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Path, run_id
                     rec = result.records[i]
                     result.reasons[i] = reason
                     result.records[i] = {**rec, "text": rec.pop("_original", rec["text"]), "reason": reason,
-                                         "duplicate_of": "earlier run" if owner == HISTORY else kept_ids[owner]}
+                                         "duplicate_of": "earlier run" if owner < 0 else kept_ids[owner]}
             for i, (rec, reason) in enumerate(zip(result.records, result.reasons)):
                 rec.pop("_original", None)
                 if reason:

@@ -62,7 +62,7 @@ def word_ngram_keys(text: str, n: int) -> np.ndarray:
 
 
 class MinHasher:
-    def __init__(self, ngram: int = 5, bands: int = 11, rows: int = 11, seed: int = 1):
+    def __init__(self, ngram: int = 5, bands: int = 16, rows: int = 8, seed: int = 1):
         self.ngram, self.bands, self.rows = ngram, bands, rows
         rng = np.random.RandomState(seed)
         n = bands * rows
@@ -138,18 +138,14 @@ class LshIndex:
             order = np.argsort(k, kind="stable")
             self._segments.append((k[order], o[order]))
 
-    def lookup(self, keys: np.ndarray) -> np.ndarray:
-        """(n,) owner of a band key shared with an indexed document, or -1 (the smallest owner
-        when several match, so the answer does not depend on segment layout)."""
+    def lookup_all(self, keys: np.ndarray) -> np.ndarray:
+        """(n, bands) owner of each band key (the smallest over segments), -1 where none."""
         flat = keys.reshape(-1)
         best = np.full(len(flat), np.iinfo(np.int64).max, dtype=np.int64)
         for seg_keys, seg_owners in self._segments:
-            pos = np.searchsorted(seg_keys, flat)
-            pos_ok = np.minimum(pos, len(seg_keys) - 1)
-            hit = seg_keys[pos_ok] == flat
-            best = np.where(hit, np.minimum(best, seg_owners[pos_ok]), best)
-        best = best.reshape(keys.shape).min(axis=1)
-        return np.where(best == np.iinfo(np.int64).max, -1, best)
+            pos = np.minimum(np.searchsorted(seg_keys, flat), len(seg_keys) - 1)
+            best = np.where(seg_keys[pos] == flat, np.minimum(best, seg_owners[pos]), best)
+        return np.where(best == np.iinfo(np.int64).max, -1, best).reshape(keys.shape)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if not self._segments:

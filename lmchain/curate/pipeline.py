@@ -73,6 +73,7 @@ class ChunkResult:
     reasons: list[str | None]
     exact_keys: list[int]  # of survivors, in order
     band_keys: np.ndarray | None  # (survivors, bands)
+    signatures: np.ndarray | None  # (survivors, bands * rows) MinHash values
 
 
 class ChunkWorker:
@@ -102,8 +103,11 @@ class ChunkWorker:
                 survivors.append(rec)
             reasons.append(reason)
         exact = [int(r["sha256"][:16], 16) for r in survivors]
-        bands = self.minhasher.keys([r["text"] for r in survivors]) if self.minhasher and survivors else None
-        return ChunkResult(out, reasons, exact, bands)
+        sigs = bands = None
+        if self.minhasher and survivors:
+            sigs = self.minhasher.signatures([r["text"] for r in survivors])
+            bands = self.minhasher.band_keys(sigs)
+        return ChunkResult(out, reasons, exact, bands, sigs)
 
 
 _worker: ChunkWorker | None = None
