@@ -39,7 +39,9 @@ def stage(name, **kwargs):
 
 @dag(
     dag_id="lmchain_pipeline",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(NIGHTLY, timezone="UTC"), assets=FEEDBACK_LABELS),
+    # The nightly run's data interval is the day before it: collect reads what arrived in it.
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(NIGHTLY, timezone="UTC", interval=timedelta(days=1)),
+                                 assets=FEEDBACK_LABELS),
     catchup=False,
     max_active_runs=1,
     default_args=default_args,

@@ -17,11 +17,37 @@ def params_schema() -> dict[str, Any]:
     return {name: Param(spec.pop("default"), **spec) for name, spec in schema().items()}
 
 
-def _config(params: dict[str, Any]):
+def effective_params(context: dict[str, Any]) -> dict[str, Any]:
+    """The run's params; a run scheduled by the feedback loop's asset event takes the recipe and
+    overrides the feedback run used, so the retrain uses the same data and settings."""
+    params = dict(context["params"])
+    events = context.get("triggering_asset_events") or {}
+    for asset_events in (events.values() if events else []):
+        for event in asset_events:
+            extra = dict(event.extra or {})
+            if "recipe" in extra:
+                params["recipe"], params["overrides"] = extra["recipe"], list(extra.get("overrides") or [])
+    return params
+
+
+def window_overrides(context: dict[str, Any]) -> list[str]:
+    """A scheduled (nightly) run collects only files that arrived in its data interval; runs from
+    the UI, the API or the feedback loop read their sources in full."""
+    import json
+
+    dag_run = context.get("dag_run")
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if "scheduled" not in str(getattr(dag_run, "run_type", "")).lower() or not start or not end or start == end:
+        return []
+    return [f"collect.modified_after={json.dumps(start.isoformat())}",
+            f"collect.modified_before={json.dumps(end.isoformat())}"]
+
+
+def _config(params: dict[str, Any], extra: list[str] | None = None):
     from lmchain.config import load_config
     from lmchain.params import DEFAULT_RECIPE, to_overrides
 
-    return load_config(params.get("recipe") or DEFAULT_RECIPE, to_overrides(params))
+    return load_config(params.get("recipe") or DEFAULT_RECIPE, to_overrides(params) + list(extra or []))
 
 
 def _record_trigger(context: dict[str, Any]) -> None:
@@ -33,7 +59,7 @@ def _record_trigger(context: dict[str, Any]) -> None:
     dag_run = context.get("dag_run")
     write_json(RunContext(context["run_id"]).run_dir / "trigger.json", {
         "run_type": str(getattr(dag_run, "run_type", "")), "asset_events": reasons,
-        "params": {k: v for k, v in context["params"].items()}})
+        "params": effective_params(context)})
 
 
 def stage_task(stage: str, **upstream: dict[str, Any]) -> dict[str, Any]:
@@ -50,9 +76,9 @@ def stage_task(stage: str, **upstream: dict[str, Any]) -> dict[str, Any]:
     from lmchain.pipeline import run_stage
 
     context = get_current_context()
-    params = context["params"]
+    params = effective_params(context)
     try:
-        cfg = _config(params)
+        cfg = _config(params, window_overrides(context))
         if stage == "collect":
             _record_trigger(context)
             if params.get("dry_run"):
@@ -63,7 +89,12 @@ def stage_task(stage: str, **upstream: dict[str, Any]) -> dict[str, Any]:
         skip = should_skip(stage, params)
         if skip:
             raise AirflowSkipException(f"{stage} skipped: {skip}")
-        return run_stage(stage, cfg, context["run_id"], upstream)
+        manifest = run_stage(stage, cfg, context["run_id"], upstream)
+        if stage == "collect" and cfg.collect.modified_after and not manifest["counts"].get("records"):
+            # A quiet night: nothing arrived, so there is nothing to retrain on (not a failure).
+            raise AirflowSkipException(f"no new data between {cfg.collect.modified_after} and "
+                                       f"{cfg.collect.modified_before}; the rest of the run is skipped")
+        return manifest
     except LmchainError as exc:
         record_error(context["run_id"], stage, str(exc))
         raise AirflowFailException(f"{stage}: {exc}") from exc
@@ -89,8 +120,10 @@ def feedback_task(stage: str, **upstream: dict[str, Any]) -> dict[str, Any]:
             raise AirflowSkipException(manifest["info"]["reason"])
         from lmchain.assets import FEEDBACK_LABELS
 
-        context["outlet_events"][FEEDBACK_LABELS].extra = {"reason": manifest["info"]["reason"],
-                                                         "feedback_run_id": context["run_id"]}
+        params = context["params"]
+        context["outlet_events"][FEEDBACK_LABELS].extra = {
+            "reason": manifest["info"]["reason"], "feedback_run_id": context["run_id"],
+            "recipe": params.get("recipe"), "overrides": list(params.get("overrides") or [])}
     return manifest
 
 

@@ -17,6 +17,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ class FileSource:
                           "txt (one record per line), md and html (one record per file).", "text")
     limit: int | None = doc("Read at most this many records from this source (None: all).", None)
     split: str = doc("Split of a dataset dict (saved to disk or on the hub).", "train")
+    windowed: bool = doc("Subject to collect.modified_after/before (off: always read in full, e.g. the "
+                         "accumulated feedback labels).", True)
 
 
 @dataclass
@@ -109,10 +112,23 @@ class CrawlConfig:
 class CollectConfig:
     files: list[FileSource] = doc("Local files, folders and datasets to read.", factory=list)
     crawl: CrawlConfig = doc("HTTP crawl.", factory=CrawlConfig)
+    modified_after: str | None = doc("Read only files modified after this ISO time (exclusive). Scheduled "
+                                     "runs set it to their data interval's start: each night collects what "
+                                     "arrived since the last run.", None)
+    modified_before: str | None = doc("...and at or before this ISO time (the data interval's end), so a "
+                                      "rerun of the same interval reads the same files.", None)
 
     def __post_init__(self) -> None:
         _check(bool(self.files or self.crawl.seeds), "collect",
                "no source configured; add collect.files or collect.crawl.seeds")
+        for key in ("modified_after", "modified_before"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    datetime.fromisoformat(str(value))
+                except ValueError:
+                    raise ConfigError(f"config key 'collect.{key}': '{value}' is not an ISO date-time "
+                                      "(e.g. 2026-11-30T02:00:00+00:00)") from None
 
 
 @dataclass

@@ -79,6 +79,16 @@ def _collect(cfg: CollectConfig, out: StageOutput, run_key: str | None) -> None:
 
     # Resolve every file before writing anything: a bad path fails fast, naming the file.
     files = [(src, resolve_files(src)) for src in cfg.files]
+    window = _window(cfg)
+    if window:
+        outside = 0
+        for i, (src, paths) in enumerate(files):
+            if src.windowed:
+                kept = [p for p in paths if window[0] < p.stat().st_mtime <= window[1]]
+                outside += len(paths) - len(kept)
+                files[i] = (src, kept)
+        out.manifest.counts["files_outside_window"] = outside
+        out.manifest.info["window"] = [cfg.modified_after, cfg.modified_before]
     writer = _Writer(out)
     try:
         for src, paths in files:
@@ -96,6 +106,17 @@ def _collect(cfg: CollectConfig, out: StageOutput, run_key: str | None) -> None:
                 for i, (src, paths) in enumerate(files)}
     if cfg.crawl.seeds:
         m.inputs["crawl_seeds"] = ",".join(cfg.crawl.seeds)
+
+
+def _window(cfg: CollectConfig) -> tuple[float, float] | None:
+    """(after, before] as POSIX times, or None when the collection is not windowed."""
+    from datetime import datetime
+
+    if cfg.modified_after is None and cfg.modified_before is None:
+        return None
+    after = datetime.fromisoformat(cfg.modified_after).timestamp() if cfg.modified_after else float("-inf")
+    before = datetime.fromisoformat(cfg.modified_before).timestamp() if cfg.modified_before else float("inf")
+    return after, before
 
 
 def _read_source(src, paths: list[Path], writer: _Writer) -> None:

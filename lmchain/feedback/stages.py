@@ -162,7 +162,9 @@ def with_feedback_labels(cfg: PipelineConfig, lm_home: Path) -> PipelineConfig:
     target = labels_path(lm_home)
     if not cfg.feedback.include_in_training or not target.is_file() or target.stat().st_size == 0:
         return cfg
-    collect = dataclasses.replace(cfg.collect, files=[*cfg.collect.files, FileSource(path=str(target))])
+    # Not windowed: a nightly run reads only new files, but always all the accumulated feedback.
+    collect = dataclasses.replace(cfg.collect, files=[*cfg.collect.files, FileSource(path=str(target),
+                                                                                     windowed=False)])
     annotate = dataclasses.replace(cfg.annotate, labels=[
         *cfg.annotate.labels, LabelSource(path=str(target), text_field="text", label_field="label", precedence=1)])
     return dataclasses.replace(cfg, collect=collect, annotate=annotate)

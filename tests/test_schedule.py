@@ -1,0 +1,59 @@
+"""Nightly runs: each scheduled interval collects only the files that arrived in it; other runs
+read their sources in full."""
+
+import os
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+from lmchain.airflow_tasks import window_overrides
+from lmchain.artifacts import RunContext, read_jsonl
+from lmchain.collect import run as collect
+from lmchain.config import load_config
+
+DAY = datetime(2026, 11, 20, 2, 0, tzinfo=timezone.utc)
+
+
+def _file(folder, name, lines, when):
+    path = folder / name
+    path.write_text("text\n" + "".join(f"{line}\n" for line in lines))
+    os.utime(path, (when.timestamp(), when.timestamp()))
+    return path
+
+
+def _context(run_type, start, end):
+    return {"dag_run": SimpleNamespace(run_type=run_type), "data_interval_start": start, "data_interval_end": end}
+
+
+def _collect_interval(folder, start, end, run_id):
+    overrides = [f"collect.files=[{{path: {folder}/*.tsv, text_field: text}}]",
+                 *window_overrides(_context("scheduled", start, end))]
+    cfg = load_config("tiny", overrides)
+    manifest = collect(cfg.collect, RunContext(run_id))
+    return manifest, [r["text"] for r in read_jsonl(manifest.outputs["records"])]
+
+
+def test_two_consecutive_nights_each_collect_only_their_new_data(tmp_path):
+    data = tmp_path / "incoming"
+    data.mkdir()
+    _file(data, "monday.tsv", ["first night sentence one", "first night sentence two"], DAY + timedelta(hours=10))
+    _file(data, "old.tsv", ["from last month"], DAY - timedelta(days=30))
+    first, texts1 = _collect_interval(data, DAY, DAY + timedelta(days=1), "scheduled__night1")
+    assert texts1 == ["first night sentence one", "first night sentence two"]
+    assert first.counts["files_outside_window"] == 1
+
+    _file(data, "tuesday.tsv", ["second night sentence"], DAY + timedelta(days=1, hours=9))
+    second, texts2 = _collect_interval(data, DAY + timedelta(days=1), DAY + timedelta(days=2), "scheduled__night2")
+    assert texts2 == ["second night sentence"] and second.counts["files_outside_window"] == 2
+
+    # A rerun of the first interval, after Tuesday's file arrived, reads exactly what it read before.
+    again, texts1b = _collect_interval(data, DAY, DAY + timedelta(days=1), "scheduled__night1")
+    assert texts1b == texts1 and again.hashes["records"] == first.hashes["records"]
+
+
+def test_only_scheduled_runs_are_windowed():
+    start, end = DAY, DAY + timedelta(days=1)
+    assert window_overrides(_context("scheduled", start, end)) == [
+        'collect.modified_after="2026-11-20T02:00:00+00:00"', 'collect.modified_before="2026-11-21T02:00:00+00:00"']
+    assert window_overrides(_context("manual", start, end)) == []
+    assert window_overrides(_context("asset_triggered", start, end)) == []
+    assert window_overrides(_context("scheduled", end, end)) == []  # no interval: nothing to window
