@@ -1,4 +1,5 @@
-"""The callable behind every task of ``lmchain_pipeline``; imported by the DAG at parse time.
+"""The callables behind the tasks of ``lmchain_pipeline`` and ``lmchain_feedback``; imported by the
+DAGs at parse time.
 
 It must stay light: nothing here imports a stage module, Airflow internals or ML libraries
 until a task actually runs.
@@ -7,6 +8,7 @@ until a task actually runs.
 from __future__ import annotations
 
 from typing import Any
+
 
 def params_schema() -> dict[str, Any]:
     """The trigger form: one validated field per choice a user makes (see lmchain.params)."""
