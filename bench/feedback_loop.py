@@ -25,6 +25,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -155,6 +156,12 @@ def main() -> int:
     print(f"  posted {len(pool)} feedback records, {corrected} of them corrections "
           f"({corrected / len(pool):.0%} of the champion's answers on the slice were wrong)")
 
+    # The pipeline must be unpaused before the feedback run: Airflow queues an asset event only
+    # for the consuming DAGs that are active at that moment.
+    airflow = str(BIN / "airflow")
+    subprocess.run([airflow, "dags", "reserialize"], env=env, check=True, capture_output=True)
+    subprocess.run([airflow, "dags", "unpause", "lmchain_pipeline"], env=env, check=True, capture_output=True)
+
     print("\n3. the feedback DAG (lmchain feedback)", flush=True)
     out = run([str(BIN / "lmchain"), "feedback", "--recipe", "demo", *sets], env)
     print("  " + "\n  ".join(l for l in out.splitlines() if l.startswith(("decision", "asset event"))))
@@ -162,9 +169,6 @@ def main() -> int:
         raise SystemExit("the feedback DAG did not decide to retrain")
 
     print("\n4. Airflow scheduler: the asset event schedules lmchain_pipeline", flush=True)
-    airflow = str(BIN / "airflow")
-    subprocess.run([airflow, "dags", "reserialize"], env=env, check=True, capture_output=True)
-    subprocess.run([airflow, "dags", "unpause", "lmchain_pipeline"], env=env, check=True, capture_output=True)
     log = open(home / "standalone.log", "w")
     standalone = subprocess.Popen([airflow, "standalone"], env={**env, "PATH": f"{BIN}:{env.get('PATH', '')}",
                                                                 "AIRFLOW__API__PORT": str(free_port('127.0.0.1'))},
@@ -185,8 +189,15 @@ def main() -> int:
                 if state in ("success", "failed"):
                     break
     finally:
-        os.killpg(standalone.pid, 15)
-        standalone.wait(timeout=60)
+        os.killpg(standalone.pid, signal.SIGTERM)  # the whole group: scheduler, api-server, workers
+        try:
+            standalone.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(standalone.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     if not run_info or run_info.get("state") != "success":
         raise SystemExit(f"no successful asset-triggered pipeline run (see {home / 'standalone.log'}): {run_info}")
     from lmchain.artifacts import RunContext

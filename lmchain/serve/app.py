@@ -118,7 +118,7 @@ def create_app(model_uri: str | None = None, settings: ServeConfig | None = None
             await slot.initial_load()
             if slot.current:
                 metrics.serving(slot.current.name, slot.current.version, slot.current.variant)
-            if model_uri and s.follow_alias_s > 0 and slot.current:
+            if model_uri and s.follow_alias_s > 0:  # also after a failed first load: it retries
                 await slot.follow(s.follow_alias_s, on_swap, metrics.swap_failures.inc)
 
         background = asyncio.get_running_loop().create_task(load_then_follow())
