@@ -116,7 +116,11 @@ def write_shards(corpus: list[dict], folder: Path, shards: int) -> None:
 # ----------------------------------------------------------------------------- the two chains
 
 
-def run_lmchain(corpus: list[dict], work: Path) -> tuple[float, set[str], set[str]]:
+SENTENCES = {**CHAIN, "gopher_repetition": {"enabled": False}, "gopher_quality": {"enabled": False},
+             "c4": {"enabled": False}, "fineweb": {"enabled": False}, "dedup": True}
+
+
+def run_lmchain(corpus: list[dict], work: Path, chain: dict = CHAIN) -> tuple[float, set[str], set[str]]:
     """(seconds, ids kept by the filters, ids kept at the end)."""
     from lmchain.artifacts import read_jsonl
     from lmchain.curate import curate_to
@@ -124,7 +128,7 @@ def run_lmchain(corpus: list[dict], work: Path) -> tuple[float, set[str], set[st
     src = work / "lm_in"
     write_shards(corpus, src, 1)
     shutil.move(src / "part0.jsonl", src / "records.jsonl")
-    cfg = build(CurateConfig, CHAIN, "curate")
+    cfg = build(CurateConfig, chain, "curate")
     t0 = time.perf_counter()
     m = curate_to(cfg, src, work / "lm_out")
     seconds = time.perf_counter() - t0
@@ -143,6 +147,10 @@ def run_datatrove(corpus: list[dict], work: Path) -> tuple[float, set[str], set[
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
 
+    from loguru import logger
+
+    logger.remove()  # datatrove logs every step of every task; keep the bench's output readable
+    logger.add(sys.stderr, level="ERROR")
     src = work / "dt_in"
     write_shards(corpus, src, WORKERS)
     mc = MinhashConfig(n_grams=NEAR.ngram, num_buckets=NEAR.bands, hashes_per_bucket=NEAR.rows, seed=NEAR.seed)
@@ -207,8 +215,9 @@ def neardup_quality(pages: list[str]) -> dict:
 # ----------------------------------------------------------------------------- memory
 
 
-def peak_memory_child(n_docs: int, work: Path, pages_file: Path) -> dict:
-    """Run in a fresh process: curate n_docs with the bench chain, sampling the RSS of this
+def peak_memory_child(n_docs: int, work: Path, pages_file: Path, chain: str) -> dict:
+    """Run in a fresh process: curate n_docs with the bench chain ("web") or with the web filters
+    off ("sentences": nearly every text reaches the dedup index), sampling the RSS of this
     process and its workers together every 50 ms."""
     import psutil
 
@@ -239,10 +248,10 @@ def peak_memory_child(n_docs: int, work: Path, pages_file: Path) -> dict:
     before = me.memory_info().rss
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    seconds, _, final = run_lmchain(corpus, work)
+    seconds, _, final = run_lmchain(corpus, work, CHAIN if chain == "web" else SENTENCES)
     done.set()
     thread.join()
-    return {"docs": len(corpus), "seconds": round(seconds, 1), "kept": len(final),
+    return {"chain": chain, "docs": len(corpus), "seconds": round(seconds, 1), "kept": len(final),
             "peak_rss_mib": round(peak[0] / 2**20), "rss_before_mib": round(before / 2**20)}
 
 
@@ -285,15 +294,18 @@ def main() -> None:
 
         pages_file = work / "pages.json"
         pages_file.write_text(json.dumps(pages))
-        mem = json.loads(subprocess.run(
-            [sys.executable, __file__, "--memory", str(MEMORY_DOCS), str(work / "mem"), str(pages_file)],
-            check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        print(f"memory: {mem}")
+        mem, mem_sent = (json.loads(subprocess.run(
+            [sys.executable, __file__, "--memory", str(MEMORY_DOCS), str(work / f"mem-{chain}"), str(pages_file),
+             chain], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            for chain in ("web", "sentences"))
+        print(f"memory, web chain: {mem}")
+        print(f"memory, web filters off (most texts reach the dedup index): {mem_sent}")
         print(f"RESULT curate ratio={ratio:.2f} agreement={agree:.5f} docs_s={len(corpus) / lm_s:.0f} "
               f"datatrove_docs_s={len(corpus) / dt_s:.0f} agreement_web={agree_web:.5f} "
               f"neardup_f1={q['lmchain']['f1']} lsh_only_f1={q['lmchain_lsh_only']['f1']} "
               f"datasketch_f1={q['datasketch']['f1']} "
-              f"peak_mib_{mem['docs'] // 1000}k={mem['peak_rss_mib']}")
+              f"peak_mib_{mem['docs'] // 1000}k={mem['peak_rss_mib']} "
+              f"peak_mib_{mem_sent['docs'] // 1000}k_sentences={mem_sent['peak_rss_mib']}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -302,6 +314,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--memory"]:
         folder = Path(sys.argv[3])
         folder.mkdir(parents=True, exist_ok=True)
-        print(json.dumps(peak_memory_child(int(sys.argv[2]), folder, Path(sys.argv[4]))))
+        print(json.dumps(peak_memory_child(int(sys.argv[2]), folder, Path(sys.argv[4]), sys.argv[5])))
     else:
         main()

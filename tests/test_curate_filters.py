@@ -164,3 +164,17 @@ def test_fineweb_short_lines_duplicates_and_lists():
     assert FineWebQuality().check(dup) == "char_dup_ratio"
     listy = "\n".join(f"item {i}\nhas value {i}." for i in range(10))  # 19 newlines / 60 words
     assert FineWebQuality(short_line_thr=1.0).check(listy) == "list_ratio"
+
+
+def test_config_defaults_are_the_filters_published_defaults():
+    from dataclasses import asdict
+
+    from lmchain.config import C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
+
+    for config, step in [(GopherQualityConfig, GopherQuality), (C4Config, C4Quality), (FineWebConfig, FineWebQuality)]:
+        defaults = {k: v for k, v in asdict(config()).items() if k != "enabled"}
+        assert defaults == {k: getattr(step(), k) for k in defaults}, config.__name__
+    rep = GopherRepetitionConfig()
+    assert [tuple(p) for p in rep.top_n_grams] == GopherRepetition().top_n_grams
+    assert [tuple(p) for p in rep.dup_n_grams] == GopherRepetition().dup_n_grams
+    assert rep.dup_line_frac == GopherRepetition().dup_line_frac == 0.3

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from itertools import islice
+from itertools import chain, islice
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -139,7 +139,9 @@ def map_chunks(cfg: CurateConfig, records: Iterable[dict], eval_texts: list[str]
     worker in flight."""
     workers = worker_count(cfg)
     chunks = _chunks(records, cfg.chunk_size)
-    if workers <= 1:
+    first = list(islice(chunks, 2))
+    chunks = chain(first, chunks)
+    if workers <= 1 or len(first) < 2:  # one chunk: starting processes would cost more than it saves
         worker = ChunkWorker(cfg, eval_texts)
         yield from map(worker, chunks)
         return
