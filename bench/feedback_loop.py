@@ -171,7 +171,7 @@ def main() -> int:
     print("\n4. Airflow scheduler: the asset event schedules lmchain_pipeline", flush=True)
     log = open(home / "standalone.log", "w")
     standalone = subprocess.Popen([airflow, "standalone"], env={**env, "PATH": f"{BIN}:{env.get('PATH', '')}",
-                                                                "AIRFLOW__API__PORT": str(free_port('127.0.0.1'))},
+                                                                **airflow_env.api_port_env(free_port("127.0.0.1"))},
                                   cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     t0 = time.perf_counter()
     run_info = None

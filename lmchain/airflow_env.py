@@ -43,6 +43,13 @@ def apply(lm_home: Path) -> dict[str, str]:
     return {k: os.environ[k] for k in airflow_env(lm_home)}
 
 
+def api_port_env(port: int) -> dict[str, str]:
+    """The api-server's port, and the execution API URL that task processes call on it (Airflow
+    defaults that URL to port 8080 whatever port the api-server listens on)."""
+    return {"AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/"}
+
+
 def airflow_cli() -> list[str]:
     return [str(Path(sys.executable).with_name("airflow"))]
 

@@ -20,7 +20,7 @@ def run_services(airflow_port: int, mlflow_port: int, serve_port: int) -> int:
     lm_home = home()
     bin_dir = Path(sys.executable).parent
     # `airflow standalone` starts its components as `airflow ...` found on PATH.
-    env = {**os.environ, **airflow_env.apply(lm_home), "AIRFLOW__API__PORT": str(airflow_port),
+    env = {**os.environ, **airflow_env.apply(lm_home), **airflow_env.api_port_env(airflow_port),
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     airflow_env.ensure_db(lm_home)
     mlflow_root = lm_home / "mlflow"
