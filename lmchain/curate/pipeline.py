@@ -14,9 +14,10 @@ import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from itertools import chain, islice
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -148,15 +149,29 @@ def map_chunks(cfg: CurateConfig, records: Iterable[dict], eval_texts: list[str]
     # spawn, not fork: Airflow's task process has threads, and forking a threaded process can
     # deadlock the child on a lock some thread held.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(cfg, eval_texts)) as pool:
-        pending = [pool.submit(_run_chunk, c) for c in islice(chunks, 2 * workers)]
-        while pending:
-            result = pending.pop(0).result()
-            nxt = next(chunks, None)
-            if nxt is not None:
-                pending.append(pool.submit(_run_chunk, nxt))
-            yield result
+    pending: list[tuple[list[dict], Any]] = []
+    try:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(cfg, eval_texts)) as pool:
+            def submit(chunk: list[dict]) -> None:
+                pending.append((chunk, None))  # listed before submit, which can raise
+                pending[-1] = (chunk, pool.submit(_run_chunk, chunk))
+
+            for chunk in islice(chunks, 2 * workers):
+                submit(chunk)
+            while pending:
+                result = pending[0][1].result()
+                pending.pop(0)
+                nxt = next(chunks, None)
+                if nxt is not None:
+                    submit(nxt)
+                yield result
+    except BrokenProcessPool as exc:
+        # Seen under Airflow's LocalExecutor, whose task processes' workers die at start-up:
+        # finish in this process (same results, in order) rather than fail the run.
+        log.warning("curate: worker processes died (%s); continuing in this process", exc)
+        worker = ChunkWorker(cfg, eval_texts)
+        yield from map(worker, chain((c for c, _ in pending), chunks))
 
 
 class Progress:
