@@ -2,6 +2,7 @@
 by a real uvicorn server on 127.0.0.1 where concurrency matters."""
 
 import concurrent.futures as cf
+import json
 import os
 import threading
 import time
@@ -326,4 +327,22 @@ def test_store_on_postgresql_keeps_every_concurrent_feedback():
                             "label": "pos", "score": 0.9} for i in range(3)])
     assert store.flush()
     assert store.count("feedback") == 200 and len(store.prediction("r1")) == 3
+    store.close()
+
+
+def test_predictions_the_database_refuses_are_kept_in_a_spill_file(tmp_path, monkeypatch):
+    import sqlalchemy as sa
+
+    import lmchain.serve.store as store_module
+
+    store = ServingStore(f"sqlite:///{tmp_path / 'store.db'}", spill_path=tmp_path / "spill.jsonl")
+    with store.engine.begin() as conn:  # the table is gone: every insert now fails
+        conn.execute(sa.text("drop table predictions"))
+    row = {"request_id": "r1", "position": 0, "created_at": 1.0, "model": "m", "version": "1", "variant": "fp32",
+           "text_sha256": "0" * 64, "text": "kept anyway", "label": "pos", "score": 0.9}
+    monkeypatch.setattr(store_module.time, "sleep", lambda s: None)  # skip the retries' back-off
+    store.log_predictions([row])
+    assert store.flush()
+    assert store.write_errors == 1
+    assert [json.loads(line)["text"] for line in (tmp_path / "spill.jsonl").read_text().splitlines()] == ["kept anyway"]
     store.close()

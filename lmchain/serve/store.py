@@ -3,11 +3,13 @@
 Feedback is written before the API answers, so a 200 means the record is on disk. Predictions
 are queued to one writer thread that inserts them in batches, so that the model's hot path does
 not wait on the database; the queue is bounded and blocks when full (back-pressure, never a
-silent drop), and closing the store drains it.
+silent drop), closing the store drains it, and rows the database refuses after retries are
+appended to ``serving/unstored_predictions.jsonl``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -72,8 +74,11 @@ def _engine(url: str) -> sa.Engine:
 
 
 class ServingStore:
-    def __init__(self, url: str, queue_size: int = 100_000):
+    def __init__(self, url: str, queue_size: int = 100_000, spill_path: Path | None = None):
+        from lmchain.artifacts import home
+
         self.url = url
+        self.spill_path = spill_path or home() / "serving" / "unstored_predictions.jsonl"
         self.engine = _engine(url)
         META.create_all(self.engine)
         self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=queue_size)
@@ -119,9 +124,18 @@ class ServingStore:
             except sa.exc.OperationalError as exc:  # locked or unreachable: retry, then report
                 if attempt == 4:
                     self.write_errors += len(rows)
-                    log.error("could not store %d predictions: %s", len(rows), exc)
+                    self._spill(rows)
+                    log.error("could not store %d predictions (%s); kept them in %s", len(rows), exc,
+                              self.spill_path)
                     return
                 time.sleep(0.2 * 2 ** attempt)
+
+    def _spill(self, rows: list[dict[str, Any]]) -> None:
+        """The database stayed unreachable: append the rows to a JSONL file instead of losing them."""
+        self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.spill_path, "a", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued prediction is written; False on timeout."""
