@@ -8,6 +8,7 @@ texts that passed curation and the gate. Labelled rows that cannot be used are k
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from collections import Counter, defaultdict
 
@@ -68,34 +69,43 @@ def load_labels(cfg: AnnotateConfig) -> tuple[dict[str, tuple[str, str]], list[d
     return by_hash, rejects, names, read
 
 
+def _unit(key: str, salt: str) -> float:
+    """A number in [0, 1) fixed by the text alone: the same on every run, whatever else is in the data."""
+    return int(hashlib.sha256(f"{salt}\x00{key}".encode()).hexdigest()[:13], 16) / 16 ** 13
+
+
 def stratified_split(examples: list[dict], cfg: AnnotateConfig) -> dict[str, list[dict]]:
-    """Stratified by label, and grouped: texts that are the same sentence up to case and
-    punctuation always land in the same split, so no test sentence is also trained on."""
+    """Split by a hash of each sentence, so a sentence keeps its split in every run.
+
+    Texts that are the same sentence up to case and punctuation form one group and share a
+    split. The split depends on the text alone, not on the rest of the data, so when feedback
+    or a nightly collection adds examples, nothing the champion trained on moves into the test
+    split its challenger is scored on. (A shuffled quota re-deals every split when the data
+    changes: the feedback-loop bench saw the champion "win" on sentences it had trained on.)
+    Class shares hold in expectation rather than exactly; ``max_examples`` subsamples each label
+    in proportion, by another hash, so the choice is stable too.
+    """
     rng = random.Random(cfg.seed)
     groups: dict[str, list[dict]] = defaultdict(list)
     for ex in sorted(examples, key=lambda e: e["id"]):
         groups[normalise_for_dedup(ex["text"])].append(ex)
-    by_label: dict[int, list[list[dict]]] = defaultdict(list)
-    for key in sorted(groups):
-        by_label[groups[key][0]["label"]].append(groups[key])
+    keys = sorted(groups)
     if cfg.max_examples is not None and len(examples) > cfg.max_examples:
         share = cfg.max_examples / len(examples)
-        for label, items in by_label.items():
-            rng.shuffle(items)
-            by_label[label] = items[: max(1, round(len(items) * share))]
+        by_label: dict[int, list[str]] = defaultdict(list)
+        for key in keys:
+            by_label[groups[key][0]["label"]].append(key)
+        keys = sorted(k for label_keys in by_label.values()
+                      for k in sorted(label_keys, key=lambda k: _unit(k, f"sample{cfg.seed}"))
+                      [: max(1, round(len(label_keys) * share))])
     splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for label in sorted(by_label):
-        items = by_label[label]
-        rng.shuffle(items)
-        total = sum(len(g) for g in items)
-        quota = {"test": round(total * cfg.test_fraction), "validation": round(total * cfg.validation_fraction)}
-        for group in items:
-            split = next((s for s in ("test", "validation") if quota[s] > 0), "train")
-            if split != "train":
-                quota[split] -= len(group)
-            splits[split] += group
+    for key in keys:
+        u = _unit(key, f"split{cfg.seed}")
+        split = ("test" if u < cfg.test_fraction else
+                 "validation" if u < cfg.test_fraction + cfg.validation_fraction else "train")
+        splits[split] += groups[key]
     for items in splits.values():
-        rng.shuffle(items)
+        rng.shuffle(items)  # training order; membership is fixed above
     return splits
 
 
