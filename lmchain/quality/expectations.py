@@ -30,6 +30,7 @@ from great_expectations.expectations.metrics import (
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
 
+from lmchain.curate.pii import luhn_ok
 from lmchain.curate.steps import normalise_for_dedup
 
 # ---------------------------------------------------------------------------- detectors
@@ -42,16 +43,6 @@ PII_PATTERNS = {
 }
 
 
-def _luhn_ok(digits: str) -> bool:
-    total, parity = 0, len(digits) % 2
-    for i, ch in enumerate(digits):
-        d = int(ch)
-        if i % 2 == parity:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
 def pii_kinds(text: str) -> list[str]:
     """The kinds of PII found in ``text`` (credit cards only when the Luhn check passes)."""
     found = []
@@ -59,7 +50,7 @@ def pii_kinds(text: str) -> list[str]:
         for match in pattern.finditer(text):
             if kind == "credit_card":
                 digits = re.sub(r"\D", "", match.group())
-                if not (13 <= len(digits) <= 19 and _luhn_ok(digits)):
+                if not (13 <= len(digits) <= 19 and luhn_ok(digits)):
                     continue
             found.append(kind)
             break
