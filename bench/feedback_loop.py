@@ -83,6 +83,7 @@ def main() -> int:
     ap.add_argument("--base", type=int, default=4000, help="training sentences outside the slice")
     ap.add_argument("--feedback", type=int, default=800, help="comedy sentences posted as feedback")
     ap.add_argument("--timeout", type=int, default=2400, help="seconds to wait for the scheduled retrain")
+    ap.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs of both runs")
     args = ap.parse_args()
 
     from lmchain.datasets import sst2_dir
@@ -115,6 +116,7 @@ def main() -> int:
     overrides = [f"collect.files=[{{path: {base_file}, text_field: sentence}}]",
                  f"annotate.labels=[{{path: {base_file}, text_field: sentence, label_field: label}}]",
                  "annotate.max_examples=null", "pretrain.enabled=false", "finetune.base_model=minilm",
+                 f"finetune.epochs={args.epochs}",
                  f"register.model_name={name}", f"feedback.min_new_labels={max(1, args.feedback // 2)}"]
     sets = [a for o in overrides for a in ("--set", o)]
 
