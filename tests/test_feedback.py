@@ -45,6 +45,9 @@ def _run_all(cfg, run_id, home):
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("LMCHAIN_HOME", str(tmp_path))
+    # MLflow too: the gate logs to the "lmchain" experiment, whose artifact root follows the home;
+    # on the session's store it would point other tests' experiment at this temp folder.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
     return tmp_path
 
 
