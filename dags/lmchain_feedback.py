@@ -9,12 +9,11 @@ stages live in ``lmchain.feedback.stages``.
 import os
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
-from lmchain.airflow_tasks import feedback_task
+from lmchain.airflow_tasks import feedback_task, params_schema
 from lmchain.assets import FEEDBACK_LABELS
 from lmchain.notify import on_failure
-from lmchain.params import DEFAULT_RECIPE, recipes
 
 default_args = {
     "owner": "lmchain",
@@ -30,12 +29,9 @@ default_args = {
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
-    params={"recipe": Param(DEFAULT_RECIPE, type="string", enum=recipes(), title="Recipe",
-                            description="Recipe whose label names, gate thresholds and feedback.* "
-                                        "settings apply."),
-            "overrides": Param([], type="array", items={"type": "string", "pattern": "^[A-Za-z0-9_.]+=.*$"},
-                               title="Overrides", description="Config keys as key=value, e.g. "
-                                                              "feedback.min_new_labels=20.")},
+    # The same recipe and overrides fields as the pipeline's form: label names, gate thresholds
+    # and feedback.* come from the recipe.
+    params=params_schema(["recipe", "overrides"]),
     tags=["lmchain", "feedback"],
     doc_md=__doc__,
 )

@@ -10,13 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 
-def params_schema() -> dict[str, Any]:
-    """The trigger form: one validated field per choice a user makes (see lmchain.params)."""
+def params_schema(fields: list[str] | None = None) -> dict[str, Any]:
+    """The trigger form: one validated field per choice a user makes (see lmchain.params);
+    ``fields`` picks a subset (the feedback DAG takes only the recipe and overrides)."""
     from airflow.sdk import Param
 
     from lmchain.params import schema
 
-    return {name: Param(spec.pop("default"), **spec) for name, spec in schema().items()}
+    return {name: Param(spec.pop("default"), **spec) for name, spec in schema().items()
+            if fields is None or name in fields}
 
 
 def effective_params(context: dict[str, Any]) -> dict[str, Any]:

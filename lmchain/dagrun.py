@@ -58,16 +58,20 @@ def task_instances(dag_id: str, run_id: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["start"] or "~")
 
 
-def run_pipeline_dag(recipe: str, overrides: list[str]) -> DagRunReport:
-    """Trigger one run of the pipeline DAG and wait for it; raise with the failing stage's message."""
-    dag = load_dag()
+def run_dag(dag_id: str, recipe: str, overrides: list[str]) -> DagRunReport:
+    """Trigger one run of ``dag_id`` and wait for it; raise with the failing stage's message."""
+    dag = load_dag(dag_id)
     t0 = time.perf_counter()
     dr = dag.test(run_conf={"recipe": recipe, "overrides": list(overrides)})
     wall = round(time.perf_counter() - t0, 2)
-    report = DagRunReport(dr.run_id, str(dr.state), wall, task_instances(DAG_ID, dr.run_id))
+    report = DagRunReport(dr.run_id, str(dr.state), wall, task_instances(dag_id, dr.run_id))
     if report.state != "success":
-        raise LmchainError(failure_message(report))
+        raise LmchainError(failure_message(report, dag_id))
     return report
+
+
+def run_pipeline_dag(recipe: str, overrides: list[str]) -> DagRunReport:
+    return run_dag(DAG_ID, recipe, overrides)
 
 
 def run_feedback_dag(recipe: str, overrides: list[str]) -> tuple[DagRunReport, list[dict[str, Any]]]:
@@ -75,16 +79,10 @@ def run_feedback_dag(recipe: str, overrides: list[str]) -> tuple[DagRunReport, l
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
 
-    dag = load_dag(FEEDBACK_DAG_ID)
-    t0 = time.perf_counter()
-    dr = dag.test(run_conf={"recipe": recipe, "overrides": list(overrides)})
-    report = DagRunReport(dr.run_id, str(dr.state), round(time.perf_counter() - t0, 2),
-                          task_instances(FEEDBACK_DAG_ID, dr.run_id))
-    if report.state != "success":
-        raise LmchainError(failure_message(report, FEEDBACK_DAG_ID))
+    report = run_dag(FEEDBACK_DAG_ID, recipe, overrides)
     with create_session() as session:
         events = [{"asset": e.asset.name, "extra": dict(e.extra or {})} for e in session.query(AssetEvent).all()
-                  if (e.extra or {}).get("feedback_run_id") == dr.run_id]
+                  if (e.extra or {}).get("feedback_run_id") == report.run_id]
     return report, events
 
 

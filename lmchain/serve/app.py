@@ -9,7 +9,6 @@ after start-up, so probes answer while it loads; requests get 503 until it is re
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -21,7 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, StringConstraints
 
-from lmchain.artifacts import home
+from lmchain.artifacts import home, sha256_text
 from lmchain.config import ServeConfig
 from lmchain.serve.auth import ApiKeys
 from lmchain.serve.batcher import MicroBatcher
@@ -192,7 +191,7 @@ def create_app(model_uri: str | None = None, settings: ServeConfig | None = None
         now = time.time()
         store.log_predictions([
             {"request_id": request_id, "position": i, "created_at": now, "model": m.name, "version": m.version,
-             "variant": m.variant, "text_sha256": hashlib.sha256(t.encode()).hexdigest(),
+             "variant": m.variant, "text_sha256": sha256_text(t),
              "text": t if s.store_texts else None, "label": p["label"], "score": p["scores"][p["label"]]}
             for i, (t, p) in enumerate(zip(req.texts, result.predictions))])
         body = {"request_id": request_id, "model": m.name, "version": m.version, "variant": m.variant,
@@ -209,7 +208,7 @@ def create_app(model_uri: str | None = None, settings: ServeConfig | None = None
                 raise HTTPException(422, f"{field} {getattr(req, field)!r} is not one of the model's labels {labels}")
         feedback_id = uuid.uuid4().hex
         store.add_feedback({"feedback_id": feedback_id, "created_at": time.time(), "request_id": req.request_id,
-                            "text": req.text, "text_sha256": hashlib.sha256(req.text.encode()).hexdigest(),
+                            "text": req.text, "text_sha256": sha256_text(req.text),
                             "predicted_label": req.predicted_label, "correct_label": req.correct_label,
                             "comment": req.comment, "model": m.name, "version": m.version})
         metrics.feedback.inc()
