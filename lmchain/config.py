@@ -372,7 +372,76 @@ class LabelSource:
     label_field: str = doc("Column holding the label.", "label")
     limit: int | None = doc("Read at most this many labelled rows (None: all).", None)
     precedence: int = doc("When sources disagree on a text's label, the higher precedence wins (user "
-                          "corrections from feedback: 1); equal precedences drop the text as conflicting.", 0)
+                          "corrections from feedback: 1); votes of equal precedence are aggregated.", 0)
+    format: str = doc("'auto' (by extension; a .json file holding a list is a Label Studio export), 'csv', "
+                      "'tsv', 'jsonl' or 'label-studio' (the JSON export: tasks with annotations, or JSON-MIN).",
+                      "auto")
+    label_map: dict = doc("Raw label -> label name, applied before matching annotate.label_names "
+                          "(e.g. {Positive: positive, '1': positive}); matching is case-insensitive.", factory=dict)
+    annotator_field: str | None = doc("Column holding the annotator's id, when several people labelled the same "
+                                      "texts (Label Studio exports carry it as completed_by). None: the file is "
+                                      "one annotator.", None)
+    provenance: str = doc("Where these labels come from: 'human' or 'feedback' (users' corrections).", "human")
+    strict: bool = doc("A bad row (unknown label, empty text, missing label) stops the run with an error naming "
+                       "the file and row; false: the row goes to rejects.jsonl with its reason.", True)
+
+    def __post_init__(self) -> None:
+        _check(self.format in ("auto", "csv", "tsv", "jsonl", "label-studio"), "annotate.labels[].format",
+               "must be auto, csv, tsv, jsonl or label-studio")
+        _check(self.provenance in ("human", "feedback"), "annotate.labels[].provenance",
+               "must be 'human' or 'feedback'")
+
+
+@dataclass
+class WeakLabelConfig:
+    """Semi-automatic labels: labelling functions and the champion's pre-labels, combined."""
+
+    vader: bool = doc("Vote with the VADER sentiment lexicon (needs label names 'negative' and 'positive').",
+                      False)
+    vader_threshold: float = doc("VADER votes when |compound score| >= this, else abstains.", 0.05)
+    keywords: dict = doc("Label name -> words; a text containing one of them (whole word, any case) gets a vote "
+                         "for that label.", factory=dict)
+    regexes: dict = doc("Label name -> regular expressions; a match is a vote for that label.", factory=dict)
+    champion: bool = doc("Vote with the current champion model's predictions (skipped when there is none).", True)
+    champion_min_confidence: float = doc("The champion abstains below this probability.", 0.0)
+    combine: str = doc("'label_model' (Dawid-Skene over the votes, anchored on human labels) or "
+                       "'weighted_vote' (log-odds of each source's accuracy on human labels).", "label_model")
+    min_confidence: float = doc("Keep a weak label only at or above this combined probability.", 0.6)
+    max_items: int | None = doc("Weak-label at most this many unlabelled texts (None: all).", None)
+
+    def __post_init__(self) -> None:
+        _check(self.combine in ("label_model", "weighted_vote"), "annotate.weak.combine",
+               "must be 'label_model' or 'weighted_vote'")
+        _check(0 <= self.min_confidence <= 1, "annotate.weak.min_confidence", "must be in [0, 1]")
+        _check(0 <= self.champion_min_confidence <= 1, "annotate.weak.champion_min_confidence", "must be in [0, 1]")
+
+
+@dataclass
+class ActiveConfig:
+    """The review queue: unlabelled texts the model is least sure about, for people to label."""
+
+    enabled: bool = doc("Write a review queue on every run.", True)
+    k: int = doc("Texts per queue.", 100)
+    strategy: str = doc("'entropy' or 'margin' (uncertainty), or 'random'.", "entropy")
+    diversity: float = doc("Weight of the diversity term: an item's uncertainty minus this times its highest "
+                           "word-overlap cosine to the items already queued (0: off).", 0.0)
+    format: str = doc("'jsonl', 'csv', or 'label-studio' (import JSON with the model's suggestion).", "jsonl")
+    pool_limit: int = doc("Score at most this many unlabelled texts (a hash-ordered, stable sample).", 5000)
+    queue_dir: str = doc("Where queues are published. Empty: LMCHAIN_HOME/annotation/queue.", "")
+    returned_dir: str = doc("Labelled queue files dropped here (CSV/TSV/JSONL or a Label Studio export) are "
+                            "read as human labels on the next run. Empty: LMCHAIN_HOME/annotation/returned.", "")
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 1, "annotate.active.k", "must be >= 1")
+        _check(self.strategy in ("entropy", "margin", "random"), "annotate.active.strategy",
+               "must be entropy, margin or random")
+        _check(self.diversity >= 0, "annotate.active.diversity", "must be >= 0")
+        _check(self.format in ("jsonl", "csv", "label-studio"), "annotate.active.format",
+               "must be jsonl, csv or label-studio")
+        _check(self.pool_limit >= 1, "annotate.active.pool_limit", "must be >= 1")
+
+
+ANNOTATION_MODES = ("human", "semi", "mixed")
 
 
 @dataclass
@@ -383,9 +452,19 @@ class AnnotateConfig:
     validation_fraction: float = doc("Share of labelled examples for validation.", 0.1)
     test_fraction: float = doc("Share of labelled examples for the test split.", 0.2)
     seed: int = doc("Seed of the stratified split.", 13)
+    mode: str = doc("'human': train on human labels only; 'semi': train on semi-automatic labels only; "
+                    "'mixed': human labels, and semi-automatic ones for corpus texts without a human label. "
+                    "Validation and test always hold human labels only.", "human")
+    aggregate: str = doc("Several votes for one text: 'majority' (a tie drops the text as conflicting) or "
+                         "'dawid_skene' (weighs each annotator by their estimated confusion matrix).", "majority")
+    weak: WeakLabelConfig = doc("Semi-automatic labels (modes semi and mixed).", factory=WeakLabelConfig)
+    active: ActiveConfig = doc("Active-learning review queue.", factory=ActiveConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.labels), "annotate.labels", "add at least one label file")
+        _check(self.mode in ANNOTATION_MODES, "annotate.mode", "must be human, semi or mixed")
+        _check(self.aggregate in ("majority", "dawid_skene"), "annotate.aggregate",
+               "must be 'majority' or 'dawid_skene'")
         _check(0 < self.test_fraction < 1, "annotate.test_fraction", "must be in (0, 1)")
         _check(0 <= self.validation_fraction < 1, "annotate.validation_fraction", "must be in [0, 1)")
         _check(self.validation_fraction + self.test_fraction < 1, "annotate.test_fraction",
@@ -412,6 +491,9 @@ class TrainCommon:
                          "or AMX to pay off). GPU ranks always train in bf16.", "fp32")
     seed: int = doc("Random seed.", 42)
     timeout_s: int = doc("Kill the training job after this many seconds.", 3600)
+    hostfile: str = doc("DeepSpeed hostfile (`host slots=N` per line) for a job over several machines, reached "
+                        "by passwordless ssh; ranks is then the processes per machine. Empty: this machine.", "")
+    num_nodes: int = doc("With a hostfile: use only the first this many machines (0: all of them).", 0)
 
     def _validate_common(self, section: str) -> None:
         _check(self.ranks >= 1, f"{section}.ranks", "must be >= 1")
@@ -424,19 +506,56 @@ class TrainCommon:
         _check(self.weight_decay >= 0, f"{section}.weight_decay", "must be >= 0")
         _check(self.threads >= 0, f"{section}.threads", "must be >= 0 (0: automatic)")
         _check(self.precision in ("fp32", "bf16"), f"{section}.precision", "must be 'fp32' or 'bf16'")
+        _check(not self.hostfile or Path(self.hostfile).expanduser().is_file(), f"{section}.hostfile",
+               f"{self.hostfile} does not exist; write one `host slots=N` line per machine, or leave it empty")
+        _check(self.num_nodes >= 0, f"{section}.num_nodes", "must be >= 0 (0: every machine of the hostfile)")
 
 
 @dataclass
 class PretrainConfig(TrainCommon):
-    enabled: bool = doc("Run masked-LM pretraining; when false the stage passes base_model through.", True)
-    base_model: str = doc("'minilm' (packaged MiniLM-L6), 'tiny-bert' (built from config), a path or a hub id.",
-                          "minilm")
-    mlm_probability: float = doc("Share of tokens masked.", 0.15)
+    enabled: bool = doc("Run pretraining; when false the stage passes base_model through.", True)
+    base_model: str = doc("Continue from 'minilm' (packaged MiniLM-L6), a model folder (e.g. an earlier pretrain "
+                          "output) or a hub id; or train a named size from scratch (configs/models/sizes.yaml: "
+                          "tiny-bert, tiny-gpt2, bert-mini, bert-small, bert-medium, bert-base, gpt2-small, "
+                          "gpt2-medium).", "minilm")
+    objective: str = doc("'mlm' (masked LM, BERT-style), 'clm' (causal LM, GPT-2-style) or 'auto' (by the "
+                         "model's family).", "auto")
+    tokenizer: str = doc("'auto': the base model's tokenizer when continuing from weights, a new one trained on "
+                         "the corpus for a named size; 'base': always the base model's; 'train': always train "
+                         "one (WordPiece for MLM, byte-level BPE for CLM; cached by corpus hash and reused).",
+                         "auto")
+    tokenizer_vocab_size: int = doc("Vocabulary size of a trained tokenizer (a small corpus may give fewer).", 8000)
+    tokenizer_lowercase: bool = doc("Lower-case text in a trained tokenizer (an uncased model).", True)
+    block_size: int = doc("Tokens per training block: texts are concatenated (with a separator) and cut into "
+                          "blocks of this length, so no compute goes to padding.", 128)
+    gradient_accumulation: int = doc("Micro-batches per optimizer step (per rank).", 1)
+    gradient_clipping: float = doc("Clip the global gradient norm to this (0: off).", 1.0)
+    mlm_probability: float = doc("MLM: share of tokens chosen as prediction targets.", 0.15)
+    mask_token_prob: float = doc("MLM: share of the targets replaced by [MASK] (BERT: 0.8).", 0.8)
+    random_token_prob: float = doc("MLM: share of the targets replaced by a random token (BERT: 0.1); the rest "
+                                   "stay as they are.", 0.1)
+    checkpoint_every: int = doc("Save a resumable checkpoint (weights, optimizer, schedule, data position) every "
+                                "this many steps, and at the end; a retried job resumes from the latest.", 50)
+    keep_checkpoints: int = doc("Checkpoints kept on disk (the newest).", 1)
+    peak_tflops: float = doc("Peak TFLOP/s of one device for the MFU estimate; 0: the GPU's dense bf16 peak from "
+                             "a table (no MFU on CPU ranks unless set).", 0.0)
     max_texts: int | None = doc("Pretrain on at most this many corpus texts (None: all).", None)
 
     def __post_init__(self) -> None:
         self._validate_common("pretrain")
+        _check(self.objective in ("auto", "mlm", "clm"), "pretrain.objective", "must be 'auto', 'mlm' or 'clm'")
+        _check(self.tokenizer in ("auto", "base", "train"), "pretrain.tokenizer", "must be 'auto', 'base' or 'train'")
+        _check(self.tokenizer_vocab_size >= 100, "pretrain.tokenizer_vocab_size", "must be >= 100")
+        _check(8 <= self.block_size <= 4096, "pretrain.block_size", "must be in [8, 4096]")
+        _check(self.gradient_accumulation >= 1, "pretrain.gradient_accumulation", "must be >= 1")
+        _check(self.gradient_clipping >= 0, "pretrain.gradient_clipping", "must be >= 0 (0: off)")
         _check(0 < self.mlm_probability < 1, "pretrain.mlm_probability", "must be in (0, 1)")
+        _check(0 <= self.mask_token_prob and 0 <= self.random_token_prob
+               and self.mask_token_prob + self.random_token_prob <= 1, "pretrain.random_token_prob",
+               "mask_token_prob and random_token_prob must be >= 0 and sum to at most 1")
+        _check(self.checkpoint_every >= 0, "pretrain.checkpoint_every", "must be >= 0 (0: only at the end)")
+        _check(self.keep_checkpoints >= 1, "pretrain.keep_checkpoints", "must be >= 1")
+        _check(self.peak_tflops >= 0, "pretrain.peak_tflops", "must be >= 0")
 
 
 @dataclass
@@ -487,6 +606,9 @@ class EvaluateConfig:
                                     factory=lambda: ["length", "label"])
     slice_tolerance: float = doc("Largest accuracy drop allowed on a guarded slice.", 0.03)
     min_slice_size: int = doc("Guard only slices with at least this many test examples.", 30)
+    slice_test: str = doc("When a guarded slice counts as regressed: 'significant' = it dropped by more than the "
+                          "tolerance and its paired bootstrap CI lies below zero (the drop is beyond noise); "
+                          "'observed' = any drop beyond the tolerance.", "significant")
     seed: int = doc("Seed of the bootstrap.", 0)
 
     def __post_init__(self) -> None:
@@ -496,6 +618,8 @@ class EvaluateConfig:
         _check(self.ece_bins >= 2, "evaluate.ece_bins", "must be >= 2")
         _check(self.length_buckets == sorted(set(self.length_buckets)), "evaluate.length_buckets",
                "must be strictly increasing")
+        _check(self.slice_test in ("significant", "observed"), "evaluate.slice_test",
+               "must be 'significant' or 'observed'")
         unknown = set(self.guarded_slices) - set(self.slices)
         _check(not unknown, "evaluate.guarded_slices", f"{sorted(unknown)} not in evaluate.slices")
 

@@ -15,7 +15,7 @@ from typing import Any
 from lmchain import registry
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, write_json, write_jsonl
 from lmchain.config import EvaluateConfig
-from lmchain.evaluate.metrics import calibration, classification_metrics, slice_accuracy
+from lmchain.evaluate.metrics import calibration, classification_metrics, slice_accuracy, slice_members
 
 
 def _predict(model_dir, test: list[dict], cfg: EvaluateConfig) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def _champion(ctx: RunContext, test: list[dict], cfg: EvaluateConfig) -> dict[st
     return result
 
 
-def decide_against(champ: dict | None, new: dict, cfg: EvaluateConfig, ctx: RunContext):
+def decide_against(champ: dict | None, new: dict, test: list[dict], cfg: EvaluateConfig, ctx: RunContext):
     from lmchain.evaluate.compare import Decision, decide
 
     if champ is None:
@@ -61,9 +61,11 @@ def decide_against(champ: dict | None, new: dict, cfg: EvaluateConfig, ctx: RunC
     if champ["labels"] != new["labels"]:
         return Decision(False, f"label sets differ (champion {champ['labels']}, challenger {new['labels']}); "
                                "promote by hand if intended", champ["name"])
-    return decide(champ["correct"], new["correct"], champ["slices"], new["slices"], margin=cfg.margin,
+    members = slice_members(test, cfg.slices, cfg.length_buckets, new["labels"])
+    return decide(champ["correct"], new["correct"], members, margin=cfg.margin,
                   guarded=cfg.guarded_slices, tolerance=cfg.slice_tolerance, min_slice_size=cfg.min_slice_size,
-                  samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed, champion=champ["name"])
+                  slice_test=cfg.slice_test, samples=cfg.bootstrap_samples, confidence=cfg.confidence,
+                  seed=cfg.seed, champion=champ["name"])
 
 
 def run(cfg: EvaluateConfig, ctx: RunContext, inputs: dict) -> Manifest:
@@ -76,7 +78,7 @@ def run(cfg: EvaluateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     test = list(read_jsonl(test_path))
     new = _predict(model_dir, test, cfg)
     champ = _champion(ctx, test, cfg)
-    decision = decide_against(champ, new, cfg, ctx).to_dict()
+    decision = decide_against(champ, new, test, cfg, ctx).to_dict()
     m = new["metrics"]
     summary = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "micro_f1": m["micro_f1"],
                "ece": new["calibration"]["ece"], "latency_ms": new["latency_ms"]}

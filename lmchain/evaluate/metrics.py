@@ -86,9 +86,8 @@ def slice_keys(example: dict, families: list[str], length_edges: list[int], labe
     return keys
 
 
-def slice_accuracy(examples: list[dict], correct, families, length_edges, label_names) -> dict[str, dict]:
-    """{slice: {n, accuracy}} for every slice with at least one example."""
-    correct = np.asarray(correct, dtype=float)
+def slice_members(examples: list[dict], families, length_edges, label_names) -> dict[str, list[int]]:
+    """{slice: example indices} for every slice with at least one example, in display order."""
     members: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
         for key in slice_keys(ex, families, length_edges, label_names):
@@ -100,5 +99,11 @@ def slice_accuracy(examples: list[dict], correct, families, length_edges, label_
         family = key.split("=", 1)[0]
         return (families.index(family), buckets.get(key, 0), key)
 
-    return {key: {"n": len(members[key]), "accuracy": float(correct[members[key]].mean())}
-            for key in sorted(members, key=order)}
+    return {key: members[key] for key in sorted(members, key=order)}
+
+
+def slice_accuracy(examples: list[dict], correct, families, length_edges, label_names) -> dict[str, dict]:
+    """{slice: {n, accuracy}} for every slice with at least one example."""
+    correct = np.asarray(correct, dtype=float)
+    return {key: {"n": len(idx), "accuracy": float(correct[idx].mean())}
+            for key, idx in slice_members(examples, families, length_edges, label_names).items()}
