@@ -14,7 +14,8 @@ from airflow.sdk import dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from lmchain.airflow_tasks import params_schema, stage_task
+from lmchain.airflow_tasks import (finetune_select_task, finetune_trial_task, finetune_trials_task, params_schema,
+                                   stage_task)
 from lmchain.assets import CHAMPION_MODEL, CURATED_CORPUS, FEEDBACK_LABELS, LABELLED_SET
 from lmchain.notify import on_failure
 
@@ -31,10 +32,21 @@ default_args = {
 OUTLETS = {"gate": [CURATED_CORPUS], "gate_labels": [LABELLED_SET], "deploy": [CHAMPION_MODEL]}
 
 
+# Training runs on the GPU workers' queue (the LocalExecutor ignores queues).
+GPU = {"queue": "gpu"}
+
+
 def stage(name, **kwargs):
-    # Training stages go to the GPU workers' queue (ignored by the LocalExecutor).
-    queue = {"queue": "gpu"} if name in ("pretrain", "finetune") else {}
+    queue = GPU if name == "pretrain" else {}
     return task(stage_task, task_id=name, outlets=OUTLETS.get(name, []), **queue)(name, **kwargs)
+
+
+def finetune(**upstream):
+    """One mapped task per trial of the hyperparameter search (one task without a search), then
+    ``finetune`` keeps the trial with the best validation macro-F1."""
+    trials = task(finetune_trials_task, task_id="finetune_trials")()
+    tried = task(finetune_trial_task, task_id="finetune_trial", **GPU).partial(**upstream).expand(index=trials)
+    return task(finetune_select_task, task_id="finetune")(trials=tried, **upstream)
 
 
 @dag(
@@ -56,7 +68,7 @@ def lmchain_pipeline():
     annotated = stage("annotate", gate=gated)
     labelled = stage("gate_labels", annotate=annotated)
     pretrained = stage("pretrain", gate=gated, gate_labels=labelled)
-    tuned = stage("finetune", pretrain=pretrained, gate_labels=labelled)
+    tuned = finetune(pretrain=pretrained, gate_labels=labelled)
     evaluated = stage("evaluate", finetune=tuned, gate_labels=labelled)
     registered = stage("register", finetune=tuned, evaluate=evaluated)
     stage("deploy", register=registered, gate_labels=labelled)

@@ -72,6 +72,27 @@ def stage_task(stage: str, **upstream: dict[str, Any]) -> dict[str, Any]:
     Bad input (``LmchainError``) fails the task without retries: retrying cannot fix a wrong
     path or key, and the message is what the user needs to see.
     """
+    return _run_in_task(stage, upstream)
+
+
+def finetune_trials_task() -> list[int]:
+    """The fine-tune search's trial indices, which the trial task is mapped over ([0]: no search)."""
+    from lmchain.pipeline import finetune_trials
+
+    return _run_in_task("finetune", {}, call=finetune_trials)
+
+
+def finetune_trial_task(index: int, **upstream: dict[str, Any]) -> dict[str, Any]:
+    """One mapped trial of the fine-tune search (or the plain fine-tune when there is no search)."""
+    return _run_in_task("finetune", upstream, entry="run_trial", index=index)
+
+
+def finetune_select_task(trials: list[dict[str, Any]], **upstream: dict[str, Any]) -> dict[str, Any]:
+    """The ``finetune`` manifest: the best trial's model (a single fine-tune passes through)."""
+    return _run_in_task("finetune", upstream, entry="select", trials=list(trials))
+
+
+def _run_in_task(stage: str, upstream: dict[str, Any], call=None, **entry: Any) -> Any:
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -93,7 +114,9 @@ def stage_task(stage: str, **upstream: dict[str, Any]) -> dict[str, Any]:
         skip = should_skip(stage, params)
         if skip:
             raise AirflowSkipException(f"{stage} skipped: {skip}")
-        manifest = run_stage(stage, cfg, context["run_id"], upstream)
+        if call is not None:
+            return call(cfg)
+        manifest = run_stage(stage, cfg, context["run_id"], upstream, **entry)
         if stage == "collect" and cfg.collect.modified_after and not manifest["counts"].get("records"):
             # A quiet night: nothing arrived, so there is nothing to retrain on (not a failure).
             raise AirflowSkipException(f"no new data between {cfg.collect.modified_after} and "

@@ -151,7 +151,8 @@ class StageOutput:
         self.manifest.finished_at = now_iso()
         self.manifest.duration_s = round(time.perf_counter() - self._t0, 3)
         for key, uri in self.manifest.outputs.items():
-            local = self.tmp / Path(uri).relative_to(self.final) if uri.startswith(str(self.final)) else None
+            # Outputs may point outside this folder (the search's choice points at a trial's model).
+            local = self.tmp / Path(uri).relative_to(self.final) if Path(uri).is_relative_to(self.final) else None
             if local is not None and local.is_file():
                 self.manifest.hashes[key] = sha256_file(local)
         write_json(self.tmp / MANIFEST, self.manifest.to_dict())

@@ -558,6 +558,34 @@ class PretrainConfig(TrainCommon):
         _check(self.peak_tflops >= 0, "pretrain.peak_tflops", "must be >= 0")
 
 
+SEARCHABLE_EXCLUDED = ("search", "report_on")
+
+
+@dataclass
+class SearchConfig:
+    """Hyperparameter search of the fine-tune stage: one trial per setting, best on validation."""
+
+    method: str = doc("'off' (one run with the recipe's settings), 'grid' (every combination of `space`) or "
+                      "'random' (`trials` combinations drawn from `space`). In Airflow each trial is a mapped "
+                      "task (dynamic task mapping); the best validation macro-F1 wins.", "off")
+    space: dict = doc("Fine-tune setting -> candidate values, e.g. {learning_rate: [5.0e-5, 1.0e-4], "
+                      "epochs: [1, 2]}.", factory=dict)
+    trials: int = doc("Trials of a random search (a grid runs every combination).", 4)
+    max_trials: int = doc("Refuse a search with more trials than this (a guard against a huge grid).", 32)
+    seed: int = doc("Seed of the random search's draws.", 0)
+
+    def __post_init__(self) -> None:
+        _check(self.method in ("off", "grid", "random"), "finetune.search.method", "must be 'off', 'grid' or 'random'")
+        _check(self.trials >= 1, "finetune.search.trials", "must be >= 1")
+        _check(self.max_trials >= 1, "finetune.search.max_trials", "must be >= 1")
+        if self.method == "off":
+            return
+        _check(bool(self.space), "finetune.search.space", "give at least one setting with candidate values")
+        for key, values in self.space.items():
+            _check(isinstance(values, list) and len(values) > 0, f"finetune.search.space.{key}",
+                   "must be a non-empty list of candidate values")
+
+
 @dataclass
 class FinetuneConfig(TrainCommon):
     base_model: str = doc("'pretrain' (this run's pretrain output), 'minilm', 'tiny-bert', a path or a hub id.",
@@ -578,6 +606,7 @@ class FinetuneConfig(TrainCommon):
                         "weights with the best validation macro-F1 are the ones saved.", 3)
     report_on: LabelSource | None = doc("An extra labelled file scored with the saved model, e.g. "
                                         "${SST2}/dev.tsv; its accuracy goes to the manifest and MLflow.", None)
+    search: SearchConfig = doc("Hyperparameter search (off by default).", factory=SearchConfig)
 
     def __post_init__(self) -> None:
         self._validate_common("finetune")
@@ -590,6 +619,10 @@ class FinetuneConfig(TrainCommon):
         _check(self.eval_every >= 0 and self.patience >= 0, "finetune.patience",
                "eval_every and patience must be >= 0")
         _check(self.eval_batch_size >= 1, "finetune.eval_batch_size", "must be >= 1")
+        searchable = {f.name for f in dataclasses.fields(self)} - set(SEARCHABLE_EXCLUDED)
+        for key in self.search.space:
+            _check(key in searchable, f"finetune.search.space.{key}",
+                   f"not a fine-tune setting; choose from {', '.join(sorted(searchable))}")
 
 
 @dataclass

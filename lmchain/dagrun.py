@@ -53,16 +53,17 @@ def task_instances(dag_id: str, run_id: str) -> list[dict[str, Any]]:
 
     with create_session() as session:
         tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id).all()
-        rows = [{"task_id": ti.task_id, "state": str(ti.state), "duration": ti.duration,
+        rows = [{"task_id": ti.task_id, "map_index": ti.map_index, "state": str(ti.state), "duration": ti.duration,
                  "start": ti.start_date.isoformat() if ti.start_date else None} for ti in tis]
     return sorted(rows, key=lambda r: r["start"] or "~")
 
 
-def run_dag(dag_id: str, recipe: str, overrides: list[str]) -> DagRunReport:
-    """Trigger one run of ``dag_id`` and wait for it; raise with the failing stage's message."""
+def run_dag(dag_id: str, recipe: str, overrides: list[str], params: dict[str, Any] | None = None) -> DagRunReport:
+    """Trigger one run of ``dag_id`` (with more trigger-form ``params`` if given) and wait for it;
+    raise with the failing stage's message."""
     dag = load_dag(dag_id)
     t0 = time.perf_counter()
-    dr = dag.test(run_conf={"recipe": recipe, "overrides": list(overrides)})
+    dr = dag.test(run_conf={"recipe": recipe, "overrides": list(overrides), **(params or {})})
     wall = round(time.perf_counter() - t0, 2)
     report = DagRunReport(dr.run_id, str(dr.state), wall, task_instances(dag_id, dr.run_id))
     if report.state != "success":
@@ -70,8 +71,8 @@ def run_dag(dag_id: str, recipe: str, overrides: list[str]) -> DagRunReport:
     return report
 
 
-def run_pipeline_dag(recipe: str, overrides: list[str]) -> DagRunReport:
-    return run_dag(DAG_ID, recipe, overrides)
+def run_pipeline_dag(recipe: str, overrides: list[str], params: dict[str, Any] | None = None) -> DagRunReport:
+    return run_dag(DAG_ID, recipe, overrides, params)
 
 
 def run_feedback_dag(recipe: str, overrides: list[str]) -> tuple[DagRunReport, list[dict[str, Any]]]:

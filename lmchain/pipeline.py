@@ -53,8 +53,12 @@ def config_hash(cfg: PipelineConfig) -> str:
 
 
 def run_stage(stage: str, cfg: PipelineConfig, run_id: str, upstream: dict[str, dict[str, Any]],
-              lmchain_home: Path | None = None) -> dict[str, Any]:
-    """Run one stage and return its manifest as a dict (what goes to XCom)."""
+              lmchain_home: Path | None = None, entry: str = "run", **kwargs: Any) -> dict[str, Any]:
+    """Run one stage and return its manifest as a dict (what goes to XCom).
+
+    ``entry`` picks another function of the stage's module with the same arguments plus
+    ``kwargs``: the fine-tune search's mapped tasks call ``run_trial(index=i)`` and ``select(trials=...)``.
+    """
     missing = [u for u in UPSTREAM[stage] if u not in upstream]
     if missing:
         raise ValueError(f"stage {stage} needs the manifests of {missing}")
@@ -66,8 +70,17 @@ def run_stage(stage: str, cfg: PipelineConfig, run_id: str, upstream: dict[str, 
 
         cfg = with_feedback_labels(cfg, ctx.home)
     section = getattr(cfg, CONFIG_SECTION.get(stage, stage))
-    manifest = module.run(section, ctx, {INPUT_NAME.get(u, u): upstream[u] for u in UPSTREAM[stage]})
-    return manifest.to_dict()
+    inputs = {INPUT_NAME.get(u, u): upstream[u] for u in UPSTREAM[stage]}
+    if entry == "select":  # reads only the trials' manifests
+        return module.select(section, ctx, **kwargs).to_dict()
+    return getattr(module, entry)(section, ctx, inputs, **kwargs).to_dict()
+
+
+def finetune_trials(cfg: PipelineConfig) -> list[int]:
+    """Indices of the fine-tune search's trials ([0]: one plain fine-tune); the map of the trial tasks."""
+    from lmchain.train.hpsearch import trial_settings
+
+    return list(range(len(trial_settings(cfg.finetune.search)) or 1))
 
 
 def run_all(cfg: PipelineConfig, run_id: str, stages: tuple[str, ...] = STAGES,

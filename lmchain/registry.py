@@ -99,11 +99,13 @@ def stage_run(ctx: RunContext, experiment: str, stage: str) -> Iterator[Any]:
 
 
 def log_training(ctx: RunContext, experiment: str, prefix: str, metrics: dict[str, Any],
-                 params: dict[str, Any]) -> str:
-    """Params, loss curve and throughput of a training job, in the stage's child run (its id returned)."""
+                 params: dict[str, Any], run_name: str | None = None) -> str:
+    """Params, loss curve and throughput of a training job, in the stage's child run (its id returned).
+    Metric names carry ``prefix``; the child run is named ``run_name`` (default: the prefix), so
+    search trials share metric names and MLflow can chart them side by side."""
     import mlflow
 
-    with stage_run(ctx, experiment, prefix) as run:
+    with stage_run(ctx, experiment, run_name or prefix) as run:
         mlflow.log_params({f"{prefix}.{k}": v for k, v in params.items()})
         for step, loss in metrics.get("losses", []):
             mlflow.log_metric(f"{prefix}/loss", loss, step=int(step))

@@ -21,7 +21,8 @@ dags = {}
 for dag_id, dag in bag.dags.items():
     dags[dag_id] = {
         "tags": sorted(dag.tags),
-        "tasks": {t.task_id: {"retries": t.retries, "queue": t.queue} for t in dag.tasks},
+        "tasks": {t.task_id: {"retries": t.retries, "queue": t.queue, "mapped": "Mapped" in type(t).__name__}
+                  for t in dag.tasks},
         "params": sorted(dag.params.keys()),
         "order": [t.task_id for t in dag.topological_sort()] if hasattr(dag, "topological_sort") else [],
         "timetable": type(dag.timetable).__name__,
@@ -54,10 +55,12 @@ def test_dags_import_fast_without_heavy_modules_and_with_retries(capsys):
     assert info["heavy"] == []
     dag = info["dags"]["lmchain_pipeline"]
     assert "lmchain" in dag["tags"]
-    assert set(dag["tasks"]) == {"collect", "curate", "gate", "annotate", "gate_labels", "pretrain", "finetune",
-                                 "evaluate", "register", "deploy"}
+    assert set(dag["tasks"]) == {"collect", "curate", "gate", "annotate", "gate_labels", "pretrain",
+                                 "finetune_trials", "finetune_trial", "finetune", "evaluate", "register", "deploy"}
     assert all(t["retries"] >= 1 for t in dag["tasks"].values())
-    assert dag["tasks"]["pretrain"]["queue"] == "gpu" and dag["tasks"]["finetune"]["queue"] == "gpu"
+    # Training goes to the GPU queue; the search's trials are one mapped task.
+    assert dag["tasks"]["pretrain"]["queue"] == "gpu" and dag["tasks"]["finetune_trial"]["queue"] == "gpu"
+    assert dag["tasks"]["finetune_trial"]["mapped"] and not dag["tasks"]["finetune"]["mapped"]
     assert dag["params"] == sorted(["recipe", "stop_after", "pretrain", "base_model", "finetune_method", "epochs",
                                     "promotion_margin", "sources", "seeds", "dry_run", "overrides"])
     # Nightly, or when the feedback loop emits the feedback-labels asset; no catch-up of missed nights.
