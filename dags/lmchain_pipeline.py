@@ -66,6 +66,7 @@ def lmchain_pipeline():
     curated = stage("curate", collect=collected)
     gated = stage("gate", collect=collected, curate=curated)
     annotated = stage("annotate", gate=gated)
+    stage("review_queue", annotate=annotated)
     labelled = stage("gate_labels", annotate=annotated)
     pretrained = stage("pretrain", gate=gated, gate_labels=labelled)
     tuned = finetune(pretrain=pretrained, gate_labels=labelled)

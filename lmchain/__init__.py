@@ -12,6 +12,7 @@ STAGES = (
     "curate",
     "gate",
     "annotate",
+    "review_queue",
     "gate_labels",
     "pretrain",
     "finetune",

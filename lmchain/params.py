@@ -41,6 +41,11 @@ def schema() -> dict[str, dict[str, Any]]:
                                            "Empty: the recipe's choice."},
         "epochs": {"default": None, "type": ["null", "number"], "minimum": 0.1, "maximum": 50, "title": "Epochs",
                    "description": "Fine-tuning passes over the training split. Empty: the recipe's choice."},
+        "annotation_mode": {"default": None, "type": ["null", "string"], "enum": [None, "human", "semi", "mixed"],
+                            "title": "Annotation",
+                            "description": "Training labels: 'human' only, 'semi'-automatic only (labelling functions "
+                                           "and the champion's pre-labels), or 'mixed' (human, plus semi-automatic "
+                                           "for texts without one). Empty: the recipe's choice."},
         "promotion_margin": {"default": None, "type": ["null", "number"], "minimum": 0, "maximum": 0.5,
                              "title": "Promotion margin",
                              "description": "Promote only when the lower bound of the accuracy gain over the champion "
@@ -73,6 +78,8 @@ def to_overrides(params: dict[str, Any]) -> list[str]:
         out.append(f"finetune.method={params['finetune_method']}")
     if params.get("epochs") is not None:
         out += [f"finetune.epochs={params['epochs']}", "finetune.max_steps=0"]
+    if params.get("annotation_mode"):
+        out.append(f"annotate.mode={params['annotation_mode']}")
     if params.get("promotion_margin") is not None:
         out.append(f"evaluate.margin={params['promotion_margin']}")
     if params.get("sources") or params.get("seeds"):

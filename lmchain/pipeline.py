@@ -20,6 +20,7 @@ MODULES = {
     "curate": "lmchain.curate",
     "gate": "lmchain.quality",
     "annotate": "lmchain.annotate",
+    "review_queue": "lmchain.annotate.queue",
     "gate_labels": "lmchain.quality.labels",
     "pretrain": "lmchain.train.pretrain",
     "finetune": "lmchain.train.finetune",
@@ -31,7 +32,7 @@ MODULES = {
 # What each stage reads. Stages after a gate read the gate's manifest, which passes the
 # validated files through, so nothing downstream can bypass a gate. Pretrain reads the labelled
 # splits to keep evaluation text out of its corpus.
-CONFIG_SECTION = {"gate_labels": "gate"}
+CONFIG_SECTION = {"gate_labels": "gate", "review_queue": "annotate"}
 # The labelled-set gate passes the splits through, so stages read it as their "annotate" input.
 INPUT_NAME = {"gate_labels": "annotate"}
 UPSTREAM: dict[str, tuple[str, ...]] = {
@@ -39,6 +40,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "curate": ("collect",),
     "gate": ("collect", "curate"),
     "annotate": ("gate",),
+    "review_queue": ("annotate",),
     "gate_labels": ("annotate",),
     "pretrain": ("gate", "gate_labels"),
     "finetune": ("pretrain", "gate_labels"),

@@ -22,8 +22,14 @@ def stage_line(m: Manifest) -> str:
         return (f"{'PASSED' if info.get('passed') else 'BLOCKED'}: {c['expectations'] - c['failed']}/"
                 f"{c['expectations']} expectations ({rows} rows){warn}{accepted}")
     if m.stage == "annotate":
-        return (f"train {c['train']} / validation {c['validation']} / test {c['test']}; "
-                f"{c['rejects']} label rows set aside {m.drop_reasons}")
+        weak = f", {c['weak_labels']} semi-automatic" if c.get("weak_labels") else ""
+        return (f"train {c['train']} / validation {c['validation']} / test {c['test']} ({info.get('mode', 'human')}"
+                f"{weak}); {c['rejects']} label rows set aside {m.drop_reasons}")
+    if m.stage == "review_queue":
+        if info.get("skipped"):
+            return f"skipped ({info['skipped']})"
+        return (f"{c['queue']} of {c['pool']} unlabelled texts queued for review ({info['strategy']}, scored by "
+                f"{info['scorer']}): {info['published']}")
     if m.stage in ("pretrain", "finetune"):
         if info.get("skipped"):
             return f"skipped (base model {info.get('base_model')})"

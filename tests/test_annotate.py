@@ -19,13 +19,16 @@ def test_join_split_and_rejects(ctx, tmp_path):
     lines = ["sentence\tlabel"] + [f"sentence  number {i}\t{i % 2}" for i in range(200)]  # extra space: normalised
     lines += ["not in the corpus at all\t1", "sentence number 5\t0", "sentence number 7\t7"]
     labels = write_lines(tmp_path / "labels.tsv", lines)
-    cfg = AnnotateConfig(labels=[LabelSource(path=str(labels), text_field="sentence")],
+    cfg = AnnotateConfig(labels=[LabelSource(path=str(labels), text_field="sentence", strict=False)],
                          label_names=["negative", "positive"], test_fraction=0.2, validation_fraction=0.1)
     m = run(cfg, ctx, {"gate": {"outputs": {"records": str(corpus)}}})
     splits = {s: list(read_jsonl(m.outputs[s])) for s in ("train", "validation", "test")}
     ids = [r["id"] for s in splits.values() for r in s]
-    assert len(ids) == len(set(ids)) == 199 - 1  # 5 and 7 have conflicting labels
-    assert m.drop_reasons == {"not_in_corpus": 1, "conflicting_labels": 2}
+    assert len(ids) == len(set(ids)) == 199  # 5 has conflicting labels (a tie); 7's second label is unknown
+    assert m.drop_reasons == {"not_in_corpus": 1, "conflicting_labels": 1, "unknown_label": 1}
+    assert all(r["provenance"] == "human" and r["confidence"] == 1.0 for r in splits["train"])
+    (conflict,) = read_jsonl(m.outputs["conflicts"])
+    assert conflict["text"] == "sentence number 5" and conflict["resolved"] is None
     test_counts = Counter(r["label"] for r in splits["test"])
     assert min(test_counts.values()) >= 10  # both classes, in proportion up to hashing noise
     assert len(splits["test"]) == pytest.approx(0.2 * 198, abs=14)  # binomial: sd ~5.6

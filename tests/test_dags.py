@@ -55,14 +55,14 @@ def test_dags_import_fast_without_heavy_modules_and_with_retries(capsys):
     assert info["heavy"] == []
     dag = info["dags"]["lmchain_pipeline"]
     assert "lmchain" in dag["tags"]
-    assert set(dag["tasks"]) == {"collect", "curate", "gate", "annotate", "gate_labels", "pretrain",
+    assert set(dag["tasks"]) == {"collect", "curate", "gate", "annotate", "review_queue", "gate_labels", "pretrain",
                                  "finetune_trials", "finetune_trial", "finetune", "evaluate", "register", "deploy"}
     assert all(t["retries"] >= 1 for t in dag["tasks"].values())
     # Training goes to the GPU queue; the search's trials are one mapped task.
     assert dag["tasks"]["pretrain"]["queue"] == "gpu" and dag["tasks"]["finetune_trial"]["queue"] == "gpu"
     assert dag["tasks"]["finetune_trial"]["mapped"] and not dag["tasks"]["finetune"]["mapped"]
     assert dag["params"] == sorted(["recipe", "stop_after", "pretrain", "base_model", "finetune_method", "epochs",
-                                    "promotion_margin", "sources", "seeds", "dry_run", "overrides"])
+                                    "annotation_mode", "promotion_margin", "sources", "seeds", "dry_run", "overrides"])
     # Nightly, or when the feedback loop emits the feedback-labels asset; no catch-up of missed nights.
     assert dag["timetable"] == "AssetOrTimeSchedule" and not dag["catchup"]
     assert "lmchain_feedback_labels" in dag["schedule"] and "At 02:00" in dag["schedule"]

@@ -1,137 +1,174 @@
-"""Annotate: import labels from files, join them onto the gated corpus, split stratified.
+"""Annotate: human labels, semi-automatic labels, stable splits (and, in ``queue``, the review queue).
 
-Labels are matched to corpus records by their normalised text, so the labelled set only holds
-texts that passed curation and the gate. Labelled rows that cannot be used are kept in
-``rejects.jsonl`` with a reason: not in the corpus, an unknown label, or conflicting labels.
+1. Import human labels (``importers``: CSV/TSV/JSONL/Label Studio, label-name mapping), from the
+   recipe's files, from users' feedback (precedence 1: a correction wins) and from review-queue
+   files returned into ``annotate.active.returned_dir``.
+2. Aggregate several votes per text (``aggregate``): majority vote or Dawid-Skene; agreement
+   (Fleiss' and Cohen's kappa) and conflicts are reported.
+3. Join onto the gated corpus by normalised text, so the labelled set only holds texts that
+   passed curation and the gate.
+4. Modes semi/mixed: label unlabelled corpus texts with labelling functions and the champion's
+   pre-labels (``lfs``), combined by a label model or a weighted vote.
+5. Split by a hash of the normalised text (``splits``), check for leakage, and write the splits.
+
+Every example carries ``provenance`` (human, feedback, rule, model, rule+model) and ``confidence``.
+Rows that cannot be used are kept in ``rejects.jsonl`` with their reason; conflicting votes are
+listed in ``conflicts.jsonl`` (kept when a majority or the model resolves them, rejected on a tie).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import random
 from collections import Counter, defaultdict
+from pathlib import Path
 
-from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, sha256_text, write_json, write_jsonl
-from lmchain.collect.files import read_file, resolve_files
-from lmchain.config import AnnotateConfig, FileSource
-from lmchain.curate.steps import normalise_for_dedup, normalize_text
+from lmchain.annotate.splits import SPLITS, check_leakage, split_of, stratified_split, unit
+from lmchain.artifacts import Manifest, RunContext, StageOutput, home, read_jsonl, sha256_text, write_json, \
+    write_jsonl
+from lmchain.config import AnnotateConfig, LabelSource
 from lmchain.errors import InputError
 
-SPLITS = ("train", "validation", "test")
+__all__ = ["run", "stratified_split", "load_votes", "SPLITS"]
+
+HUMAN = ("human", "feedback")
 
 
-def _label_id(raw: str, names: list[str]) -> int | None:
-    raw = raw.strip()
-    if raw in names:
-        return names.index(raw)
-    if raw.lstrip("-").isdigit() and 0 <= int(raw) < len(names):
-        return int(raw)
-    return None
+def returned_dir(cfg: AnnotateConfig, lm_home: Path) -> Path:
+    return Path(cfg.active.returned_dir) if cfg.active.returned_dir else lm_home / "annotation" / "returned"
 
 
-def load_labels(cfg: AnnotateConfig) -> tuple[dict[str, tuple[str, str]], list[dict], list[str], list[str]]:
-    """Read label files -> ({text hash: (text, raw label)}, rejects, label names, files read)."""
-    rows: list[tuple[str, str, str, int]] = []  # (text, raw label, provenance, precedence)
-    rejects: list[dict] = []
-    read: list[str] = []
-    for src in cfg.labels:
-        fs = FileSource(path=src.path, text_field=src.text_field, limit=src.limit)
-        for path in resolve_files(fs):
-            read.append(str(path.resolve()))
-            taken = 0
-            for line, text, extra, bad in read_file(path, src.text_field):
-                where = f"{path}#L{line}"
-                if bad:
-                    rejects.append({"where": where, "reason": bad, **extra})
-                    continue
-                if src.label_field not in extra:
-                    raise InputError(f"annotate.labels: {path} has no label column '{src.label_field}'; "
-                                     "set label_field to the column that holds the label")
-                if src.limit is not None and taken >= src.limit:
-                    break
-                taken += 1
-                rows.append((normalize_text(text), str(extra[src.label_field]), where, src.precedence))
-    names = list(cfg.label_names) or sorted({r[1].strip() for r in rows})
-    by_hash: dict[str, tuple[str, str]] = {}
-    rank: dict[str, int] = {}
-    conflicts: set[str] = set()
-    for text, raw, where, precedence in rows:
-        h = sha256_text(text)
-        if h not in by_hash or precedence > rank[h]:
-            by_hash[h], rank[h] = (text, raw), precedence  # a correction replaces the original label
-            conflicts.discard(h)
-        elif precedence == rank[h] and by_hash[h][1] != raw:
-            conflicts.add(h)
-    for h in conflicts:
-        text, raw = by_hash.pop(h)
-        rejects.append({"text": text, "label": raw, "reason": "conflicting_labels"})
-    return by_hash, rejects, names, read
+def label_sources(cfg: AnnotateConfig, lm_home: Path) -> list[LabelSource]:
+    """The recipe's label files plus review-queue files people returned (lenient: rows they left
+    unlabelled become rejects, not errors)."""
+    sources = list(cfg.labels)
+    folder = returned_dir(cfg, lm_home)
+    if folder.is_dir():
+        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json")):
+            sources.append(LabelSource(path=str(path), text_field="text", label_field="label", strict=False))
+    return sources
 
 
-def _unit(key: str, salt: str) -> float:
-    """A number in [0, 1) fixed by the text alone: the same on every run, whatever else is in the data."""
-    return int(hashlib.sha256(f"{salt}\x00{key}".encode()).hexdigest()[:13], 16) / 16 ** 13
+def load_votes(sources: list[LabelSource], names: list[str]):
+    """Every vote of every source -> (votes, rejects, label names, files read). Without
+    ``names`` the label names are the sorted raw labels seen."""
+    from lmchain.annotate.importers import raw_labels, read_votes
+
+    votes, rejects, files = [], [], []
+    # Without configured names, the names are the raw labels seen, sorted (as before this package).
+    learned = list(names) or sorted(set().union(*(raw_labels(src) for src in sources)))
+    for src in sources:
+        got, bad, read = read_votes(src, learned)
+        votes += got
+        rejects += bad
+        files += read
+    return votes, rejects, learned, files
 
 
-def stratified_split(examples: list[dict], cfg: AnnotateConfig) -> dict[str, list[dict]]:
-    """Split by a hash of each sentence, so a sentence keeps its split in every run.
+def aggregate_votes(votes, names: list[str], method: str):
+    """Votes -> ({text hash: (text, label, confidence, provenance)}, rejects, conflicts, agreement)."""
+    from lmchain.annotate.aggregate import agreement, dawid_skene, majority_vote
 
-    Texts that are the same sentence up to case and punctuation form one group and share a
-    split. The split depends on the text alone, not on the rest of the data, so when feedback
-    or a nightly collection adds examples, nothing the champion trained on moves into the test
-    split its challenger is scored on. (A shuffled quota re-deals every split when the data
-    changes: the feedback-loop bench saw the champion "win" on sentences it had trained on.)
-    Class shares hold in expectation rather than exactly; ``max_examples`` subsamples each label
-    in proportion, by another hash, so the choice is stable too.
-    """
-    rng = random.Random(cfg.seed)
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for ex in sorted(examples, key=lambda e: e["id"]):
-        groups[normalise_for_dedup(ex["text"])].append(ex)
-    keys = sorted(groups)
-    if cfg.max_examples is not None and len(examples) > cfg.max_examples:
-        share = cfg.max_examples / len(examples)
-        by_label: dict[int, list[str]] = defaultdict(list)
-        for key in keys:
-            by_label[groups[key][0]["label"]].append(key)
-        keys = sorted(k for label_keys in by_label.values()
-                      for k in sorted(label_keys, key=lambda k: _unit(k, f"sample{cfg.seed}"))
-                      [: max(1, round(len(label_keys) * share))])
-    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for key in keys:
-        u = _unit(key, f"split{cfg.seed}")
-        split = ("test" if u < cfg.test_fraction else
-                 "validation" if u < cfg.test_fraction + cfg.validation_fraction else "train")
-        splits[split] += groups[key]
-    for items in splits.values():
-        rng.shuffle(items)  # training order; membership is fixed above
-    return splits
+    by_text: dict[str, list] = defaultdict(list)
+    for v in votes:
+        by_text[sha256_text(v.text)].append(v)
+    top: dict[str, list] = {}
+    for h, vs in by_text.items():
+        best = max(v.precedence for v in vs)
+        top[h] = [v for v in vs if v.precedence == best]  # a correction replaces the original labels
+    flat = [(h, v.annotator, v.label) for h, vs in top.items() for v in vs]
+    posteriors = {}
+    if method == "dawid_skene" and flat:
+        items, post, _, _ = dawid_skene(flat, len(names))
+        posteriors = {h: post[i] for i, h in enumerate(items)}
+    labels, rejects, conflicts = {}, [], []
+    for h, vs in top.items():
+        text = vs[0].text
+        if h in posteriors:
+            label, conf = int(posteriors[h].argmax()), float(posteriors[h].max())
+        else:
+            label, conf = majority_vote([v.label for v in vs])
+        disagree = len({v.label for v in vs}) > 1
+        if disagree:
+            conflicts.append({"text": text, "votes": [{"annotator": v.annotator, "label": names[v.label],
+                                                       "where": v.where} for v in vs],
+                              "resolved": None if label is None else names[label], "method": method})
+        if label is None:
+            rejects.append({"text": text, "label": sorted({names[v.label] for v in vs}),
+                            "reason": "conflicting_labels"})
+            continue
+        prov = "feedback" if all(v.provenance == "feedback" for v in vs) else "human"
+        labels[h] = (text, label, round(conf, 4), prov)
+    return labels, rejects, conflicts, agreement(flat, len(names)) if flat else {}
+
+
+def _weak_examples(cfg: AnnotateConfig, ctx: RunContext, names: list[str], pool: list[dict],
+                   gold: list[dict]) -> tuple[list[dict], list[dict], dict]:
+    """Semi-automatic labels for ``pool`` records -> (kept examples, every decision, info)."""
+    from lmchain.annotate.champion import champion_predict
+    from lmchain.annotate.lfs import build_lfs, provenance, weak_labels
+
+    weak = cfg.weak
+    predict, info = champion_predict(ctx) if weak.champion else (None, {"champion": None, "reason": "off"})
+    lfs = build_lfs(weak, names, predict)
+    if not lfs:
+        raise InputError("annotate.mode is semi/mixed but no labelling function is set up and there is no "
+                         f"champion ({info.get('reason')}); configure annotate.weak (vader, keywords, regexes)")
+    if weak.max_items is not None and len(pool) > weak.max_items:
+        pool = sorted(pool, key=lambda r: unit(r["text"], "weak"))[: weak.max_items]  # stable sample
+    texts = [g["text"] for g in gold] + [r["text"] for r in pool]
+    probs, votes, report = weak_labels(lfs, texts, len(names), weak.combine,
+                                       {i: g["label"] for i, g in enumerate(gold)})
+    kept, decisions = [], []
+    for j, rec in enumerate(pool):
+        i = len(gold) + j
+        label, conf = int(probs[i].argmax()), float(probs[i].max())
+        ex = {"id": rec["id"], "text": rec["text"], "label": label, "label_name": names[label],
+              "source": rec.get("source", "unknown"), "provenance": provenance(votes[i], lfs, label),
+              "confidence": round(conf, 4),
+              "votes": {lf.name: names[v] for lf, v in zip(lfs, votes[i]) if v >= 0}}
+        decisions.append({**ex, "kept": conf >= weak.min_confidence})
+        if conf >= weak.min_confidence and ex["provenance"] != "prior":
+            kept.append(ex)
+    return kept, decisions, {**info, "labelling_functions": report, "combine": weak.combine,
+                             "weak_pool": len(pool), "weak_kept": len(kept)}
 
 
 def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     corpus = inputs["gate"]["outputs"]["records"]
-    labels, rejects, names, label_files = load_labels(cfg)
-    examples, used = [], set()
+    votes, rejects, names, label_files = load_votes(label_sources(cfg, ctx.home or home()), list(cfg.label_names))
+    labels, agg_rejects, conflicts, agreement = aggregate_votes(votes, names, cfg.aggregate)
+    rejects += agg_rejects
+
+    human, unlabelled, used = [], [], set()
     for rec in read_jsonl(corpus):
         h = sha256_text(rec["text"])
         if h in labels and h not in used:
             used.add(h)
-            text, raw = labels[h]
-            label = _label_id(raw, names)
-            if label is None:
-                rejects.append({"text": text, "label": raw, "reason": "unknown_label"})
-                continue
-            examples.append({"id": rec["id"], "text": rec["text"], "label": label, "label_name": names[label],
-                             "source": rec.get("source", "unknown")})
-    for h, (text, raw) in labels.items():
+            _, label, conf, prov = labels[h]
+            human.append({"id": rec["id"], "text": rec["text"], "label": label, "label_name": names[label],
+                          "source": rec.get("source", "unknown"), "provenance": prov, "confidence": conf})
+        elif h not in labels:
+            unlabelled.append({"id": rec["id"], "text": rec["text"], "source": rec.get("source", "unknown")})
+    for h, (text, label, _, _) in labels.items():
         if h not in used:
-            rejects.append({"text": text, "label": raw, "reason": "not_in_corpus"})
+            rejects.append({"text": text, "label": names[label], "reason": "not_in_corpus"})
+
+    weak, decisions, weak_info = [], [], {}
+    if cfg.mode in ("semi", "mixed"):
+        # Weak labels only for texts whose split is train: validation and test stay human-labelled,
+        # and a text never changes split when a person labels it later.
+        gold = [e for e in human if split_of(e["text"], cfg) != "test"]
+        pool = [r for r in unlabelled if split_of(r["text"], cfg) == "train"]
+        if cfg.mode == "semi":
+            pool += [{k: e[k] for k in ("id", "text", "source")} for e in human if split_of(e["text"], cfg) == "train"]
+        weak, decisions, weak_info = _weak_examples(cfg, ctx, names, pool, gold)
+    examples = (human if cfg.mode != "semi" else [e for e in human if split_of(e["text"], cfg) != "train"]) + weak
     if len({e["label"] for e in examples}) < 2:
         raise InputError(f"annotate: only {len(examples)} labelled examples with "
                          f"{len({e['label'] for e in examples})} class(es) matched the corpus {corpus}; "
                          "a classifier needs at least two classes. Check annotate.labels and the collect sources")
     splits = stratified_split(examples, cfg)
+    check_leakage(splits)
 
     with StageOutput(ctx, "annotate", dataclasses.asdict(cfg)) as out:
         # Resolved paths (globs and ${SST2} expanded): lineage must reach the actual files.
@@ -139,10 +176,22 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
         for split, items in splits.items():
             write_jsonl(out.output(split, f"{split}.jsonl"), items)
         write_jsonl(out.output("rejects", "rejects.jsonl"), rejects)
+        write_jsonl(out.output("conflicts", "conflicts.jsonl"), conflicts)
+        write_jsonl(out.output("unlabelled", "unlabelled.jsonl"), unlabelled)
+        if decisions:
+            write_jsonl(out.output("weak", "weak.jsonl"), decisions)
+        write_json(out.output("agreement", "agreement.json"), agreement)
         write_json(out.output("labels", "labels.json"), {"names": names})
         out.manifest.outputs["corpus"] = corpus
-        out.manifest.counts = {**{s: len(v) for s, v in splits.items()}, "rejects": len(rejects)}
+        out.manifest.counts = {**{s: len(v) for s, v in splits.items()}, "rejects": len(rejects),
+                               "conflicts": len(conflicts), "human_labels": len(human), "weak_labels": len(weak),
+                               "unlabelled": len(unlabelled)}
         out.manifest.drop_reasons = dict(Counter(r["reason"].split(":")[0] for r in rejects))
-        out.manifest.info = {"label_names": names,
-                             "class_counts": dict(Counter(names[e["label"]] for e in splits["train"]))}
+        if decisions:
+            out.manifest.drop_reasons["weak_below_confidence"] = sum(not d["kept"] for d in decisions)
+        out.manifest.info = {
+            "label_names": names, "mode": cfg.mode, "aggregate": cfg.aggregate, "agreement": agreement,
+            "class_counts": dict(Counter(names[e["label"]] for e in splits["train"])),
+            "provenance": {s: dict(Counter(e["provenance"] for e in v)) for s, v in splits.items()},
+            **({"weak": weak_info} if weak_info else {})}
     return out.manifest
