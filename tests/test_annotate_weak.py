@@ -185,3 +185,12 @@ def test_leakage_check_catches_a_text_in_two_splits():
              "test": [{"id": "2", "text": "hello, WORLD!"}]}  # the same sentence up to case and punctuation
     with pytest.raises(LeakageError, match=r"'hello, WORLD!' \(id 2\) is in both 'train' and 'test'"):
         check_leakage(leaky)
+
+
+def test_without_a_champion_prelabels_are_skipped_with_the_reason(ctx):
+    from lmchain.annotate.champion import champion_predict
+
+    ctx.model_name = "lmchain-annotate-test-no-such-model"
+    predict, info = champion_predict(ctx)  # a real (empty) MLflow registry under the test home
+    assert predict is None and info == {"champion": None,
+                                        "reason": "no champion of lmchain-annotate-test-no-such-model yet"}
