@@ -53,7 +53,7 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
         # A stable sample: the same texts are scored on every run until they get labelled.
         pool = sorted(read_jsonl(labelled["unlabelled"]), key=lambda r: unit(r["text"], "pool"))[: act.pool_limit]
         texts = [r["text"] for r in pool]
-        probs, scorer, info = None, "random", {}
+        probs, scorer, info = None, "random", {} if pool else {"reason": "no unlabelled texts in the corpus"}
         if act.strategy != "random" and pool:
             from lmchain.annotate.champion import champion_predict
 
