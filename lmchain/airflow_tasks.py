@@ -70,7 +70,9 @@ def stage_task(stage: str, **upstream: dict[str, Any]) -> dict[str, Any]:
     """Run ``stage`` for the current DAG run with the run's params.
 
     Bad input (``LmchainError``) fails the task without retries: retrying cannot fix a wrong
-    path or key, and the message is what the user needs to see.
+    path or key, and the message is what the user needs to see. A training job that was killed
+    or crashed (``retryable``) fails the attempt normally, so Airflow's retries rerun it and the
+    job resumes from its latest checkpoint.
     """
     return _run_in_task(stage, upstream)
 
@@ -124,6 +126,8 @@ def _run_in_task(stage: str, upstream: dict[str, Any], call=None, **entry: Any) 
         return manifest
     except LmchainError as exc:
         record_error(context["run_id"], stage, str(exc))
+        if getattr(exc, "retryable", False):
+            raise
         raise AirflowFailException(f"{stage}: {exc}") from exc
 
 

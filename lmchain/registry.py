@@ -83,18 +83,20 @@ def active_run(ctx: RunContext, experiment: str) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def stage_run(ctx: RunContext, experiment: str, stage: str) -> Iterator[Any]:
+def stage_run(ctx: RunContext, experiment: str, stage: str, log_system_metrics: bool = False) -> Iterator[Any]:
     """A child run of the pipeline's run for one attempt of a stage.
 
     Params are immutable in MLflow; a fresh child per attempt lets a retried or re-run stage
     log its (possibly changed) params without clashing, and keeps every attempt visible.
+    ``log_system_metrics``: MLflow samples CPU, memory (and GPU) use while the run is open.
     """
     import mlflow
 
     with active_run(ctx, experiment):
         # Without experiment_id a nested run lands in MLflow's Default experiment.
         with mlflow.start_run(run_name=stage, nested=True, experiment_id=experiment_id(experiment),
-                              tags={RUN_TAG: ctx.run_id, KIND_TAG: "stage", "lmchain.stage": stage}) as run:
+                              tags={RUN_TAG: ctx.run_id, KIND_TAG: "stage", "lmchain.stage": stage},
+                              log_system_metrics=log_system_metrics or None) as run:
             yield run
 
 

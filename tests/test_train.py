@@ -29,9 +29,9 @@ def _labelled(tmp_path, n=96):
 def test_pretrain_two_cpu_ranks_then_finetune(ctx, tmp_path, zero_stage):
     inputs = _labelled(tmp_path)
     m = pretrain.run(PretrainConfig(base_model="tiny-bert", ranks=2, zero_stage=zero_stage, batch_size=8,
-                                    max_steps=3), ctx, inputs)
+                                    block_size=16, max_steps=3), ctx, inputs)
     assert m.info["world_size"] == 2 and m.info["device"] == "cpu" and m.info["steps"] == 3
-    assert m.counts == {"texts": 64, "held_out_texts": 32}  # validation + test text kept out
+    assert (m.counts["texts"], m.counts["held_out_texts"]) == (64, 32)  # validation + test text kept out
     # Held-out LM metrics on the validation texts; an untrained-size model is near-uniform.
     assert 1.0 < m.metrics["perplexity"] < 2 * 30522 and 0.0 <= m.metrics["mlm_accuracy"] <= 1.0
     model_dir = ctx.stage_dir("pretrain") / "model"

@@ -1,10 +1,11 @@
 """Launch a training job with the ``deepspeed`` launcher, as its own process tree.
 
 The Airflow task (or the CLI) calls :func:`launch`; it writes the job spec and the DeepSpeed
-config, runs ``deepspeed --num_gpus N --module lmchain.train.worker``, streams the ranks' output
-into the task log and ``train.log``, and returns the metrics that rank 0 wrote. Without a GPU the
-same launcher runs CPU ranks (``DS_ACCELERATOR=cpu``, gloo), which is how tests exercise the
-real DeepSpeed path.
+config, runs ``deepspeed --num_gpus N --module <worker>`` (``--hostfile`` for several machines),
+streams the ranks' output into the task log and ``train.log``, and returns the metrics that rank
+0 wrote. Without a GPU the same launcher runs CPU ranks (``DS_ACCELERATOR=cpu``, gloo), which is
+how tests exercise the real DeepSpeed path. Workers: ``lmchain.train.worker`` (fine-tuning) and
+``lmchain.train.pretrain_worker`` (MLM/CLM pretraining).
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ from lmchain.netutil import free_port
 
 
 class TrainingFailed(LmchainError):
-    """The training processes exited with an error."""
+    """The training processes exited with an error.
+
+    ``retryable`` is true when no rank reported a cause of its own (a killed or crashed process,
+    a lost machine): a retry may succeed, and a checkpointed job resumes. A cause reported by the
+    worker (``[lmchain.train error]``: too little data, a bad setting) or a timeout would only
+    fail again.
+    """
+
+    def __init__(self, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def gpu_available() -> bool:
@@ -51,16 +62,35 @@ def ds_config(cfg: TrainCommon, on_gpu: bool) -> dict[str, Any]:
     }
 
 
-def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path) -> dict[str, Any]:
-    """Run one training job; ``spec`` holds the task-specific fields of the worker's spec."""
+def launcher_cmd(cfg: TrainCommon, module: str, spec_path: Path) -> list[str]:
+    """The ``deepspeed`` command: ``ranks`` processes on this machine, or the machines of a hostfile
+    (``host slots=N`` lines; the launcher reaches them with pdsh/ssh, so the code, the data and the
+    checkpoint folder must sit at the same paths on every machine, e.g. a shared file system)."""
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner"]
+    hostfile = getattr(cfg, "hostfile", "")
+    if hostfile:
+        cmd += ["--hostfile", hostfile, "--master_port", str(free_port())]
+        if getattr(cfg, "num_nodes", 0):
+            cmd += ["--num_nodes", str(cfg.num_nodes)]
+        cmd += ["--num_gpus", str(cfg.ranks)]  # per machine
+    else:
+        cmd += ["--num_gpus", str(cfg.ranks), "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    return cmd + ["--module", module, "--spec", str(spec_path)]
+
+
+def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path, module: str = "lmchain.train.worker",
+           ds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one training job; ``spec`` holds the task-specific fields of the worker's spec, ``ds``
+    the DeepSpeed config (default: :func:`ds_config`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     on_gpu = gpu_available()
     spec = {
         **dataclasses.asdict(cfg),  # every training setting, task-specific ones included
         **spec,
-        "ds_config": ds_config(cfg, on_gpu),
+        "ds_config": ds if ds is not None else ds_config(cfg, on_gpu),
         "metrics_file": str(workdir / "metrics.json"),
     }
+    Path(spec["metrics_file"]).unlink(missing_ok=True)  # a stale one must not pass for this job's
     spec_path = workdir / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=2))
 
@@ -72,9 +102,7 @@ def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path) -> dict[str, A
     # The launcher reads torch's thread settings from the parent; let the worker pick them.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(var, None)
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(cfg.ranks),
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-           "--module", "lmchain.train.worker", "--spec", str(spec_path)]
+    cmd = launcher_cmd(cfg, module, spec_path)
 
     log_path = workdir / "train.log"
     tail: deque[str] = deque(maxlen=40)
@@ -87,9 +115,9 @@ def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path) -> dict[str, A
         def pump() -> None:
             for line in proc.stdout:  # type: ignore[union-attr]
                 log.write(line)
+                log.flush()  # readable while the job runs (`tail -f train.log`)
                 tail.append(line.rstrip())
-                if line.startswith("[lmchain.train") or "Error" in line:  # progress and failures
-                    print(line.rstrip(), flush=True)
+                print(line.rstrip(), flush=True)  # every rank's output, into the task log
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
@@ -106,8 +134,11 @@ def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path) -> dict[str, A
     if proc.returncode != 0 or not Path(spec["metrics_file"]).is_file():
         cause = next((l for l in reversed(tail) if "[lmchain.train error]" in l), None) \
             or next((l for l in reversed(tail) if "Error" in l), tail[-1] if tail else "")
+        reported = any("[lmchain.train error]" in l for l in tail)
+        last = "\n".join(list(tail)[-20:])
         raise TrainingFailed(f"training job failed (exit {proc.returncode}): {cause.strip()} "
-                             f"-- full log: {log_path}")
+                             f"-- full log: {log_path}\nlast lines of the log:\n{last}",
+                             retryable=not reported)
     metrics = json.loads(Path(spec["metrics_file"]).read_text())
     metrics["wall_seconds"] = round(time.perf_counter() - t0, 2)
     return metrics

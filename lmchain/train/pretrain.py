@@ -1,20 +1,37 @@
-"""Pretrain: masked-LM training on the gated corpus, as a DeepSpeed job.
+"""Pretrain: masked-LM (BERT-style) or causal-LM (GPT-2-style) training on the gated corpus, as a
+resumable DeepSpeed job.
 
-Texts of the labelled validation and test splits are left out of the pretraining corpus, so
-the model never sees evaluation text, even unlabelled.
+Steps: corpus (texts of the labelled validation and test splits left out, so the model never
+sees evaluation text, even unlabelled) -> tokenizer (the base model's, or one trained on the
+corpus and cached by its hash) -> packed blocks -> DeepSpeed config -> ``deepspeed`` job running
+:mod:`lmchain.train.pretrain_worker` -> held-out LM metrics -> MLflow.
+
+The job's packed data and checkpoints live in ``<run>/pretrain.work/<key>/``, outside the
+stage's temp folder (which a new attempt clears), keyed by everything that shapes training:
+an Airflow retry of a killed job finds the same key and resumes from the latest checkpoint; a
+changed corpus or setting gets a fresh key and starts over.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
 
 from lmchain import registry
-from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, sha256_text
+from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, sha256_file, sha256_text
 from lmchain.config import PretrainConfig
+from lmchain.errors import ConfigError
 from lmchain.train import models
-from lmchain.evaluate.lm import mlm_metrics
-from lmchain.train.launcher import launch
+from lmchain.train.launcher import gpu_available, launch
+
+WORKER = "lmchain.train.pretrain_worker"
+# Settings that do not change what is trained: a retry may change them and still resume.
+NOT_IN_KEY = ("timeout_s", "checkpoint_every", "keep_checkpoints", "peak_tflops", "threads", "enabled", "hostfile")
 
 
 def held_out_hashes(annotate: dict | None) -> set[str]:
@@ -30,6 +47,98 @@ def held_out_texts(annotate: dict | None, limit: int = 512) -> list[str]:
     return [r["text"] for r in read_jsonl(annotate["outputs"]["validation"])][:limit]
 
 
+def write_corpus(corpus: str, held_out: set[str], max_texts: int | None, path: Path) -> tuple[int, int]:
+    n_kept = n_held = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for rec in read_jsonl(corpus):
+            if max_texts is not None and n_kept >= max_texts:
+                break
+            if sha256_text(rec["text"]) in held_out:
+                n_held += 1
+                continue
+            fh.write(json.dumps({"text": rec["text"]}, ensure_ascii=False) + "\n")
+            n_kept += 1
+    return n_kept, n_held
+
+
+def choose_tokenizer(cfg: PretrainConfig, base: dict, objective: str, corpus: Path, cache: Path) -> dict[str, Any]:
+    """-> {"path", "trained", "reused", "kind"}: the base model's tokenizer or one trained on ``corpus``."""
+    from lmchain.train import tokenizer
+
+    train = cfg.tokenizer == "train" or (cfg.tokenizer == "auto" and base["model"] is None)
+    if not train:
+        if not base["tokenizer"]:
+            raise ConfigError(f"pretrain.tokenizer: base model '{cfg.base_model}' has no tokenizer of its own; "
+                              "set pretrain.tokenizer to 'train' (or 'auto')")
+        return {"path": base["tokenizer"], "trained": False, "reused": False, "kind": "base"}
+    if base["model"] is not None:
+        raise ConfigError(f"pretrain.tokenizer: 'train' gives new token ids, which the weights of "
+                          f"'{cfg.base_model}' do not know; use 'base' when continuing from weights, or train a "
+                          "named size from scratch")
+    kind = "wordpiece" if objective == "mlm" else "bpe"
+    path, reused = tokenizer.trained_for(corpus, kind, cfg.tokenizer_vocab_size, cache, cfg.tokenizer_lowercase)
+    return {"path": str(path), "trained": True, "reused": reused, "kind": kind}
+
+
+def world_size(cfg: PretrainConfig) -> int:
+    """Ranks over all machines: ``ranks`` per machine times the machines of the hostfile used."""
+    if not cfg.hostfile:
+        return cfg.ranks
+    hosts = [l.split()[0] for l in Path(cfg.hostfile).expanduser().read_text().splitlines()
+             if l.strip() and not l.lstrip().startswith("#")]
+    return cfg.ranks * (min(cfg.num_nodes, len(hosts)) if cfg.num_nodes else len(hosts))
+
+
+def total_steps(cfg: PretrainConfig, n_blocks: int, world: int) -> int:
+    """Optimizer steps of the job: max_steps, or the epochs over the blocks each rank gets."""
+    per_step = cfg.batch_size * cfg.gradient_accumulation
+    steps_per_epoch = (n_blocks // world) // per_step
+    if steps_per_epoch == 0:
+        raise ConfigError(f"pretrain.batch_size: {n_blocks} blocks of {cfg.block_size} tokens over {world} rank(s) "
+                          f"give less than one step of {cfg.batch_size} x {cfg.gradient_accumulation} blocks per "
+                          "rank; lower batch_size, gradient_accumulation, block_size or ranks, or give more text")
+    return cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
+
+
+def deepspeed_config(cfg: PretrainConfig, on_gpu: bool, steps: int) -> dict[str, Any]:
+    """ZeRO stage, precision (bf16 on GPUs, fp32 on CPU ranks), gradient accumulation and clipping,
+    AdamW and a warm-up-then-decay schedule, all as DeepSpeed config: the job is what it says."""
+    # DeepSpeed's warm-up schedules need at least 2 warm-up steps (they divide by log(warmup)).
+    warmup = max(2, int(steps * cfg.warmup_ratio))
+    if cfg.lr_schedule == "cosine":
+        scheduler = {"type": "WarmupCosineLR", "params": {
+            "total_num_steps": steps, "warmup_num_steps": warmup, "warmup_min_ratio": 0.0, "cos_min_ratio": 0.0,
+            "warmup_type": "linear"}}
+    else:
+        scheduler = {"type": "WarmupDecayLR", "params": {
+            "total_num_steps": steps, "warmup_num_steps": warmup, "warmup_min_lr": 0.0,
+            "warmup_max_lr": cfg.learning_rate, "warmup_type": "linear"}}
+    # torch's AdamW: DeepSpeed's own Adam kernels need a C++/CUDA build at first use.
+    optimizer_params = {"lr": cfg.learning_rate, "betas": [0.9, 0.999], "eps": 1e-8,
+                        "weight_decay": cfg.weight_decay, "torch_adam": True}
+    if on_gpu:
+        optimizer_params["fused"] = True  # torch's fused CUDA AdamW
+    return {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation,
+        "gradient_clipping": cfg.gradient_clipping,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": on_gpu},
+        "optimizer": {"type": "AdamW", "params": optimizer_params},
+        "scheduler": scheduler,
+        "steps_per_print": 10**9,  # the worker logs progress itself
+        "wall_clock_breakdown": False,
+    }
+
+
+def job_key(cfg: PretrainConfig, corpus_sha: str, tokenizer_path: str, objective: str, world: int) -> str:
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_KEY}
+    blob = json.dumps({"settings": settings, "corpus": corpus_sha, "tokenizer": tokenizer_path,
+                       "objective": objective, "world": world}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
     base = models.resolve(cfg.base_model)
     with StageOutput(ctx, "pretrain", dataclasses.asdict(cfg)) as out:
@@ -37,34 +146,81 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
             out.manifest.outputs = {"model": base["model"] or cfg.base_model}
             out.manifest.info = {"skipped": True, "base_model": cfg.base_model}
             return out.manifest
+        objective = models.objective_for(base) if cfg.objective == "auto" else cfg.objective
+
+        # ------------------------------------------------ corpus and tokenizer
         corpus = inputs["gate"]["outputs"]["records"]
-        held_out = held_out_hashes(inputs.get("annotate"))
-        n_kept = n_held = 0
-        with open(out.path("corpus.jsonl"), "w", encoding="utf-8") as fh:
-            for rec in read_jsonl(corpus):
-                if cfg.max_texts is not None and n_kept >= cfg.max_texts:
-                    break
-                if sha256_text(rec["text"]) in held_out:
-                    n_held += 1
-                    continue
-                fh.write(json.dumps({"text": rec["text"]}, ensure_ascii=False) + "\n")
-                n_kept += 1
-        spec = {"task": "mlm", **base, "train_file": str(out.path("corpus.jsonl")),
-                "output_dir": str(out.path("model")), "mlm_probability": cfg.mlm_probability}
-        metrics = launch(spec, cfg, out.path("job"))
-        heldout = held_out_texts(inputs.get("annotate"))
-        if heldout:
-            lm = mlm_metrics(out.path("model"), heldout, cfg.mlm_probability, cfg.max_length, seed=cfg.seed)
-            metrics.update({k: v for k, v in lm.items() if k != "masked_tokens"})
-        mlflow_run = registry.log_training(ctx, ctx.experiment, "pretrain", metrics,
-                              {"base_model": cfg.base_model, "ranks": cfg.ranks, "zero_stage": cfg.zero_stage,
-                               "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
-                               "steps": metrics["steps"], "texts": n_kept})
+        n_kept, n_held = write_corpus(corpus, held_out_hashes(inputs.get("annotate")), cfg.max_texts,
+                                      out.path("corpus.jsonl"))
+        corpus_sha = sha256_file(out.path("corpus.jsonl"))
+        tok = choose_tokenizer(cfg, base, objective, out.path("corpus.jsonl"), ctx.home / "tokenizers")
+
+        # ------------------------------------------------ packed blocks (kept across attempts)
+        from lmchain.train import packing
+
+        world = world_size(cfg)
+        work = ctx.run_dir / "pretrain.work" / job_key(cfg, corpus_sha, tok["path"], objective, world)
+        data_dir = work / "data"
+        if (data_dir / packing.META).is_file():
+            meta = json.loads((data_dir / packing.META).read_text())
+        else:
+            meta = packing.pack(out.path("corpus.jsonl"), tok["path"], cfg.block_size, data_dir, objective)
+        steps = total_steps(cfg, meta["n_blocks"], world)
+
+        # ------------------------------------------------ the DeepSpeed job
+        on_gpu = gpu_available()
+        spec = {**base, "size": cfg.base_model if base["model"] is None else None, "objective": objective,
+                "tokenizer": tok["path"], "data_dir": str(data_dir), "max_steps": steps,
+                "checkpoint_dir": str(work / "checkpoints"), "seen_dir": str(work / "seen"),
+                "output_dir": str(out.path("model"))}
+        params = {"base_model": cfg.base_model, "objective": objective, "ranks": cfg.ranks, "world_size": world,
+                  "zero_stage": cfg.zero_stage, "batch_size": cfg.batch_size,
+                  "gradient_accumulation": cfg.gradient_accumulation, "learning_rate": cfg.learning_rate,
+                  "block_size": cfg.block_size, "steps": steps, "texts": n_kept, "blocks": meta["n_blocks"],
+                  "tokenizer": tok["kind"], "vocab_size": meta["vocab_size"], "lr_schedule": cfg.lr_schedule,
+                  "warmup_ratio": cfg.warmup_ratio, "mlm_probability": cfg.mlm_probability,
+                  "precision": "bf16" if on_gpu else cfg.precision}
+        with registry.stage_run(ctx, ctx.experiment, "pretrain", log_system_metrics=True) as mlflow_run:
+            import mlflow
+
+            mlflow.log_params({f"pretrain.{k}": v for k, v in params.items()})
+            metrics = launch(spec, cfg, out.path("job"), module=WORKER, ds=deepspeed_config(cfg, on_gpu, steps))
+            heldout = held_out_texts(inputs.get("annotate"))
+            if heldout:
+                from lmchain.evaluate.lm import clm_metrics, mlm_metrics
+
+                if objective == "mlm":
+                    lm = mlm_metrics(out.path("model"), heldout, cfg.mlm_probability, cfg.max_length, seed=cfg.seed)
+                else:
+                    lm = clm_metrics(out.path("model"), heldout, cfg.max_length)
+                metrics.update({k: v for k, v in lm.items() if k not in ("masked_tokens", "predicted_tokens")})
+            log_metrics(metrics)
+        (work / "checkpoints").exists() and shutil.rmtree(work / "checkpoints")  # the export is the product
+        (out.path("model") / "lmchain-pretrain.json").write_text(json.dumps(
+            {"objective": objective, "base_model": cfg.base_model, "tokenizer": tok, "steps": steps}, indent=2))
         out.output("model", "model")
         out.manifest.inputs = {"corpus": corpus}
-        out.manifest.counts = {"texts": n_kept, "held_out_texts": n_held}
-        out.manifest.metrics = {k: metrics[k] for k in ("final_loss", "samples_per_second", "train_seconds",
-                                                         "perplexity", "mlm_accuracy") if k in metrics}
-        out.manifest.info = {"base_model": cfg.base_model, "world_size": metrics["world_size"],
-                             "device": metrics["device"], "steps": metrics["steps"], "mlflow_run_id": mlflow_run}
+        out.manifest.counts = {"texts": n_kept, "held_out_texts": n_held, "blocks": meta["n_blocks"],
+                               "tokens": meta["tokens"]}
+        out.manifest.metrics = {k: metrics[k] for k in (
+            "first_loss", "final_loss", "samples_per_second", "tokens_per_second", "mfu", "train_seconds",
+            "perplexity", "mlm_accuracy", "next_token_accuracy") if metrics.get(k) is not None}
+        out.manifest.info = {"base_model": cfg.base_model, "objective": objective, "world_size": metrics["world_size"],
+                             "device": metrics["device"], "steps": metrics["steps"],
+                             "resumed_from_step": metrics["resumed_from_step"], "tokenizer": tok,
+                             "work_dir": str(work), "mlflow_run_id": mlflow_run.info.run_id}
     return out.manifest
+
+
+def log_metrics(metrics: dict[str, Any]) -> None:
+    """Loss curve, throughput, MFU and held-out LM metrics into the active MLflow run."""
+    import mlflow
+
+    for step, loss in metrics.get("losses", []):
+        mlflow.log_metric("pretrain/loss", loss, step=int(step))
+    for key in ("final_loss", "tokens_per_second", "samples_per_second", "mfu", "train_seconds", "wall_seconds",
+                "resumed_from_step", "mlm_loss", "lm_loss", "perplexity", "mlm_accuracy", "next_token_accuracy"):
+        if metrics.get(key) is not None:
+            mlflow.log_metric(f"pretrain/{key}", float(metrics[key]))
+    if metrics.get("mfu") is None:
+        mlflow.set_tag("pretrain.mfu", f"n/a on {metrics.get('device')} (set pretrain.peak_tflops to estimate)")

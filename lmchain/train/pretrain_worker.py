@@ -1,0 +1,257 @@
+"""One pretraining rank (MLM or CLM), launched by the ``deepspeed`` launcher; never imported by a DAG.
+
+Reads the JSON spec written by :mod:`lmchain.train.pretrain`, then: setup -> data -> model ->
+engine (optimizer, warm-up schedule, ZeRO and precision all from the DeepSpeed config) ->
+resume -> loop -> export. The data are packed blocks memory-mapped by every rank; the blocks
+of step s on rank r are a function of (seed, s, r) alone (see :mod:`lmchain.train.packing`),
+and so is the masking, so a job resumed from a checkpoint continues exactly where the killed
+one would have gone. Each rank appends the digests of the blocks it trains on to
+``seen/rank<r>.tsv`` (how tests check that ranks see distinct data). Rank 0 writes
+``metrics.json``; MLflow logging happens in the parent task, so ranks need no tracking server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+
+def mask_tokens(input_ids, special, mask_id: int, vocab_size: int, spec: dict, generator):
+    """BERT masking: pick ``mlm_probability`` of the non-special tokens as targets; of those,
+    ``mask_token_prob`` become [MASK], ``random_token_prob`` a random token, the rest stay."""
+    import torch
+
+    labels = input_ids.clone()
+    probs = torch.full(input_ids.shape, spec["mlm_probability"])
+    probs.masked_fill_(special, 0.0)
+    targets = torch.bernoulli(probs, generator=generator).bool()
+    labels[~targets] = -100
+    draw = torch.rand(input_ids.shape, generator=generator)
+    to_mask = targets & (draw < spec["mask_token_prob"])
+    to_random = targets & ~to_mask & (draw < spec["mask_token_prob"] + spec["random_token_prob"])
+    inputs = input_ids.clone()
+    inputs[to_mask] = mask_id
+    inputs[to_random] = torch.randint(vocab_size, input_ids.shape, generator=generator)[to_random]
+    return inputs, labels
+
+
+def open_seen_log(path: Path, start: int):
+    """This rank's log of the blocks it trained on, cut back to the resumed checkpoint's step: a
+    killed attempt may have logged later steps, or half a line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            fields = line.split("\t")
+            if len(fields) == 4 and fields[0].isdigit() and int(fields[0]) <= start:
+                kept.append(line + "\n")
+    path.write_text("".join(kept), encoding="utf-8")
+    return open(path, "a", encoding="utf-8")
+
+
+def main() -> None:
+    # ---------------------------------------------------------------- setup
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--local_rank", type=int, default=0)  # passed by the launcher
+    spec = json.loads(Path(parser.parse_args().spec).read_text())
+
+    import deepspeed
+    import numpy as np
+    import torch
+    from deepspeed.accelerator import get_accelerator
+
+    from lmchain.train import checkpoint, flops, packing
+    from lmchain.train.optim import decay_groups
+
+    on_gpu = get_accelerator().device_name() == "cuda"
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if on_gpu:
+        torch.cuda.set_device(local_rank)  # before NCCL starts, so each rank talks from its own GPU
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    dist = torch.distributed
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local_world = int(os.environ.get("LOCAL_SIZE", os.environ.get("LOCAL_WORLD_SIZE", world)))
+    if not on_gpu:
+        # Ranks share the machine's cores; oversubscribing them slows every rank down.
+        torch.set_num_threads(spec.get("threads") or max(1, (os.cpu_count() or 1) // local_world))
+    cpu_bf16 = not on_gpu and spec.get("precision") == "bf16"
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cpu_bf16 else nullcontext
+    objective, seed = spec["objective"], spec["seed"]
+    torch.manual_seed(seed)
+
+    def log(msg: str) -> None:
+        if rank == 0:
+            print(f"[lmchain.train {objective}] {msg}", flush=True)
+
+    # ---------------------------------------------------------------- data
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
+    blocks, meta = packing.load(spec["data_dir"])
+    micro_bs = spec["batch_size"]
+    accum = spec["ds_config"]["gradient_accumulation_steps"]
+    micro_per_epoch = packing.rank_share(meta["n_blocks"], world) // micro_bs
+    if micro_per_epoch < accum:
+        print(f"[lmchain.train error] {meta['n_blocks']} blocks of {meta['block_size']} tokens over {world} rank(s) "
+              f"is less than one optimizer step ({accum} micro-batch(es) of {micro_bs} per rank); lower "
+              "batch_size, gradient_accumulation, block_size or ranks, or give more text", flush=True)
+        raise SystemExit(1)
+    steps_per_epoch = micro_per_epoch // accum
+    total_steps = spec["max_steps"] or max(1, math.ceil(steps_per_epoch * spec["epochs"]))
+    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    vocab_size = len(tokenizer)
+
+    def batch_for(step: int, micro: int) -> tuple[dict, np.ndarray]:
+        """Inputs of rank ``rank``'s ``micro``-th micro-batch of optimizer step ``step`` (1-based)."""
+        idx = packing.micro_batch(meta["n_blocks"], seed, rank, world, micro_bs, (step - 1) * accum + micro)
+        ids = torch.from_numpy(blocks[np.sort(idx)].astype(np.int64))  # sorted: sequential mmap reads
+        if objective == "clm":
+            return {"input_ids": ids, "labels": ids}, idx
+        # Masking drawn from (seed, step, micro, rank): the same on a resumed attempt.
+        gen = torch.Generator().manual_seed(hash((seed, step, micro, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
+        inputs, labels = mask_tokens(ids, torch.isin(ids, special_ids), tokenizer.mask_token_id, vocab_size,
+                                     spec, gen)
+        return {"input_ids": inputs, "labels": labels, "attention_mask": torch.ones_like(ids)}, idx
+
+    # ---------------------------------------------------------------- model
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+
+    auto = AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
+    if spec["model"]:  # continue from a checkpoint (e.g. domain-adaptive pretraining of MiniLM)
+        model = auto.from_pretrained(spec["model"])
+    else:  # a named size, from scratch, with the vocabulary of the tokenizer it trains with
+        cfg = dict(spec["config"], vocab_size=vocab_size)
+        for key, tok_id in (("pad_token_id", tokenizer.pad_token_id), ("bos_token_id", tokenizer.bos_token_id),
+                            ("eos_token_id", tokenizer.eos_token_id)):
+            if tok_id is not None:
+                cfg[key] = tok_id
+        model = auto.from_config(AutoConfig.for_model(**cfg))
+    if model.get_input_embeddings().num_embeddings < vocab_size:
+        model.resize_token_embeddings(vocab_size)
+    n_params = sum(p.numel() for p in model.parameters())
+    mcfg = model.config
+    n_layers = getattr(mcfg, "num_hidden_layers", None) or getattr(mcfg, "n_layer")
+    hidden = getattr(mcfg, "hidden_size", None) or getattr(mcfg, "n_embd")
+    flops_per_token = flops.train_flops_per_token(flops.non_embedding_params(model), n_layers, hidden,
+                                                  meta["block_size"], vocab_size)
+
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=decay_groups(model.named_parameters(), spec["weight_decay"]),
+        config=spec["ds_config"])
+    zero_stage = spec["ds_config"]["zero_optimization"]["stage"]
+
+    # ---------------------------------------------------------------- resume
+    ckpt_root = Path(spec["checkpoint_dir"])
+    tag, state = checkpoint.resume(engine, ckpt_root)
+    start = int(state.get("step", 0))
+    losses: list[list[float]] = state.get("losses", [])
+    tokens_before, seconds_before = int(state.get("tokens", 0)), float(state.get("train_seconds", 0.0))
+    if tag:
+        log(f"resumed from checkpoint {ckpt_root / tag}: step {start}/{total_steps}, "
+            f"{state.get('micro_batches', 0)} micro-batches per rank consumed, lr {scheduler.get_last_lr()[0]:.2e}")
+        if start > total_steps:
+            print(f"[lmchain.train error] checkpoint {ckpt_root / tag} is at step {start}, past max_steps "
+                  f"{total_steps}; delete {ckpt_root} to start over", flush=True)
+            raise SystemExit(1)
+    log(f"model {spec['model'] or spec['size']}: {n_params / 1e6:.1f}M parameters, {world} rank(s) on "
+        f"{'cuda' if on_gpu else 'cpu'}{' bf16 autocast' if cpu_bf16 else ''}, ZeRO-{zero_stage}, "
+        f"{torch.get_num_threads()} thread(s)/rank; {meta['n_blocks']} blocks of {meta['block_size']} tokens, "
+        f"{micro_bs} x {accum} per rank per step, {steps_per_epoch} steps/epoch, {total_steps} steps")
+
+    # ---------------------------------------------------------------- loop
+    seen = open_seen_log(Path(spec["seen_dir"]) / f"rank{rank}.tsv", start)
+    every = spec["checkpoint_every"]
+    log_every = max(1, min(spec.get("log_every") or total_steps // 20 or 1, total_steps))
+    tokens_per_step = micro_bs * accum * world * meta["block_size"]
+    engine.train()
+    t0 = time.perf_counter()
+    window_loss = torch.zeros(1, device=engine.device)  # summed on the device: no sync per step
+    for step in range(start + 1, total_steps + 1):
+        for micro in range(accum):
+            batch, idx = batch_for(step, micro)
+            seen.write(f"{step}\t{micro}\t{','.join(map(str, idx.tolist()))}\t"
+                       f"{','.join(packing.block_digest(blocks[i]) for i in idx)}\n")
+            with autocast():
+                loss = engine(**{k: v.to(engine.device) for k, v in batch.items()}).loss
+            engine.backward(loss)
+            engine.step()  # DeepSpeed steps the optimizer and scheduler at the accumulation boundary
+            window_loss += loss.detach().float() / accum
+        if step % log_every == 0 or step == total_steps:
+            mean = window_loss.clone()
+            dist.all_reduce(mean)
+            window = log_every if step % log_every == 0 else step % log_every
+            mean = mean.item() / world / window
+            losses.append([step, mean])
+            log(f"step {step}/{total_steps} loss {mean:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
+                f"{(step - start) * tokens_per_step / (time.perf_counter() - t0):.0f} tokens/s")
+        if step % log_every == 0 or step == total_steps:
+            window_loss.zero_()
+        # The last step's checkpoint is needed only to consolidate ZeRO-3 shards for the export.
+        if (every and step % every == 0 and step < total_steps) or (step == total_steps and zero_stage == 3):
+            seen.flush()
+            elapsed = seconds_before + time.perf_counter() - t0
+            client = {"step": step, "micro_batches": step * accum, "epoch": (step * accum) // micro_per_epoch,
+                      "losses": losses, "tokens": tokens_before + (step - start) * tokens_per_step,
+                      "train_seconds": elapsed}
+            saved = checkpoint.save(engine, ckpt_root, step, client, spec["keep_checkpoints"],
+                                    is_local_leader=local_rank == 0, barrier=dist.barrier)
+            log(f"checkpoint {ckpt_root / saved}")
+    seen.close()
+    if on_gpu:
+        torch.cuda.synchronize()
+    # This attempt's own throughput (a resumed attempt's earlier part ran at another time).
+    train_s = time.perf_counter() - t0
+    steps_run = total_steps - start
+    tokens_run = steps_run * tokens_per_step
+
+    # ---------------------------------------------------------------- export
+    out = Path(spec["output_dir"])
+    final_tag = checkpoint.latest_tag(ckpt_root)
+    if rank == 0:
+        if zero_stage == 3:  # no rank holds the whole model: consolidate the saved shards
+            state_dict = checkpoint.fp32_state_dict(ckpt_root, final_tag)
+            export = auto.from_config(engine.module.config) if not spec["model"] else \
+                auto.from_pretrained(spec["model"])
+            if export.get_input_embeddings().num_embeddings < vocab_size:
+                export.resize_token_embeddings(vocab_size)
+            missing, unexpected = export.load_state_dict(state_dict, strict=False)
+            export.tie_weights()
+            # A checkpoint stores a tied weight once; anything else missing means a broken export.
+            loaded = {p.data_ptr() for k, p in export.state_dict().items() if k in state_dict}
+            untied = [k for k in missing if export.state_dict()[k].data_ptr() not in loaded]
+            if unexpected or untied:
+                raise RuntimeError(f"ZeRO-3 export: keys missing {untied} / unexpected {unexpected}")
+        else:
+            export = engine.module
+        export.save_pretrained(out, state_dict={k: v.float() for k, v in export.state_dict().items()})
+        tokenizer.save_pretrained(out)
+        tok_s = tokens_run / train_s if steps_run else 0.0
+        peak = spec.get("peak_tflops") or (flops.gpu_peak_tflops(torch.cuda.get_device_name()) if on_gpu else None)
+        util = flops.mfu(tok_s, flops_per_token, world, peak)
+        metrics = {
+            "objective": objective, "losses": losses, "first_loss": losses[0][1] if losses else None,
+            "final_loss": losses[-1][1] if losses else None, "steps": total_steps, "resumed_from_step": start,
+            "steps_this_attempt": steps_run, "train_seconds": round(train_s, 2),
+            "train_seconds_all_attempts": round(seconds_before + train_s, 2),
+            "tokens_per_second": round(tok_s, 1), "samples_per_second": round(tok_s / meta["block_size"], 2),
+            "tokens": tokens_before + tokens_run, "flops_per_token": flops_per_token,
+            "peak_tflops_per_device": peak, "mfu": util, "world_size": world,
+            "device": "cuda" if on_gpu else "cpu", "device_name": torch.cuda.get_device_name() if on_gpu else "cpu",
+            "parameters": n_params, "zero_stage": zero_stage, "final_checkpoint": final_tag,
+            "precision": "bf16" if (on_gpu or cpu_bf16) else "fp32", "block_size": meta["block_size"],
+            "vocab_size": vocab_size,
+        }
+        Path(spec["metrics_file"]).write_text(json.dumps(metrics, indent=2))
+        log(f"saved {out}: {metrics['tokens_per_second']:.0f} tokens/s"
+            f"{f', MFU {util:.1%} of {peak:g} TFLOP/s x {world}' if util is not None else ''}")
+    dist.barrier()
+
+
+if __name__ == "__main__":
+    main()
