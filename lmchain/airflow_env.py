@@ -64,3 +64,29 @@ def ensure_db(lm_home: Path) -> None:
     if proc.returncode != 0:
         raise LmchainError(f"`airflow db migrate` failed for {db_url}: {proc.stderr.strip()[-800:]}")
     stamp.write_text(db_url)
+
+
+def scaleout_env(airflow_db: str, broker: str, mlflow_uri: str, secret: str) -> dict[str, str]:
+    """Settings that move the same DAGs from the embedded default onto Airflow's distributed
+    engine: PostgreSQL metadata DB, CeleryExecutor with a Redis broker, an MLflow server.
+
+    ``airflow_db`` is a SQLAlchemy URL (postgresql+psycopg2://...), ``broker`` a Redis URL,
+    ``mlflow_uri`` the tracking server's URL. ``secret`` must be the same for every component
+    (api-server, scheduler, workers): tasks authenticate to the api-server with JWTs signed by it.
+    docker-compose.yml sets the same variables.
+    """
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
+        "AIRFLOW__CELERY__BROKER_URL": broker,
+        # Celery's result backend in the same database ("db+" prefix: Celery's SQLAlchemy backend;
+        # keep "+psycopg2": SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, not installed).
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + airflow_db,
+        # Tasks without a queue (every light stage) go to `default`; training asks for `gpu`.
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": "default",
+        # Airflow's Celery settings plus a fix that lets tasks run process pools (see the module).
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "lmchain.celery_config.CELERY_CONFIG",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret,
+        "AIRFLOW__API__SECRET_KEY": secret,
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+    }
