@@ -142,3 +142,16 @@ def test_stage_aggregates_several_annotators_and_flags_conflicts(ctx, tmp_path):
         agreement_report = json.loads(Path(m.outputs["agreement"]).read_text())
         assert agreement_report["annotators"] == 3 and agreement_report["cohen_kappa"]["ann1|ann2"] == 1.0
         assert 0.5 < agreement_report["fleiss_kappa"] < 1.0
+
+
+def test_a_feedback_correction_wins_and_keeps_its_provenance(ctx, tmp_path):
+    texts = [f"sentence number {i}" for i in range(40)]
+    corpus = _corpus(tmp_path, texts)
+    original = write_lines(tmp_path / "orig.tsv", ["text\tlabel"] + [f"{t}\t{i % 2}" for i, t in enumerate(texts)])
+    fixed = write_records(tmp_path / "feedback.jsonl", [{"text": texts[3], "label": "negative"}])
+    cfg = AnnotateConfig(labels=[LabelSource(path=str(original)),
+                                 LabelSource(path=str(fixed), precedence=1, provenance="feedback")], label_names=NAMES)
+    m = run(cfg, ctx, {"gate": {"outputs": {"records": str(corpus)}}})
+    rows = {r["text"]: r for s in ("train", "validation", "test") for r in read_jsonl(m.outputs[s])}
+    assert rows[texts[3]]["label_name"] == "negative" and rows[texts[3]]["provenance"] == "feedback"
+    assert rows[texts[2]]["provenance"] == "human" and list(read_jsonl(m.outputs["conflicts"])) == []

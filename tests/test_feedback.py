@@ -106,7 +106,7 @@ def test_a_bad_feedback_batch_is_quarantined_and_stops_the_loop(home):
 
 
 def test_corrections_join_the_corpus_and_win_over_the_original_label(home, tmp_path):
-    from lmchain.annotate import load_labels
+    from lmchain.annotate import aggregate_votes, load_votes
 
     original = tmp_path / "orig.tsv"
     original.write_text("sentence\tlabel\nthe plot is thin\t1\nthe cast is great\t1\n")
@@ -118,9 +118,10 @@ def test_corrections_join_the_corpus_and_win_over_the_original_label(home, tmp_p
                                  + json.dumps({"text": "a brand new sentence", "label": "positive"}) + "\n")
     with_fb = with_feedback_labels(cfg, home)
     assert str(labels_path(home)) in [f.path for f in with_fb.collect.files]
-    by_hash, rejects, names, _ = load_labels(with_fb.annotate)
-    got = {text.lower(): raw for text, raw in by_hash.values()}
-    assert got["the plot is thin"] == "negative" and got["the cast is great"] == "1"
+    votes, _, names, _ = load_votes(with_fb.annotate.labels, list(with_fb.annotate.label_names))
+    labels, rejects, _, _ = aggregate_votes(votes, names, "majority")
+    got = {text.lower(): (names[label], provenance) for text, label, _, provenance in labels.values()}
+    assert got["the plot is thin"] == ("negative", "feedback") and got["the cast is great"] == ("positive", "human")
     assert not [r for r in rejects if r.get("reason") == "conflicting_labels"]
 
 

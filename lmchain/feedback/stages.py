@@ -165,6 +165,8 @@ def with_feedback_labels(cfg: PipelineConfig, lm_home: Path) -> PipelineConfig:
     # Not windowed: a nightly run reads only new files, but always all the accumulated feedback.
     collect = dataclasses.replace(cfg.collect, files=[*cfg.collect.files, FileSource(path=str(target),
                                                                                      windowed=False)])
-    annotate = dataclasses.replace(cfg.annotate, labels=[
-        *cfg.annotate.labels, LabelSource(path=str(target), text_field="text", label_field="label", precedence=1)])
+    # Lenient: one odd feedback row becomes a reject rather than failing the night's run.
+    feedback = LabelSource(path=str(target), text_field="text", label_field="label", precedence=1,
+                           provenance="feedback", strict=False)
+    annotate = dataclasses.replace(cfg.annotate, labels=[*cfg.annotate.labels, feedback])
     return dataclasses.replace(cfg, collect=collect, annotate=annotate)
