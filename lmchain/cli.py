@@ -306,6 +306,35 @@ def cmd_curate(args) -> int:
     return 0
 
 
+def cmd_ner(args) -> int:
+    """Fine-tune a token classifier (BIO tags) on CoNLL files with the recipe's finetune settings,
+    or tag sentences with a trained one."""
+    from lmchain.train.ner import Tagger, train_tagger
+
+    if args.model:
+        tagger = Tagger(args.model)
+        for text in args.text:
+            words = text.split()
+            print(" ".join(f"{w}/{t}" for w, t in zip(words, tagger.tag([words])[0])))
+        return 0
+    if not (args.train and args.out):
+        raise LmchainError("lmchain ner: give --train FILE --out DIR to train, or --model DIR --text '...' to tag")
+    import dataclasses
+
+    from lmchain.config import load_config
+    from lmchain.train import models
+
+    cfg = load_config(args.recipe, args.overrides).finetune
+    base = cfg.base_model if cfg.base_model != "pretrain" else "minilm"
+    out = Path(args.out)
+    metrics = train_tagger(dataclasses.replace(cfg, base_model=base), models.resolve(base), args.train,
+                           args.validation, out / "model", out / "job")
+    best = f", best validation entity F1 {metrics['best_macro_f1']:.4f} at step {metrics['best_step']}" \
+        if "best_macro_f1" in metrics else ""
+    print(f"ner: {metrics['steps']} steps in {metrics['train_seconds']:.0f}s{best} -> {out / 'model'}")
+    return 0
+
+
 def cmd_env(args) -> int:
     from lmchain.airflow_env import airflow_env
     from lmchain.artifacts import home
@@ -404,6 +433,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any curate key, e.g. --set curate.c4.enabled=false (repeatable)")
     p.set_defaults(func=cmd_curate)
+
+    p = sub.add_parser("ner", help="train a BIO token classifier on CoNLL files, or tag text with one")
+    _config_args(p)
+    p.add_argument("--train", metavar="FILE", help="CoNLL file: 'token ... tag' per line, blank line between sentences")
+    p.add_argument("--validation", metavar="FILE", help="CoNLL file scored during training (best F1 kept)")
+    p.add_argument("--out", metavar="DIR", help="where the model and job logs go")
+    p.add_argument("--model", metavar="DIR", help="a trained tagger's model folder: tag --text with it")
+    p.add_argument("--text", action="append", default=[], help="a sentence to tag (repeatable; words split on spaces)")
+    p.set_defaults(func=cmd_ner)
 
     p = sub.add_parser("env", help="print exports that point Airflow and MLflow at LMCHAIN_HOME")
     p.set_defaults(func=cmd_env)

@@ -1,12 +1,14 @@
 """One training rank, launched by the ``deepspeed`` launcher (never imported by the DAG).
 
 Reads a JSON spec written by :mod:`lmchain.train.launcher`, then: setup -> data -> model ->
-DeepSpeed engine loop -> save. ``task`` is ``mlm`` (masked-LM pretraining) or ``cls``
-(sequence classification). Every rank reads the whole input and keeps its own contiguous
+DeepSpeed engine loop -> save. ``task`` is ``mlm`` (masked-LM pretraining), ``cls``
+(sequence classification) or ``ner`` (token classification: BIO tags per word, see
+:mod:`lmchain.train.ner`). Every rank reads the whole input and keeps its own contiguous
 slice, so ranks see distinct data and take the same number of steps (allreduce needs that).
 Batches are length-grouped and padded per batch (see :mod:`lmchain.train.batching`).
-For ``cls`` the ranks score the validation split together every ``eval_every`` steps, keep
-the weights with the best macro-F1, stop early after ``patience`` evaluations without gain
+For ``cls`` and ``ner`` the ranks score the validation split together every ``eval_every`` steps,
+keep the weights with the best macro-F1 (``ner``: entity-level F1), stop early after
+``patience`` evaluations without gain
 and save the best weights. Rank 0 writes the model folder and ``metrics.json``; MLflow logging
 happens in the parent task, so ranks need no tracking server.
 """
@@ -24,6 +26,8 @@ from pathlib import Path
 
 from lmchain.train.batching import length_grouped_batches, sorted_batches, word_dropout
 from lmchain.train.optim import accuracy, balanced_class_weights, decay_groups, lr_factor, macro_f1
+
+SUPERVISED = ("cls", "ner")
 
 
 def read_rows(path: str | None) -> list[dict]:
@@ -73,6 +77,10 @@ def main() -> None:
     def encode(rows: list[dict]) -> list[dict]:
         if not rows:
             return []
+        if task == "ner":
+            from lmchain.train.ner import encode_words
+
+            return encode_words(tokenizer, rows, spec["label_names"], spec["max_length"])
         enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=spec["max_length"])
         feats = [{"input_ids": ids, "attention_mask": am} for ids, am in zip(enc["input_ids"], enc["attention_mask"])]
         if task == "cls":
@@ -110,6 +118,11 @@ def main() -> None:
                 batch = [{**f, "input_ids": ids, "attention_mask": [1] * len(ids)} for f in batch
                          for ids in [word_dropout(f["input_ids"], rate, special, aug_rng)]]
             return pad(batch)
+    elif task == "ner":
+        from transformers import DataCollatorForTokenClassification
+
+        collate = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")  # labels padded with -100
+        pad = collate
     else:
         collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=spec["mlm_probability"])
 
@@ -120,16 +133,18 @@ def main() -> None:
                 yield epoch, collate([features[j] for j in idx])
             epoch += 1
 
-    val_rows = read_rows(spec.get("validation_file")) if task == "cls" else []
+    val_rows = read_rows(spec.get("validation_file")) if task in SUPERVISED else []
     val_features = encode(val_rows[rank::world])  # ranks score disjoint shares, then sum counts
 
     # ---------------------------------------------------------------- model
-    from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification
+    from transformers import (AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification,
+                              AutoModelForTokenClassification)
 
-    auto = AutoModelForMaskedLM if task == "mlm" else AutoModelForSequenceClassification
+    auto = {"mlm": AutoModelForMaskedLM, "cls": AutoModelForSequenceClassification,
+            "ner": AutoModelForTokenClassification}[task]
     extra = {}
     names = spec.get("label_names") or []
-    if task == "cls":
+    if task in SUPERVISED:
         extra = {"num_labels": len(names), "id2label": dict(enumerate(names)),
                  "label2id": {n: i for i, n in enumerate(names)}}
     config = AutoConfig.from_pretrained(spec["model"], **extra) if spec["model"] \
@@ -171,11 +186,12 @@ def main() -> None:
             log(f"class weights {[round(w, 3) for w in weights.tolist()]}")
         loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
 
-    def score(feats: list[dict]) -> list[list[int]]:
-        """Confusion matrix over every rank's share; all ranks take the same number of forward
-        passes (ZeRO-3 gathers weights collectively), padding with repeats that are not counted."""
+    def score(feats: list[dict]) -> tuple[float, float]:
+        """(macro-F1, accuracy) over every rank's share (``ner``: entity F1, word accuracy). All ranks
+        take the same number of forward passes (ZeRO-3 gathers weights collectively), padding
+        with repeats that are not counted."""
         k = len(names)
-        counts = torch.zeros(k * k, dtype=torch.long)
+        counts = torch.zeros(k * k if task == "cls" else 5, dtype=torch.long)
         ebs = spec.get("eval_batch_size", 128)
         own = sorted_batches([len(f["input_ids"]) for f in feats], ebs)
         n = torch.tensor([len(own)])
@@ -188,17 +204,28 @@ def main() -> None:
                 batch = pad([feats[j] for j in own[i]] if i < len(own) else features[:1])
                 labels = batch.pop("labels")
                 pred = engine(**{k_: v.to(engine.device) for k_, v in batch.items()}).logits.argmax(-1).cpu()
-                if i < len(own):
+                if i >= len(own):
+                    continue
+                if task == "cls":
                     counts += torch.bincount(labels * k + pred, minlength=k * k)
+                else:
+                    from lmchain.train.ner import span_counts
+
+                    counts += torch.tensor(span_counts(labels.tolist(), pred.tolist(), names))
         engine.train()
         dist.all_reduce(counts)
-        return counts.view(k, k).tolist()
+        if task == "ner":
+            from lmchain.train.ner import f1_from_counts
+
+            return f1_from_counts(counts.tolist())
+        confusion = counts.view(k, k).tolist()
+        return macro_f1(confusion), accuracy(confusion)
 
     # ---------------------------------------------------------------- loop
     from lmchain.train.best import BestWeights
 
     best = BestWeights(engine.module, zero3)
-    has_validation = task == "cls" and dist_sum(len(val_features), torch) > 0
+    has_validation = task in SUPERVISED and dist_sum(len(val_features), torch) > 0
     eval_every = spec.get("eval_every") or steps_per_epoch
     patience = spec.get("patience", 0)
     engine.train()
@@ -226,8 +253,7 @@ def main() -> None:
                 f"{rate:.1f} samples/s")
         if has_validation and (step % eval_every == 0 or step == total_steps):
             te = time.perf_counter()
-            confusion = score(val_features)
-            f1, acc = macro_f1(confusion), accuracy(confusion)
+            f1, acc = score(val_features)
             improved = best.offer(f1, step)
             bad_evals = 0 if improved else bad_evals + 1
             eval_s += time.perf_counter() - te
@@ -246,9 +272,8 @@ def main() -> None:
     report = {}
     if task == "cls" and spec.get("report_file"):
         report_rows = read_rows(spec["report_file"])
-        confusion = score(encode(report_rows[rank::world]))
-        report = {"report_accuracy": accuracy(confusion), "report_macro_f1": macro_f1(confusion),
-                  "report_examples": len(report_rows)}
+        f1, acc = score(encode(report_rows[rank::world]))
+        report = {"report_accuracy": acc, "report_macro_f1": f1, "report_examples": len(report_rows)}
         log(f"report file: accuracy {report['report_accuracy']:.4f} macro-F1 {report['report_macro_f1']:.4f} "
             f"on {len(report_rows)} examples")
 
