@@ -13,7 +13,7 @@ DAPT / without).
 
 Environment: BENCH_DAPT_STEPS (160), BENCH_DAPT_BATCH (32), BENCH_DAPT_BLOCK (64), BENCH_DAPT_RANKS (1),
 BENCH_DAPT_SAMPLES (8000 fine-tuning sentences),
-BENCH_DAPT_PRECISION (bf16).
+BENCH_DAPT_PRECISION (fp32), BENCH_DAPT_DEV (0: all dev sentences).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ BATCH = int(os.environ.get("BENCH_DAPT_BATCH", 32))
 BLOCK = int(os.environ.get("BENCH_DAPT_BLOCK", 64))
 RANKS = int(os.environ.get("BENCH_DAPT_RANKS", 1))
 SAMPLES = int(os.environ.get("BENCH_DAPT_SAMPLES", 8000))
-PRECISION = os.environ.get("BENCH_DAPT_PRECISION", "bf16")  # of the continued pretraining (bf16 matmuls on CPU)
+DEV = int(os.environ.get("BENCH_DAPT_DEV", 0))  # score on the first N dev sentences (0: all)
+PRECISION = os.environ.get("BENCH_DAPT_PRECISION", "fp32")  # of the continued pretraining ("bf16" only pays with AVX512-BF16/AMX)
 NAMES = ["negative", "positive"]
 
 
@@ -68,6 +69,7 @@ def main() -> int:
     folder = sst2_dir(download=False)
     all_train = read_tsv(folder / "train.tsv")
     dev = read_tsv(folder / "dev.tsv")
+    dev = dev[:DEV] if DEV else dev
     shuffled = list(all_train)
     random.Random(0).shuffle(shuffled)
     train, validation = shuffled[:SAMPLES], shuffled[SAMPLES:SAMPLES + 500]

@@ -219,7 +219,7 @@ def test_sigkilled_job_resumes_from_its_checkpoint(ctx, tmp_path):
         pretrain.run(cfg, ctx, inputs)
     watcher.join(timeout=5)
     assert killed and failure.value.retryable  # a killed rank is worth a retry; a bad setting is not
-    assert "last lines of the log" in str(failure.value)
+    assert "killed by signal 9 (SIGKILL)" in str(failure.value) and "last lines of the log" in str(failure.value)
     (work,) = (ctx.run_dir / "pretrain.work").iterdir()
     ckpt = work / "checkpoints"
     saved = int((ckpt / "latest").read_text().strip()[4:])

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -132,7 +134,10 @@ def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path, module: str = 
                 proc.wait()
             reader.join(timeout=10)
     if proc.returncode != 0 or not Path(spec["metrics_file"]).is_file():
+        killed = next((m for l in tail for m in [re.search(r"return code = -(\d+)", l)] if m), None)
         cause = next((l for l in reversed(tail) if "[lmchain.train error]" in l), None) \
+            or (f"a rank was killed by signal {killed.group(1)} ({signal.Signals(int(killed.group(1))).name})"
+                if killed else None) \
             or next((l for l in reversed(tail) if "Error" in l), tail[-1] if tail else "")
         reported = any("[lmchain.train error]" in l for l in tail)
         last = "\n".join(list(tail)[-20:])

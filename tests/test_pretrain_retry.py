@@ -1,0 +1,74 @@
+"""kill -9 of a training process inside a real Airflow run: the pretrain task fails, Airflow's retry
+reruns it, and the job resumes from its checkpoint instead of starting over.
+
+The run is a real ``dag.test()`` of ``lmchain_pipeline`` (tiny recipe, up to pretrain): Airflow
+3.3's dag.test puts a failed task with retries left into up_for_retry and runs it again once
+its retry delay (the DAG's 30 s, with back-off) has passed, as a scheduler would.
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+from conftest import SESSION_HOME, needs_sst2
+
+pytestmark = [pytest.mark.e2e, needs_sst2]
+STEPS = 40
+
+
+def _kill_rank_mid_run(killed: list, stop: threading.Event) -> None:
+    """SIGKILL rank 1's training process once the job has published a checkpoint."""
+    runs = SESSION_HOME / "runs"
+    while not stop.is_set() and not killed:
+        if any(runs.glob("*/pretrain.work/*/checkpoints/latest")):
+            for proc in psutil.process_iter(["cmdline"]):
+                cmd = " ".join(proc.info["cmdline"] or [])
+                if "lmchain.train.pretrain_worker" in cmd and "--local_rank=1" in cmd and str(runs) in cmd:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed.append(proc.pid)
+                    return
+        time.sleep(0.2)
+
+
+def test_airflow_retry_resumes_a_killed_pretrain_job(airflow_db):
+    from lmchain.artifacts import Manifest, RunContext
+    from lmchain.dagrun import load_dag, task_instances
+
+    killed: list[int] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_kill_rank_mid_run, args=(killed, stop), daemon=True)
+    watcher.start()
+    try:
+        dr = load_dag().test(run_conf={
+            "recipe": "tiny", "stop_after": "pretrain",
+            "overrides": [f"pretrain.max_steps={STEPS}", "pretrain.checkpoint_every=5"]})
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+    assert killed, "no checkpoint appeared, so nothing was killed"
+    tis = {t["task_id"]: t for t in task_instances("lmchain_pipeline", dr.run_id)}
+    assert str(dr.state) == "success", tis
+    assert tis["pretrain"]["state"] == "success"
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter_by(dag_id="lmchain_pipeline", run_id=dr.run_id,
+                                                   task_id="pretrain").one()
+        assert ti.try_number == 2  # the killed attempt, then the retry
+
+    ctx = RunContext(dr.run_id)
+    m = Manifest.read(ctx.stage_dir("pretrain"))
+    resumed = m.info["resumed_from_step"]
+    assert 5 <= resumed < STEPS and resumed % 5 == 0  # from a checkpoint, not from zero
+    assert m.info["steps"] == STEPS  # the configured total, not more
+    metrics = json.loads((ctx.stage_dir("pretrain") / "job" / "metrics.json").read_text())
+    assert metrics["steps_this_attempt"] == STEPS - resumed
+    assert [s for s, _ in metrics["losses"]][-1] == STEPS
+    assert m.info["tokenizer"]["trained"] and m.info["tokenizer"]["reused"]  # the retry reused it
