@@ -60,21 +60,22 @@ def sst2() -> tuple[list[dict], list[dict], list[dict]]:
     return train[:SAMPLES], train[SAMPLES:SAMPLES + VALIDATION], dev[:DEV_LIMIT] if DEV_LIMIT else dev
 
 
-def dev_accuracy(model, tokenizer, rows: list[dict]) -> float:
-    """The one scorer for both models: length-sorted batches of 128, no gradients."""
+def dev_correct(model, tokenizer, rows: list[dict]) -> list[bool]:
+    """The one scorer for both models: per dev sentence, right or wrong (length-sorted batches
+    of 128, no gradients)."""
     import torch
 
     model.eval()
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["text"]))
-    correct = 0
+    correct = [False] * len(rows)
     with torch.inference_mode():
         for i in range(0, len(order), 128):
-            batch = [rows[j] for j in order[i:i + 128]]
-            enc = tokenizer([r["text"] for r in batch], padding=True, truncation=True, max_length=128,
+            idx = order[i:i + 128]
+            enc = tokenizer([rows[j]["text"] for j in idx], padding=True, truncation=True, max_length=128,
                             return_tensors="pt")
-            pred = model(**enc).logits.argmax(-1).tolist()
-            correct += sum(p == r["label"] for p, r in zip(pred, batch))
-    return correct / len(rows)
+            for j, p in zip(idx, model(**enc).logits.argmax(-1).tolist()):
+                correct[j] = p == rows[j]["label"]
+    return correct
 
 
 def naive(train: list[dict], dev: list[dict]) -> dict:
@@ -103,7 +104,9 @@ def naive(train: list[dict], dev: list[dict]) -> dict:
         optimizer.zero_grad()
     seconds = time.perf_counter() - t0
     samples = len(order) // 32 * 32
-    return {"samples_per_second": samples / seconds, "seconds": seconds, "acc": dev_accuracy(model, tokenizer, dev)}
+    correct = dev_correct(model, tokenizer, dev)
+    return {"samples_per_second": samples / seconds, "seconds": seconds, "acc": sum(correct) / len(dev),
+            "correct": correct}
 
 
 def lmchain(train: list[dict], validation: list[dict], dev: list[dict], work: Path) -> dict:
@@ -127,8 +130,9 @@ def lmchain(train: list[dict], validation: list[dict], dev: list[dict], work: Pa
     seconds = time.perf_counter() - t0
     model_dir = str(work / "model")
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    acc = dev_accuracy(model, AutoTokenizer.from_pretrained(model_dir), dev)
-    return {"samples_per_second": metrics["samples"] / seconds, "seconds": seconds, "acc": acc,
+    correct = dev_correct(model, AutoTokenizer.from_pretrained(model_dir), dev)
+    return {"samples_per_second": metrics["samples"] / seconds, "seconds": seconds, "acc": sum(correct) / len(dev),
+            "correct": correct,
             "loop_samples_per_second": metrics["samples_per_second"], "best_step": metrics.get("best_step"),
             "steps": metrics["steps"], "settings": settings}
 
@@ -148,8 +152,16 @@ def main() -> None:
     print(f"naive loop: {base['samples_per_second']:.1f} samples/s ({base['seconds']:.0f}s), dev accuracy "
           f"{base['acc']:.4f}; load {os.getloadavg()}", flush=True)
     ratio = ours["samples_per_second"] / base["samples_per_second"]
+    # Is the accuracy difference more than noise? Exact McNemar test on the dev sentences where
+    # exactly one of the two models is right (the promotion gate's test).
+    from lmchain.evaluate.compare import mcnemar_exact
+
+    mc = mcnemar_exact(base["correct"], ours["correct"])
+    print(f"dev sentences only lmchain got right: {mc['only_challenger']}, only the plain loop: "
+          f"{mc['only_champion']}; McNemar p={mc['p_value']:.3f}", flush=True)
     print(f"RESULT finetune ratio={ratio:.2f} acc={ours['acc']:.4f} baseline_acc={base['acc']:.4f} "
-          f"sps={ours['samples_per_second']:.1f} baseline_sps={base['samples_per_second']:.1f}")
+          f"sps={ours['samples_per_second']:.1f} baseline_sps={base['samples_per_second']:.1f} "
+          f"mcnemar_p={mc['p_value']:.3f}")
 
 
 if __name__ == "__main__":

@@ -37,15 +37,30 @@ def _existing_version(name: str, run_id: str):
     return None
 
 
+def signature():
+    """What the pyfunc takes and returns: a ``text`` column in; ``label``, ``label_id`` and a
+    ``scores`` map (label name -> probability) out. Declared rather than inferred: inference
+    would load the model just to guess it, and would type ``scores`` loosely."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import DataType
+    from mlflow.types.schema import ColSpec, Map, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec(DataType.string, "text")]),
+                          outputs=Schema([ColSpec(DataType.string, "label"), ColSpec(DataType.long, "label_id"),
+                                          ColSpec(Map(DataType.double), "scores")]))
+
+
 def _log_model(ctx: RunContext, model_dir: str, name: str, tags: dict[str, str]):
     import mlflow
     import pandas as pd
 
+    # The artifact folder is the fine-tuned model as transformers saved it: weights, config and
+    # the tokenizer, so the registered version is self-contained.
     with registry.active_run(ctx, ctx.experiment):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_MODEL), artifacts={"model_dir": model_dir},
-            code_paths=[str(PACKAGE_DIR)], pip_requirements=_pip_requirements(),
-            input_example=pd.DataFrame({"text": ["a gripping film"]}))
+            code_paths=[str(PACKAGE_DIR)], pip_requirements=_pip_requirements(), signature=signature(),
+            input_example=pd.DataFrame({"text": ["a gripping film", "dull and far too long"]}))
     return mlflow.register_model(info.model_uri, name, tags=tags)
 
 

@@ -79,6 +79,25 @@ def test_clearly_better_challenger_is_promoted_and_handed_to_deploy(models):
     assert tags["lmchain.promoted"] == "true"
 
 
+def test_registered_model_has_signature_input_example_and_tokenizer(models):
+    import mlflow
+    import pandas as pd
+
+    m = _challenge(models, "random", "strong", "tiny-signature")
+    ctx = RunContext("tiny-signature-challenger", model_name="tiny-signature")
+    reg = register(RegisterConfig(model_name="tiny-signature"), ctx,
+                   {"finetune": {"outputs": {"model": str(models["strong"])}, "inputs": {}}, "evaluate": m.to_dict()})
+    uri = f"models:/tiny-signature/{reg.info['version']}"
+    info = mlflow.models.get_model_info(uri)
+    assert info.signature.inputs.input_names() == ["text"]
+    assert info.signature.outputs.input_names() == ["label", "label_id", "scores"]
+    assert info.saved_input_example_info["type"] == "dataframe"
+    folder = registry.local_model(uri)
+    assert (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
+    out = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"text": ["great great", "awful awful"]}))
+    assert list(out.columns) == ["label", "label_id", "scores"] and len(out) == 2
+
+
 def test_slice_regression_blocks_promotion(models):
     m = _challenge(models, "long_only", "flipped_long", "tiny-slice")
     d = m.info["decision"]
