@@ -1,5 +1,5 @@
 """lmchain_pipeline: collect -> curate -> gate -> annotate -> gate_labels -> pretrain -> finetune
--> evaluate -> register -> deploy.
+(one mapped task per hyperparameter-search trial) -> evaluate -> register -> deploy.
 
 Runs nightly (cron in ``LMCHAIN_PIPELINE_SCHEDULE``, default 02:00 UTC), whenever
 ``lmchain_feedback`` decides that enough corrected labels arrived (the feedback-labels asset),
