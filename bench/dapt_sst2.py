@@ -42,7 +42,7 @@ NAMES = ["negative", "positive"]
 def finetune(base_model: str, train: list[dict], validation: list[dict], dev: list[dict], work: Path) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from finetune_throughput import dev_accuracy
+    from finetune_throughput import dev_correct
     from lmchain.config import load_config
     from lmchain.train import finetune as ft, models
 
@@ -56,7 +56,8 @@ def finetune(base_model: str, train: list[dict], validation: list[dict], dev: li
     metrics = ft.train_classifier(cfg, models.resolve(base_model), str(files["train"]), str(files["validation"]),
                                   NAMES, work / "model", work / "job")
     model = AutoModelForSequenceClassification.from_pretrained(work / "model")
-    acc = dev_accuracy(model, AutoTokenizer.from_pretrained(work / "model"), dev)
+    correct = dev_correct(model, AutoTokenizer.from_pretrained(work / "model"), dev)
+    acc = sum(correct) / len(correct)
     return {"acc": acc, "seconds": time.perf_counter() - t0, "steps": metrics["steps"],
             "best_accuracy": metrics.get("best_accuracy")}
 
