@@ -172,6 +172,7 @@ def main() -> None:
     engine.train()
     t0 = time.perf_counter()
     window_loss = torch.zeros(1, device=engine.device)  # summed on the device: no sync per step
+    window_steps = 0
     for step in range(start + 1, total_steps + 1):
         for micro in range(accum):
             batch, idx = batch_for(step, micro)
@@ -182,16 +183,16 @@ def main() -> None:
             engine.backward(loss)
             engine.step()  # DeepSpeed steps the optimizer and scheduler at the accumulation boundary
             window_loss += loss.detach().float() / accum
+        window_steps += 1
         if step % log_every == 0 or step == total_steps:
             mean = window_loss.clone()
             dist.all_reduce(mean)
-            window = log_every if step % log_every == 0 else step % log_every
-            mean = mean.item() / world / window
+            mean = mean.item() / world / window_steps  # steps since the last log line (or the resume)
             losses.append([step, mean])
             log(f"step {step}/{total_steps} loss {mean:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
                 f"{(step - start) * tokens_per_step / (time.perf_counter() - t0):.0f} tokens/s")
-        if step % log_every == 0 or step == total_steps:
             window_loss.zero_()
+            window_steps = 0
         # The last step's checkpoint is needed only to consolidate ZeRO-3 shards for the export.
         if (every and step % every == 0 and step < total_steps) or (step == total_steps and zero_stage == 3):
             seen.flush()
