@@ -1,9 +1,9 @@
 """One training rank, launched by the ``deepspeed`` launcher (never imported by the DAG).
 
 Reads a JSON spec written by :mod:`lmchain.train.launcher`, then: setup -> data -> model ->
-DeepSpeed engine loop -> save. ``task`` is ``mlm`` (masked-LM pretraining), ``cls``
-(sequence classification) or ``ner`` (token classification: BIO tags per word, see
-:mod:`lmchain.train.ner`). Every rank reads the whole input and keeps its own contiguous
+DeepSpeed engine loop -> save. ``task`` is ``cls`` (sequence classification) or ``ner``
+(token classification: BIO tags per word, see :mod:`lmchain.train.ner`); pretraining has its
+own worker, :mod:`lmchain.train.pretrain_worker`. Every rank reads the whole input and keeps its own contiguous
 slice, so ranks see distinct data and take the same number of steps (allreduce needs that).
 Batches are length-grouped and padded per batch (see :mod:`lmchain.train.batching`).
 For ``cls`` and ``ner`` the ranks score the validation split together every ``eval_every`` steps,
@@ -70,7 +70,7 @@ def main() -> None:
             print(f"[lmchain.train {task}] {msg}", flush=True)
 
     # ---------------------------------------------------------------- data
-    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
 
@@ -124,7 +124,8 @@ def main() -> None:
         collate = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")  # labels padded with -100
         pad = collate
     else:
-        collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=spec["mlm_probability"])
+        raise SystemExit(f"unknown task {task!r}: this worker fine-tunes (cls, ner); pretraining runs "
+                         "lmchain.train.pretrain_worker")
 
     def batches():
         epoch = 0
@@ -137,11 +138,9 @@ def main() -> None:
     val_features = encode(val_rows[rank::world])  # ranks score disjoint shares, then sum counts
 
     # ---------------------------------------------------------------- model
-    from transformers import (AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification,
-                              AutoModelForTokenClassification)
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    auto = {"mlm": AutoModelForMaskedLM, "cls": AutoModelForSequenceClassification,
-            "ner": AutoModelForTokenClassification}[task]
+    auto = {"cls": AutoModelForSequenceClassification, "ner": AutoModelForTokenClassification}[task]
     extra = {}
     names = spec.get("label_names") or []
     if task in SUPERVISED:
