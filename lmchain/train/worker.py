@@ -48,6 +48,8 @@ def main() -> None:
     from deepspeed.accelerator import get_accelerator
 
     on_gpu = get_accelerator().device_name() == "cuda"
+    if on_gpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))  # before NCCL starts: one GPU per rank
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     dist = torch.distributed
     rank, world = dist.get_rank(), dist.get_world_size()
