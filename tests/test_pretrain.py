@@ -224,8 +224,11 @@ def test_sigkilled_job_resumes_from_its_checkpoint(ctx, tmp_path):
     ckpt = work / "checkpoints"
     saved = int((ckpt / "latest").read_text().strip()[4:])
     assert 4 <= saved < STEPS and saved % 4 == 0
-    assert not list(ckpt.glob("*.partial"))  # a published checkpoint is never half-written
-    assert len([p for p in ckpt.glob("step*") if p.is_dir()]) <= 2  # pruned
+    # `latest` names a complete folder; the only half-written one is the save the kill interrupted.
+    latest = ckpt / (ckpt / "latest").read_text().strip()
+    assert latest.is_dir() and not latest.name.endswith(".partial")
+    assert all(int(p.name[4:].split(".")[0]) > saved for p in ckpt.glob("*.partial"))
+    assert len([p for p in ckpt.glob("step*") if p.is_dir() and not p.name.endswith(".partial")]) <= 2  # pruned
 
     m = pretrain.run(cfg, ctx, inputs)  # the retry
     assert m.info["resumed_from_step"] == saved and m.info["steps"] == STEPS

@@ -101,12 +101,15 @@ def test_the_model_landed_in_the_mlflow_server(stack, rest_run, tmp_path):
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     import mlflow
 
+    # Both URIs: an earlier test in the same process may have pointed MLflow's registry elsewhere.
     mlflow.set_tracking_uri(stack.mlflow_url)
+    mlflow.set_registry_uri(stack.mlflow_url)
     try:
         local = Path(download_artifacts(artifact_uri=f"models:/lmchain-tiny/{champion.version}",
                                         dst_path=str(tmp_path)))
     finally:
         mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
     assert list(local.rglob("config.json")) and list(local.rglob("model.safetensors"))
     assert not (stack.home / "mlflow" / "mlflow.db").exists()
     deployed = json.loads((stack.home / "deployments" / "current.json").read_text())
