@@ -80,9 +80,9 @@ def run_stage(stage: str, cfg: PipelineConfig, run_id: str, upstream: dict[str, 
 
 def finetune_trials(cfg: PipelineConfig) -> list[int]:
     """Indices of the fine-tune search's trials ([0]: one plain fine-tune); the map of the trial tasks."""
-    from lmchain.train.hpsearch import trial_settings
+    from lmchain.train.hpsearch import trial_count
 
-    return list(range(len(trial_settings(cfg.finetune.search)) or 1))
+    return list(range(trial_count(cfg.finetune.search)))
 
 
 def run_all(cfg: PipelineConfig, run_id: str, stages: tuple[str, ...] = STAGES,

@@ -73,10 +73,8 @@ def run(cfg: FinetuneConfig, ctx: RunContext, inputs: dict) -> Manifest:
     (in Airflow the trials are mapped tasks calling :func:`run_trial`, then :func:`select`)."""
     from lmchain.train import hpsearch
 
-    settings = hpsearch.trial_settings(cfg.search)
-    if not settings:
-        return train_stage(cfg, ctx, inputs, "finetune")
-    return select(cfg, ctx, [run_trial(cfg, ctx, inputs, i).to_dict() for i in range(len(settings))])
+    trials = [run_trial(cfg, ctx, inputs, i).to_dict() for i in range(hpsearch.trial_count(cfg.search))]
+    return select(cfg, ctx, trials)
 
 
 def run_trial(cfg: FinetuneConfig, ctx: RunContext, inputs: dict, index: int) -> Manifest:

@@ -36,6 +36,11 @@ def trial_settings(search: SearchConfig) -> list[dict[str, Any]]:
     return grid
 
 
+def trial_count(search: SearchConfig) -> int:
+    """Trials to run: one per setting, or 1 (the plain fine-tune) when the search is off."""
+    return len(trial_settings(search)) or 1
+
+
 def trial_config(cfg: FinetuneConfig, settings: dict[str, Any]) -> FinetuneConfig:
     """The fine-tune config of one trial (validated like any other config)."""
     try:
