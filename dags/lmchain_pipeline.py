@@ -1,25 +1,23 @@
 """lmchain_pipeline: collect -> curate -> gate -> annotate -> gate_labels -> pretrain -> finetune
 (one mapped task per hyperparameter-search trial) -> evaluate -> register -> deploy.
 
-Runs nightly (cron in ``LMCHAIN_PIPELINE_SCHEDULE``, default 02:00 UTC), whenever
+Runs nightly (cron in ``LMCHAIN_PIPELINE_SCHEDULE``, default 02:00 UTC; the params of scheduled
+runs in ``LMCHAIN_PIPELINE_PARAMS``), whenever
 ``lmchain_feedback`` decides that enough corrected labels arrived (the feedback-labels asset),
 and from the UI's trigger form. Wiring only: every task runs ``lmchain.airflow_tasks.stage_task``
 for one stage, and tasks pass small manifests (URIs, counts, metrics) through XCom, never data.
 """
 
-import os
 from datetime import timedelta
 
 from airflow.sdk import dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
-from airflow.timetables.trigger import CronTriggerTimetable
 
 from lmchain.airflow_tasks import (finetune_select_task, finetune_trial_task, finetune_trials_task, params_schema,
                                    stage_task)
 from lmchain.assets import CHAMPION_MODEL, CURATED_CORPUS, FEEDBACK_LABELS, LABELLED_SET
 from lmchain.notify import on_failure
-
-NIGHTLY = os.environ.get("LMCHAIN_PIPELINE_SCHEDULE", "0 2 * * *")
+from lmchain.schedule import nightly_timetable
 
 default_args = {
     "owner": "lmchain",
@@ -51,9 +49,9 @@ def finetune(**upstream):
 
 @dag(
     dag_id="lmchain_pipeline",
-    # The nightly run's data interval is the day before it: collect reads what arrived in it.
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(NIGHTLY, timezone="UTC", interval=timedelta(days=1)),
-                                 assets=FEEDBACK_LABELS),
+    # A scheduled run's data interval is the period since the previous fire of the cron: collect
+    # reads what arrived in it (lmchain.schedule).
+    schedule=AssetOrTimeSchedule(timetable=nightly_timetable(), assets=FEEDBACK_LABELS),
     catchup=False,
     max_active_runs=1,
     default_args=default_args,

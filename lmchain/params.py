@@ -22,8 +22,52 @@ def recipes() -> list[str]:
     return sorted(p.stem for p in CONFIGS.glob("*.yaml")) or [DEFAULT_RECIPE]
 
 
+PARAMS_ENV = "LMCHAIN_PIPELINE_PARAMS"
+
+
 def schema() -> dict[str, dict[str, Any]]:
-    """Field name -> (default, JSON schema keywords); wrapped into Airflow Params by the DAG."""
+    """Field name -> (default, JSON schema keywords); wrapped into Airflow Params by the DAG.
+
+    ``LMCHAIN_PIPELINE_PARAMS`` (a JSON object of fields) replaces defaults: those are the params
+    of every run that passes none, i.e. the nightly runs, and the values the form starts with.
+    """
+    fields = _fields()
+    for name, value in deployment_defaults(fields).items():
+        fields[name]["default"] = value
+    return fields
+
+
+def deployment_defaults(fields: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The operator's defaults from ``LMCHAIN_PIPELINE_PARAMS``, each checked against its field's
+    schema, so a typo fails the DAG's import with the field's name instead of a run at 02:00."""
+    import os
+
+    import jsonschema
+
+    from lmchain.errors import ConfigError
+
+    raw = os.environ.get(PARAMS_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        values = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{PARAMS_ENV} is not JSON ({exc}); e.g. '{{\"recipe\": \"sst2\"}}'") from exc
+    fields = fields or _fields()
+    if not isinstance(values, dict):
+        raise ConfigError(f"{PARAMS_ENV} must be a JSON object of form fields, e.g. '{{\"recipe\": \"sst2\"}}'")
+    for name, value in values.items():
+        if name not in fields:
+            raise ConfigError(f"{PARAMS_ENV}: unknown field {name!r}; fields: {', '.join(fields)}")
+        spec = {k: v for k, v in fields[name].items() if k not in ("default", "title", "description", "examples")}
+        try:
+            jsonschema.validate(value, spec)
+        except jsonschema.ValidationError as exc:
+            raise ConfigError(f"{PARAMS_ENV}: {name}={value!r} is invalid: {exc.message}") from exc
+    return values
+
+
+def _fields() -> dict[str, dict[str, Any]]:
     return {
         "recipe": {"default": DEFAULT_RECIPE, "type": "string", "enum": recipes(), "title": "Recipe",
                    "description": "YAML recipe in configs/: what to collect, how to train, where to deploy."},

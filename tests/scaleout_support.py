@@ -162,8 +162,7 @@ def start_stack(root: Path) -> Stack:
         "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
         # DAGs stay paused at creation (Airflow's default): the test unpauses only the pipeline, so
         # the feedback DAG's half-hourly schedule never starts a run here. The nightly schedule is
-        # moved 12 hours away from now: Airflow schedules the previous cron time of a new DAG when
-        # it lies within a tenth of the interval, which would start a full demo run.
+        # moved 12 hours away from now, so no scheduled run (a full demo) can start during the test.
         "LMCHAIN_PIPELINE_SCHEDULE": _twelve_hours_away(),
     }
     stack = Stack(home, env, f"http://127.0.0.1:{api_port}", mlflow_url, logs)

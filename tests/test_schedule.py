@@ -57,3 +57,47 @@ def test_only_scheduled_runs_are_windowed():
     assert window_overrides(_context("manual", start, end)) == []
     assert window_overrides(_context("asset_triggered", start, end)) == []
     assert window_overrides(_context("scheduled", end, end)) == []  # no interval: nothing to window
+
+
+def test_a_scheduled_runs_window_is_the_period_since_the_previous_fire():
+    from lmchain.schedule import cron_period, nightly_timetable
+
+    assert cron_period("0 2 * * *") == timedelta(days=1)
+    assert cron_period("*/15 * * * *") == timedelta(minutes=15)
+    assert cron_period("0 2 * * 1-5") == timedelta(days=3)  # Monday's run covers the weekend
+    assert nightly_timetable("0 * * * *").serialize()["interval"] == 3600.0
+
+
+def test_unpausing_never_starts_a_run_for_a_fire_time_already_past():
+    from airflow.timetables.base import TimeRestriction
+
+    from lmchain.schedule import nightly_timetable
+
+    now = datetime.now(timezone.utc)
+    just_fired = now - timedelta(minutes=1)
+    cron = f"{just_fired.minute} {just_fired.hour} * * *"  # Airflow's default would run this at once
+    info = nightly_timetable(cron).next_dagrun_info(
+        last_automated_data_interval=None, restriction=TimeRestriction(earliest=None, latest=None, catchup=False))
+    assert info.run_after > now
+    assert info.data_interval.end - info.data_interval.start == timedelta(days=1)
+
+
+def test_a_bad_cron_or_bad_nightly_params_name_the_variable(monkeypatch):
+    import pytest
+
+    from lmchain import params
+    from lmchain.errors import ConfigError
+    from lmchain.schedule import cron_period
+
+    with pytest.raises(ConfigError, match="LMCHAIN_PIPELINE_SCHEDULE='every night' is not a cron expression"):
+        cron_period("every night")
+    monkeypatch.setenv("LMCHAIN_PIPELINE_PARAMS", '{"recipe": "tiny", "stop_after": "collect"}')
+    fields = params.schema()
+    assert fields["recipe"]["default"] == "tiny" and fields["stop_after"]["default"] == "collect"
+    for raw, message in [('{"recipe": "nope"}', "recipe='nope' is invalid"),
+                         ('{"epoch": 2}', "unknown field 'epoch'"),
+                         ('{"epochs": -1}', "epochs=-1 is invalid"),
+                         ("recipe=tiny", "is not JSON")]:
+        monkeypatch.setenv("LMCHAIN_PIPELINE_PARAMS", raw)
+        with pytest.raises(ConfigError, match=message):
+            params.schema()
