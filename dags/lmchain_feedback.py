@@ -7,18 +7,17 @@ stages live in ``lmchain.feedback.stages``.
 """
 
 import os
-from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from lmchain.airflow_tasks import feedback_task, params_schema
+from lmchain.airflow_tasks import feedback_task, params_schema, retry_delay
 from lmchain.assets import FEEDBACK_LABELS
 from lmchain.notify import on_failure
 
 default_args = {
     "owner": "lmchain",
     "retries": 2,
-    "retry_delay": timedelta(seconds=30),
+    "retry_delay": retry_delay(),
     "on_failure_callback": on_failure,
 }
 

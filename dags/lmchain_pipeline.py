@@ -14,7 +14,7 @@ from airflow.sdk import dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
 
 from lmchain.airflow_tasks import (finetune_select_task, finetune_trial_task, finetune_trials_task, params_schema,
-                                   stage_task)
+                                   retry_delay, stage_task)
 from lmchain.assets import CHAMPION_MODEL, CURATED_CORPUS, FEEDBACK_LABELS, LABELLED_SET
 from lmchain.notify import on_failure
 from lmchain.schedule import nightly_timetable
@@ -22,7 +22,7 @@ from lmchain.schedule import nightly_timetable
 default_args = {
     "owner": "lmchain",
     "retries": 2,
-    "retry_delay": timedelta(seconds=30),
+    "retry_delay": retry_delay(),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
     "on_failure_callback": on_failure,

@@ -7,7 +7,10 @@ until a task actually runs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datetime import timedelta
 
 
 def params_schema(fields: list[str] | None = None) -> dict[str, Any]:
@@ -19,6 +22,24 @@ def params_schema(fields: list[str] | None = None) -> dict[str, Any]:
 
     return {name: Param(spec.pop("default"), **spec) for name, spec in schema().items()
             if fields is None or name in fields}
+
+
+def retry_delay() -> "timedelta":
+    """The wait before a failed task's first retry: ``LMCHAIN_RETRY_DELAY_S`` seconds (default
+    30), doubled for each later retry up to 10 minutes."""
+    import os
+    from datetime import timedelta
+
+    from lmchain.errors import ConfigError
+
+    raw = os.environ.get("LMCHAIN_RETRY_DELAY_S", "").strip() or "30"
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise ConfigError(f"LMCHAIN_RETRY_DELAY_S={raw!r} must be a number of seconds between 0 and 3600")
+    return timedelta(seconds=seconds)
 
 
 def effective_params(context: dict[str, Any]) -> dict[str, Any]:

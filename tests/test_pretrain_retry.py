@@ -3,7 +3,7 @@ reruns it, and the job resumes from its checkpoint instead of starting over.
 
 The run is a real ``dag.test()`` of ``lmchain_pipeline`` (tiny recipe, up to pretrain): Airflow
 3.3's dag.test puts a failed task with retries left into up_for_retry and runs it again once
-its retry delay (the DAG's 30 s, with back-off) has passed, as a scheduler would.
+its retry delay has passed, as a scheduler would.
 """
 
 import json
@@ -35,9 +35,11 @@ def _kill_rank_mid_run(killed: list, stop: threading.Event) -> None:
         time.sleep(0.2)
 
 
-def test_airflow_retry_resumes_a_killed_pretrain_job(airflow_db):
+def test_airflow_retry_resumes_a_killed_pretrain_job(airflow_db, monkeypatch):
     from lmchain.artifacts import Manifest, RunContext
     from lmchain.dagrun import load_dag, task_instances
+
+    monkeypatch.setenv("LMCHAIN_RETRY_DELAY_S", "2")  # the DAG's retry wait (30 s by default)
 
     killed: list[int] = []
     stop = threading.Event()

@@ -86,6 +86,7 @@ def test_a_bad_cron_or_bad_nightly_params_name_the_variable(monkeypatch):
     import pytest
 
     from lmchain import params
+    from lmchain.airflow_tasks import retry_delay
     from lmchain.errors import ConfigError
     from lmchain.schedule import cron_period
 
@@ -101,3 +102,8 @@ def test_a_bad_cron_or_bad_nightly_params_name_the_variable(monkeypatch):
         monkeypatch.setenv("LMCHAIN_PIPELINE_PARAMS", raw)
         with pytest.raises(ConfigError, match=message):
             params.schema()
+    monkeypatch.setenv("LMCHAIN_RETRY_DELAY_S", "soon")
+    with pytest.raises(ConfigError, match="LMCHAIN_RETRY_DELAY_S='soon' must be a number of seconds"):
+        retry_delay()
+    monkeypatch.setenv("LMCHAIN_RETRY_DELAY_S", "5")
+    assert retry_delay() == timedelta(seconds=5)

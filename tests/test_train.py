@@ -25,10 +25,11 @@ def _labelled(tmp_path, n=96):
     return {"gate": {"outputs": {"records": str(corpus)}}, "annotate": {"outputs": paths}}
 
 
-@pytest.mark.parametrize("zero_stage", [0, 2])
-def test_pretrain_two_cpu_ranks_then_finetune(ctx, tmp_path, zero_stage):
+def test_pretrain_two_cpu_ranks_then_finetune(ctx, tmp_path):
+    # ZeRO-0 (plain data parallel): ZeRO-2 pretraining is tests/test_pretrain.py's, and the tiny
+    # recipe of the end-to-end test pretrains with ZeRO-2 then fine-tunes.
     inputs = _labelled(tmp_path)
-    m = pretrain.run(PretrainConfig(base_model="tiny-bert", ranks=2, zero_stage=zero_stage, batch_size=8,
+    m = pretrain.run(PretrainConfig(base_model="tiny-bert", ranks=2, zero_stage=0, batch_size=8,
                                     block_size=16, max_steps=3), ctx, inputs)
     assert m.info["world_size"] == 2 and m.info["device"] == "cpu" and m.info["steps"] == 3
     assert (m.counts["texts"], m.counts["held_out_texts"]) == (64, 32)  # validation + test text kept out

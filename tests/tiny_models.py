@@ -30,7 +30,7 @@ def dataset(n_short: int, n_long: int, offset: int = 0) -> list[dict]:
     return [example(offset + i, False) for i in range(n_short)] + [example(offset + i, True) for i in range(n_long)]
 
 
-def train_tiny(path: Path, rows: list[dict], steps: int = 150, seed: int = 0) -> Path:
+def train_tiny(path: Path, rows: list[dict], steps: int = 60, seed: int = 0) -> Path:
     """A tiny BERT classifier trained with a plain torch loop (fixture, not the product path)."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
