@@ -9,6 +9,7 @@ into ``--set``-style overrides is plain Python, shared by the tasks and the test
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,6 @@ def schema() -> dict[str, dict[str, Any]]:
 def deployment_defaults(fields: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The operator's defaults from ``LMCHAIN_PIPELINE_PARAMS``, each checked against its field's
     schema, so a typo fails the DAG's import with the field's name instead of a run at 02:00."""
-    import os
-
     import jsonschema
 
     from lmchain.errors import ConfigError

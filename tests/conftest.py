@@ -26,6 +26,18 @@ from lmchain import airflow_env  # noqa: E402
 airflow_env.apply(SESSION_HOME)
 
 
+# The longest modules, longest first. `make test` runs two pytest-xdist workers that take whole
+# modules in collection order; starting these first keeps one long module from running alone at
+# the end while the other worker idles.
+LONGEST_FIRST = ("test_scaleout.py", "test_e2e.py", "test_nightly.py", "test_pretrain.py", "test_hpsearch.py",
+                 "test_pretrain_retry.py", "test_train_finetune.py", "test_feedback.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise kept
+
+
 def sst2_dir() -> Path | None:
     from lmchain.datasets import sst2_dir as find
     from lmchain.errors import InputError

@@ -68,6 +68,8 @@ def test_consecutive_scheduled_runs_each_collect_only_their_new_data(tmp_path):
                                                         "sources": [f"{incoming}/*.tsv"]}),
                 # Two task slots are plenty for collect-only runs, and start faster than 32.
                 "AIRFLOW__CORE__PARALLELISM": "2",
+                # The scheduler's log server: not Airflow's fixed 8793, which another test's may hold.
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port("127.0.0.1")),
                 "PATH": f"{BIN}:{env.get('PATH', '')}"})
     (home / "airflow").mkdir(parents=True)
     db = home / "airflow" / "airflow.db"
