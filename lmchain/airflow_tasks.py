@@ -56,13 +56,14 @@ def effective_params(context: dict[str, Any]) -> dict[str, Any]:
 
 
 def window_overrides(context: dict[str, Any]) -> list[str]:
-    """A scheduled (nightly) run collects only files that arrived in its data interval; runs from
-    the UI, the API or the feedback loop read their sources in full."""
+    """A scheduled (nightly) run, or a backfill of past nights, collects only files that arrived in
+    its data interval; runs from the UI, the API or the feedback loop read their sources in full."""
     import json
 
     dag_run = context.get("dag_run")
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
-    if "scheduled" not in str(getattr(dag_run, "run_type", "")).lower() or not start or not end or start == end:
+    run_type = str(getattr(dag_run, "run_type", "")).lower()
+    if not any(kind in run_type for kind in ("scheduled", "backfill")) or not start or not end or start == end:
         return []
     return [f"collect.modified_after={json.dumps(start.isoformat())}",
             f"collect.modified_before={json.dumps(end.isoformat())}"]

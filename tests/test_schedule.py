@@ -50,10 +50,11 @@ def test_two_consecutive_nights_each_collect_only_their_new_data(tmp_path):
     assert texts1b == texts1 and again.hashes["records"] == first.hashes["records"]
 
 
-def test_only_scheduled_runs_are_windowed():
+def test_only_scheduled_and_backfill_runs_are_windowed():
     start, end = DAY, DAY + timedelta(days=1)
     assert window_overrides(_context("scheduled", start, end)) == [
         'collect.modified_after="2026-11-20T02:00:00+00:00"', 'collect.modified_before="2026-11-21T02:00:00+00:00"']
+    assert window_overrides(_context("backfill", start, end)) == window_overrides(_context("scheduled", start, end))
     assert window_overrides(_context("manual", start, end)) == []
     assert window_overrides(_context("asset_triggered", start, end)) == []
     assert window_overrides(_context("scheduled", end, end)) == []  # no interval: nothing to window
