@@ -12,12 +12,9 @@ one would have gone. Each rank appends the digests of the blocks it trains on to
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 
@@ -56,38 +53,19 @@ def open_seen_log(path: Path, start: int):
 
 def main() -> None:
     # ---------------------------------------------------------------- setup
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--spec", required=True)
-    parser.add_argument("--local_rank", type=int, default=0)  # passed by the launcher
-    spec = json.loads(Path(parser.parse_args().spec).read_text())
-
     import deepspeed
     import numpy as np
     import torch
-    from deepspeed.accelerator import get_accelerator
 
     from lmchain.train import checkpoint, flops, packing
     from lmchain.train.optim import decay_groups
+    from lmchain.train.rank import init_rank
 
-    on_gpu = get_accelerator().device_name() == "cuda"
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if on_gpu:
-        torch.cuda.set_device(local_rank)  # before NCCL starts, so each rank talks from its own GPU
-    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
-    dist = torch.distributed
-    rank, world = dist.get_rank(), dist.get_world_size()
-    local_world = int(os.environ.get("LOCAL_SIZE", os.environ.get("LOCAL_WORLD_SIZE", world)))
-    if not on_gpu:
-        # Ranks share the machine's cores; oversubscribing them slows every rank down.
-        torch.set_num_threads(spec.get("threads") or max(1, (os.cpu_count() or 1) // local_world))
-    cpu_bf16 = not on_gpu and spec.get("precision") == "bf16"
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cpu_bf16 else nullcontext
+    r = init_rank()
+    spec, rank, world, local_rank, on_gpu, cpu_bf16, autocast, dist = (
+        r.spec, r.rank, r.world, r.local_rank, r.on_gpu, r.cpu_bf16, r.autocast, r.dist)
     objective, seed = spec["objective"], spec["seed"]
-    torch.manual_seed(seed)
-
-    def log(msg: str) -> None:
-        if rank == 0:
-            print(f"[lmchain.train {objective}] {msg}", flush=True)
+    log = r.logger(objective)
 
     # ---------------------------------------------------------------- data
     from transformers import AutoTokenizer

@@ -15,17 +15,15 @@ happens in the parent task, so ranks need no tracking server.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import random
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 from lmchain.train.batching import length_grouped_batches, sorted_batches, word_dropout
 from lmchain.train.optim import accuracy, balanced_class_weights, decay_groups, lr_factor, macro_f1
+from lmchain.train.rank import init_rank
 
 SUPERVISED = ("cls", "ner")
 
@@ -38,38 +36,14 @@ def read_rows(path: str | None) -> list[dict]:
 
 def main() -> None:
     # ---------------------------------------------------------------- setup
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--spec", required=True)
-    parser.add_argument("--local_rank", type=int, default=0)  # passed by the launcher
-    spec = json.loads(Path(parser.parse_args().spec).read_text())
-
     import deepspeed
     import torch
-    from deepspeed.accelerator import get_accelerator
 
-    on_gpu = get_accelerator().device_name() == "cuda"
-    if on_gpu:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))  # before NCCL starts: one GPU per rank
-    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
-    dist = torch.distributed
-    rank, world = dist.get_rank(), dist.get_world_size()
-    local_world = int(os.environ.get("LOCAL_SIZE", os.environ.get("LOCAL_WORLD_SIZE", world)))
-    if not on_gpu:
-        # Ranks share the machine's cores; oversubscribing them slows every rank down.
-        torch.set_num_threads(spec.get("threads") or max(1, (os.cpu_count() or 1) // local_world))
-    device = torch.device(get_accelerator().device_name(), int(os.environ.get("LOCAL_RANK", 0))) if on_gpu \
-        else torch.device("cpu")
-    # GPUs run bf16 through DeepSpeed's config; CPU ranks may autocast matmuls to bf16.
-    cpu_bf16 = not on_gpu and spec.get("precision") == "bf16"
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cpu_bf16 else nullcontext
-    seed = spec["seed"]
-    random.seed(seed)
-    torch.manual_seed(seed)
-    task = spec["task"]
-
-    def log(msg: str) -> None:
-        if rank == 0:
-            print(f"[lmchain.train {task}] {msg}", flush=True)
+    r = init_rank()
+    spec, rank, world, on_gpu, device, cpu_bf16, autocast, dist = (
+        r.spec, r.rank, r.world, r.on_gpu, r.device, r.cpu_bf16, r.autocast, r.dist)
+    seed, task = spec["seed"], spec["task"]
+    log = r.logger(task)
 
     # ---------------------------------------------------------------- data
     from transformers import AutoTokenizer
