@@ -35,7 +35,9 @@ def main() -> None:
             result = bench.lmchain(train, validation, dev, Path(tmp))
             metrics = json.loads((Path(tmp) / "job" / "metrics.json").read_text())
         row = {"set": candidate, "val_macro_f1": metrics["best_macro_f1"], "val_acc": metrics["best_accuracy"],
-               "dev_acc": result["acc"], "best_step": result["best_step"], "steps": result["steps"]}
+               "dev_acc": result["acc"], "best_step": result["best_step"], "steps": result["steps"],
+               "samples_per_second": round(result["samples_per_second"], 1),
+               "loop_samples_per_second": round(result["loop_samples_per_second"], 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     best = max(rows, key=lambda r: r["val_macro_f1"])  # validation only; ties: the earlier candidate

@@ -58,9 +58,11 @@ def rest_run(stack, api):
 
 
 def launched_deepspeed(stack, run_id: str, task_id: str) -> bool:
-    """Whether the task's log shows it started the DeepSpeed launcher (lmchain.train.launcher)."""
+    """Whether the task's log shows it started a training job (lmchain.train.launcher's "launching:"
+    line: the deepspeed launcher, or a single rank program directly) whose ranks built a DeepSpeed engine."""
     folder = stack.home / "airflow" / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
-    return any("deepspeed.launcher.runner" in log.read_text(errors="replace") for log in folder.rglob("*.log"))
+    texts = [log.read_text(errors="replace") for log in folder.rglob("*.log")]
+    return any("launching:" in t and "lmchain.train." in t and "DeepSpeed" in t for t in texts)
 
 
 def test_the_pipeline_succeeds_on_celery(stack, rest_run):

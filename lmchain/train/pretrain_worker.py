@@ -138,7 +138,7 @@ def main() -> None:
                   f"{total_steps}; delete {ckpt_root} to start over", flush=True)
             raise SystemExit(1)
     log(f"model {spec['model'] or spec['size']}: {n_params / 1e6:.1f}M parameters, {world} rank(s) on "
-        f"{'cuda' if on_gpu else 'cpu'}{' bf16 autocast' if cpu_bf16 else ''}, ZeRO-{zero_stage}, "
+        f"{'cuda' if on_gpu else 'cpu'}{' bf16 autocast' if cpu_bf16 else ''}, DeepSpeed ZeRO-{zero_stage}, "
         f"{torch.get_num_threads()} thread(s)/rank; {meta['n_blocks']} blocks of {meta['block_size']} tokens, "
         f"{micro_bs} x {accum} per rank per step, {steps_per_epoch} steps/epoch, {total_steps} steps")
 
