@@ -73,9 +73,11 @@ def single_process(cfg: TrainCommon) -> bool:
 
 
 def launcher_cmd(cfg: TrainCommon, module: str, spec_path: Path) -> list[str]:
-    """The ``deepspeed`` command: ``ranks`` processes on this machine, or the machines of a hostfile
-    (``host slots=N`` lines; the launcher reaches them with pdsh/ssh, so the code, the data and the
-    checkpoint folder must sit at the same paths on every machine, e.g. a shared file system)."""
+    """The job's command: the rank program itself for a single local rank (:func:`single_process`),
+    else the ``deepspeed`` launcher with ``ranks`` processes on this machine, or on the machines of
+    a hostfile (``host slots=N`` lines; the launcher reaches them with pdsh/ssh, so the code, the
+    data and the checkpoint folder must sit at the same paths on every machine, e.g. a shared file
+    system)."""
     if single_process(cfg):
         return [sys.executable, "-m", module, "--spec", str(spec_path)]
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner"]
