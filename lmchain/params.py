@@ -38,7 +38,7 @@ def schema() -> dict[str, dict[str, Any]]:
     return fields
 
 
-def deployment_defaults(fields: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def deployment_defaults(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The operator's defaults from ``LMCHAIN_PIPELINE_PARAMS``, each checked against its field's
     schema, so a typo fails the DAG's import with the field's name instead of a run at 02:00."""
     import jsonschema
@@ -52,7 +52,6 @@ def deployment_defaults(fields: dict[str, dict[str, Any]] | None = None) -> dict
         values = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{PARAMS_ENV} is not JSON ({exc}); e.g. '{{\"recipe\": \"sst2\"}}'") from exc
-    fields = fields or _fields()
     if not isinstance(values, dict):
         raise ConfigError(f"{PARAMS_ENV} must be a JSON object of form fields, e.g. '{{\"recipe\": \"sst2\"}}'")
     for name, value in values.items():

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +65,32 @@ def ctx(tmp_path):
 def airflow_db():
     airflow_env.ensure_db(SESSION_HOME)
     return SESSION_HOME
+
+
+def subprocess_env(home: Path) -> dict[str, str]:
+    """This process's environment for an lmchain subprocess with a home of its own: without the
+    session's Airflow and MLflow settings, which the subprocess derives from LMCHAIN_HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k != "MLFLOW_TRACKING_URI"}
+    env["LMCHAIN_HOME"] = str(home)
+    return env
+
+
+def sigkill_when(killed: list[int], *markers: str, ready=lambda: True, delay: float = 0.0,
+                 stop: threading.Event | None = None, timeout: float = 600) -> None:
+    """SIGKILL the first process whose command line holds every marker, once ``ready()`` is true
+    (``delay`` seconds after finding it); its pid goes into ``killed``. Run in a thread beside the job."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not killed and not (stop and stop.is_set()):
+        if ready():
+            for proc in psutil.process_iter(["cmdline"]):
+                if all(marker in " ".join(proc.info["cmdline"] or []) for marker in markers):
+                    time.sleep(delay)
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed.append(proc.pid)
+                    return
+        time.sleep(0.2)
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

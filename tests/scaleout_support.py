@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from conftest import subprocess_env
 from lmchain import airflow_env
 from lmchain.netutil import free_port
 
@@ -147,9 +148,8 @@ def start_stack(root: Path) -> Stack:
     logs.mkdir()
     api_port, mlflow_port = free_port(), free_port()
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k != "MLFLOW_TRACKING_URI"}
     env = {
-        **base,
+        **subprocess_env(home),
         **airflow_env.airflow_env(home),
         **airflow_env.scaleout_env(
             airflow_db=f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{AIRFLOW_DB}",

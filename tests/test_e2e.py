@@ -6,7 +6,6 @@ with `lmchain serve` and asks it for predictions.
 """
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -14,16 +13,13 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, lmchain_cmd, needs_sst2
+from conftest import REPO, lmchain_cmd, needs_sst2, subprocess_env
 from lmchain import STAGES
 
 pytestmark = [pytest.mark.e2e, needs_sst2]
 
 
-def _env(home):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k != "MLFLOW_TRACKING_URI"}
-    env["LMCHAIN_HOME"] = str(home)
-    return env
+_env = subprocess_env
 
 
 @pytest.fixture(scope="module")

@@ -143,14 +143,12 @@ def test_form_params_become_overrides_and_stop_after_skips_later_stages():
 def test_feedback_dag_emits_the_asset_event_that_schedules_the_pipeline(tmp_path):
     """Through Airflow (dag.test in a fresh home): enough corrections -> decide succeeds and the
     feedback-labels asset event carries the reason; too few -> decide is skipped, no event."""
-    import os
     import subprocess
 
-    from conftest import REPO, lmchain_cmd
+    from conftest import REPO, lmchain_cmd, subprocess_env
 
     lm_home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k != "MLFLOW_TRACKING_URI"}
-    env["LMCHAIN_HOME"] = str(lm_home)
+    env = subprocess_env(lm_home)
     store = ServingStore(f"sqlite:///{lm_home / 'serving' / 'store.db'}")
     _post(store, POSITIVE, "negative", "positive")
     store.close()

@@ -154,13 +154,11 @@ def test_missing_column_is_an_input_error(tmp_path):
 
 
 def test_cli_blocks_prints_where_things_are_and_accepts(tmp_path):
-    import os
     import subprocess
 
-    from conftest import REPO, lmchain_cmd
+    from conftest import REPO, lmchain_cmd, subprocess_env
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k != "MLFLOW_TRACKING_URI"}
-    env["LMCHAIN_HOME"] = str(tmp_path / "home")
+    env = subprocess_env(tmp_path / "home")
     bad = write(tmp_path / "batch.jsonl", records(CLEAN[:150] + [german(i) for i in range(50)]))
     cmd = lmchain_cmd("gate", "--suite", "curated", "--in", str(bad), "--run-id", "cli-run",
                       "--set", "gate.curated.min_rows=10")

@@ -2,12 +2,11 @@
 dynamic task mapping (one mapped task per trial) on a tiny model."""
 
 import json
-import os
 import subprocess
 
 import pytest
 
-from conftest import REPO, lmchain_cmd, needs_sst2
+from conftest import REPO, lmchain_cmd, needs_sst2, subprocess_env
 from lmchain.config import FinetuneConfig, SearchConfig, load_config
 from lmchain.errors import ConfigError
 from lmchain.train.hpsearch import trial_config, trial_settings
@@ -47,8 +46,7 @@ def test_bad_searches_are_refused_with_the_key():
 @pytest.mark.e2e
 def test_search_runs_one_mapped_task_per_trial_and_keeps_the_best(tmp_path):
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k != "MLFLOW_TRACKING_URI"}
-    env["LMCHAIN_HOME"] = str(home)
+    env = subprocess_env(home)
     overrides = ["pretrain.enabled=false", "finetune.base_model=tiny-bert", "finetune.search.method=grid",
                  "finetune.search.space={learning_rate: [1.0e-3, 1.0e-6]}"]
     code = ("import json, sys; from lmchain import airflow_env; from lmchain.artifacts import home; "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, needs_sst2
+from conftest import REPO, needs_sst2, subprocess_env
 from lmchain import airflow_env
 from lmchain.artifacts import RunContext, read_jsonl
 from lmchain.netutil import free_port
@@ -60,7 +60,7 @@ def test_consecutive_scheduled_runs_each_collect_only_their_new_data(tmp_path):
         os.utime(path, ((fire - timedelta(seconds=30)).timestamp(),) * 2)
         owner[fire] = f"the sentence that arrived in the minute before {fire:%H:%M}"
     port = free_port("127.0.0.1")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k != "MLFLOW_TRACKING_URI"}
+    env = subprocess_env(home)
     env.update(airflow_env.airflow_env(home))
     env.update(airflow_env.api_port_env(port))
     env.update({"LMCHAIN_PIPELINE_SCHEDULE": "* * * * *",

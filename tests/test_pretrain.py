@@ -2,18 +2,14 @@
 DeepSpeed jobs on CPU ranks (ZeRO-2), and resuming a SIGKILLed job from its checkpoint."""
 
 import json
-import os
 import random
-import signal
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
-from conftest import write_records
+from conftest import sigkill_when, write_records
 from lmchain.config import PretrainConfig
 from lmchain.errors import ConfigError
 from lmchain.train import flops, packing, pretrain, tokenizer
@@ -189,20 +185,6 @@ def test_two_cpu_ranks_zero2_pretrain(ctx, tmp_path, monkeypatch, size, objectiv
     assert "n/a on cpu" in run.data.tags["pretrain.mfu"]
 
 
-def _kill_a_rank_after_checkpoint(work_root: Path, marker: str, killed: list) -> None:
-    """SIGKILL rank 1's training process once a checkpoint is published (mid-run)."""
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and not killed:
-        if any(work_root.glob("*/checkpoints/latest")):
-            for proc in psutil.process_iter(["cmdline"]):
-                cmd = " ".join(proc.info["cmdline"] or [])
-                if "lmchain.train.pretrain_worker" in cmd and "--local_rank=1" in cmd and marker in cmd:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    killed.append(proc.pid)
-                    return
-        time.sleep(0.2)
-
-
 STEPS = 48
 
 
@@ -212,8 +194,11 @@ def test_sigkilled_job_resumes_from_its_checkpoint(ctx, tmp_path):
                          keep_checkpoints=2)
     inputs = _inputs(tmp_path)
     killed: list[int] = []
-    watcher = threading.Thread(target=_kill_a_rank_after_checkpoint,
-                               args=(ctx.run_dir / "pretrain.work", str(ctx.home), killed), daemon=True)
+    # SIGKILL rank 1 once a checkpoint is published (mid-run).
+    work_root = ctx.run_dir / "pretrain.work"
+    watcher = threading.Thread(target=sigkill_when, daemon=True,
+                               args=(killed, "lmchain.train.pretrain_worker", "--local_rank=1", str(ctx.home)),
+                               kwargs={"ready": lambda: any(work_root.glob("*/checkpoints/latest"))})
     watcher.start()
     with pytest.raises(TrainingFailed) as failure:
         pretrain.run(cfg, ctx, inputs)

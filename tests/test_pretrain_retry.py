@@ -7,32 +7,14 @@ its retry delay has passed, as a scheduler would.
 """
 
 import json
-import os
-import signal
 import threading
-import time
 
-import psutil
 import pytest
 
-from conftest import SESSION_HOME, needs_sst2
+from conftest import SESSION_HOME, needs_sst2, sigkill_when
 
 pytestmark = [pytest.mark.e2e, needs_sst2]
 STEPS = 40
-
-
-def _kill_rank_mid_run(killed: list, stop: threading.Event) -> None:
-    """SIGKILL rank 1's training process once the job has published a checkpoint."""
-    runs = SESSION_HOME / "runs"
-    while not stop.is_set() and not killed:
-        if any(runs.glob("*/pretrain.work/*/checkpoints/latest")):
-            for proc in psutil.process_iter(["cmdline"]):
-                cmd = " ".join(proc.info["cmdline"] or [])
-                if "lmchain.train.pretrain_worker" in cmd and "--local_rank=1" in cmd and str(runs) in cmd:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    killed.append(proc.pid)
-                    return
-        time.sleep(0.2)
 
 
 def test_airflow_retry_resumes_a_killed_pretrain_job(airflow_db, monkeypatch):
@@ -43,7 +25,12 @@ def test_airflow_retry_resumes_a_killed_pretrain_job(airflow_db, monkeypatch):
 
     killed: list[int] = []
     stop = threading.Event()
-    watcher = threading.Thread(target=_kill_rank_mid_run, args=(killed, stop), daemon=True)
+    # SIGKILL rank 1 once the job has published a checkpoint.
+    runs = SESSION_HOME / "runs"
+    watcher = threading.Thread(target=sigkill_when, daemon=True,
+                               args=(killed, "lmchain.train.pretrain_worker", "--local_rank=1", str(runs)),
+                               kwargs={"ready": lambda: any(runs.glob("*/pretrain.work/*/checkpoints/latest")),
+                                       "stop": stop})
     watcher.start()
     try:
         dr = load_dag().test(run_conf={

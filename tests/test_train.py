@@ -70,34 +70,18 @@ def test_timeout_kills_the_whole_job(ctx, tmp_path):
 
 def test_a_killed_single_rank_job_is_retryable_and_says_so(ctx, tmp_path):
     """One rank starts without the deepspeed launcher; a SIGKILL still reads as a kill, worth a retry."""
-    import os
-    import signal
     import sys
     import threading
-    import time
     from pathlib import Path
 
-    import psutil
-
+    from conftest import sigkill_when
     from lmchain.train.launcher import launcher_cmd
 
     assert launcher_cmd(FinetuneConfig(ranks=1), "lmchain.train.worker", Path("s.json")) == [
         sys.executable, "-m", "lmchain.train.worker", "--spec", "s.json"]
     killed: list[int] = []
-
-    def kill_when_training() -> None:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not killed:
-            for proc in psutil.process_iter(["cmdline"]):
-                cmd = " ".join(proc.info["cmdline"] or [])
-                if "lmchain.train.worker" in cmd and str(tmp_path) in cmd:
-                    time.sleep(2)
-                    os.kill(proc.pid, signal.SIGKILL)
-                    killed.append(proc.pid)
-                    return
-            time.sleep(0.2)
-
-    watcher = threading.Thread(target=kill_when_training, daemon=True)
+    watcher = threading.Thread(target=sigkill_when, args=(killed, "lmchain.train.worker", str(tmp_path)),
+                               kwargs={"delay": 2, "timeout": 300}, daemon=True)
     watcher.start()
     with pytest.raises(TrainingFailed) as failure:
         finetune.run(FinetuneConfig(base_model="tiny-bert", ranks=1, batch_size=8, max_steps=100000), ctx,
