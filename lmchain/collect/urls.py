@@ -36,6 +36,8 @@ def normalize(url: str, base: str | None = None) -> str | None:
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
         return None
     host = parts.hostname.lower().rstrip(".")
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
     if port is not None and port != _DEFAULT_PORTS[scheme]:
         host = f"{host}:{port}"
     path = _normalize_path(parts.path)
