@@ -124,20 +124,29 @@ class StageOutput:
     The final folder appears only once everything in it, manifest included, is written, so a
     task killed half-way leaves a temp folder (removed by a later attempt once its process is
     gone) and never a half output that looks complete. A rerun replaces the previous output
-    whole: the stage is idempotent per run. When two attempts of one run publish at once, the
-    swaps take turns (a file lock): the folder is always one attempt's complete output.
+    whole: the stage is idempotent per run.
+
+    Two attempts of one run at once (a retry while a lost attempt still runs, two triggers):
+    the first to finish wins. The other finds, under a file lock, an output published after it
+    started, drops its own and takes the winner's manifest, so both return the same output and
+    the folder is never a mix. An output published before this attempt started is replaced.
     """
 
     def __init__(self, ctx: RunContext, stage: str, config: dict[str, Any] | None = None):
         self.ctx = ctx
         self.manifest = Manifest(stage=stage, run_id=ctx.run_id, config=config or {})
         self._t0 = 0.0
-        self.publish_to(ctx.stage_dir(stage))
+        self._started_ns = 0
+        self.final = ctx.stage_dir(stage)
+        self.tmp = attempt_path(self.final, "tmp")
+        self._adopt_concurrent = True
 
     def publish_to(self, final: str | Path) -> None:
-        """Publish into ``final`` instead of the run folder (the CLI's ``--out DIR``)."""
+        """Publish into ``final`` instead of the run folder (the CLI's ``--out DIR``, which the
+        last run to finish replaces)."""
         self.final = Path(final)
         self.tmp = attempt_path(self.final, "tmp")
+        self._adopt_concurrent = False
 
     def path(self, name: str) -> Path:
         """Where to write output ``name`` now (inside the temp folder)."""
@@ -154,6 +163,7 @@ class StageOutput:
         _ACTIVE.add(self.tmp)
         self.manifest.started_at = now_iso()
         self._t0 = time.perf_counter()
+        self._started_ns = time.time_ns()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -168,7 +178,10 @@ class StageOutput:
             if local is not None and local.is_file():
                 self.manifest.hashes[key] = sha256_file(local)
         write_json(self.tmp / MANIFEST, self.manifest.to_dict())
-        publish_dir(self.tmp, self.final)
+        since = self._started_ns if self._adopt_concurrent else None
+        if not publish_dir(self.tmp, self.final, unless_published_since=since):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.manifest = Manifest.read(self.final)
 
 
 # Temp folders of StageOutputs still being written by this process: not stale although the pid lives.
@@ -235,18 +248,30 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def publish_dir(tmp: Path, final: Path) -> None:
+def publish_dir(tmp: Path, final: Path, unless_published_since: int | None = None) -> bool:
     """Replace ``final`` by ``tmp`` with renames, so readers see the old or the new, never a mix.
 
-    Concurrent publishers of one ``final`` take turns (a file lock); the last one's folder stays.
+    Concurrent publishers of one ``final`` take turns (a file lock). With
+    ``unless_published_since`` (a ``time.time_ns()``), a ``final`` whose manifest was written
+    after that moment is kept and False returned: a concurrent attempt finished first.
     """
     with _locked(final):
+        if unless_published_since is not None and _published_ns(final) > unless_published_since:
+            return False
         old = attempt_path(final, "old")
         if final.exists():
             final.rename(old)
         tmp.rename(final)
         if old.exists():
             shutil.rmtree(old)
+    return True
+
+
+def _published_ns(final: Path) -> int:
+    try:
+        return (final / MANIFEST).stat().st_mtime_ns
+    except OSError:
+        return -1
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -311,7 +336,8 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 cut = " (the line is cut short: a writer may have been killed)" if not line.endswith("\n") else ""
-                raise InputError(f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno}){cut}; "
+                what = exc.msg.removesuffix(" at")  # json's messages: "Unterminated string starting at"
+                raise InputError(f"{path}, line {number}: not valid JSON ({what} at column {exc.colno}){cut}; "
                                  "fix or remove that line") from None
             if not isinstance(obj, dict):
                 raise InputError(f"{path}, line {number}: a JSON {type(obj).__name__}, not an object; each line "
