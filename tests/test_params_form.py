@@ -6,6 +6,7 @@ worker, so they fail the run's first task, with the message, through a real Airf
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -92,11 +93,16 @@ def test_default_roots_are_the_recipes_data_folders(monkeypatch, tmp_path):
 
 
 def test_a_symlinked_source_fails_the_first_task_with_the_message(airflow_db, roots):
-    from lmchain.dagrun import run_pipeline_dag
+    from lmchain.artifacts import RunContext
+    from lmchain.dagrun import run_pipeline_dag, task_instances
 
     inbox, outside = roots
     link = _link(inbox / "notes.txt", outside / "secret.txt")
     with pytest.raises(LmchainError) as err:
         run_pipeline_dag("tiny", [], {"sources": [link], "dry_run": True})
     message = str(err.value)
-    assert "failed at stage collect: sources: " in message and "outside the allowed folders" in message, message
+    assert f"sources: '{link}' is outside the allowed folders" in message, message
+    run_id = re.search(r"run (\S+) failed", message)[1]
+    states = {t["task_id"]: t["state"] for t in task_instances("lmchain_pipeline", run_id)}
+    assert states["collect"] == "failed" and states["curate"] == "upstream_failed", states
+    assert not (RunContext(run_id).run_dir / "collect").exists()

@@ -105,7 +105,7 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, guard: NetGuard):
         self.guard = guard
         self.inner = httpcore.AnyIOBackend()
-        self.connects: list[tuple[str, int]] = []  # (address, port) of every connection opened
+        self.connections = 0  # TCP connections attempted (for the crawl's own accounting)
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                           socket_options=None) -> httpcore.AsyncNetworkStream:
@@ -116,7 +116,7 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         error: Exception = httpcore.ConnectError(f"no address for {host}")
         for address in addresses:
             try:
-                self.connects.append((address, port))
+                self.connections += 1
                 return await self.inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
                                                     socket_options=socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
