@@ -144,6 +144,9 @@ def test_a_redirect_to_a_refused_address_is_refused_on_that_hop(ctx, tmp_path, e
         a.add("/to-localhost", handler=redirect_to(f"http://localhost:{pb}/page.html"))
         a.add("/to-metadata", handler=redirect_to("http://169.254.169.254/latest/meta-data/"))
         a.add("/to-private", handler=redirect_to("http://10.0.0.1/index.html"))
+        # robots.txt names a sitemap that redirects to the refused server: that hop is refused too.
+        a.add("/robots.txt", f"User-agent: *\nAllow: /\nSitemap: {a.url}/sitemap-moved.xml\n", content_type="text/plain")
+        a.add("/sitemap-moved.xml", handler=redirect_to(f"http://127.0.0.1:{pb}/sitemap.xml"))
         small_site(a, ["/to-b", "/to-localhost", "/to-metadata", "/to-private", "/page.html"])
         # Scope lets every target through, so what refuses them is the network policy alone.
         m, records, rejects = crawl(
@@ -157,6 +160,7 @@ def test_a_redirect_to_a_refused_address_is_refused_on_that_hop(ctx, tmp_path, e
                          ("/to-private", "http://10.0.0.1/index.html")):
         rec = rejects[a.url + path]
         assert rec["reason"].startswith("blocked_address") and rec["redirected_to"] == target, rec
+    assert rejects[a.url + "/sitemap-moved.xml"]["reason"].startswith("blocked_address: 127.0.0.1")
 
 
 def test_scope_is_scheme_host_and_port(ctx, tmp_path, egress):
