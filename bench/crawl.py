@@ -70,7 +70,7 @@ def run_lmchain(url: str, work: Path) -> tuple[int, float]:
     cfg = CrawlConfig(seeds=[f"{url}/{SEED}"], max_pages=MAX_PAGES, max_depth=MAX_DEPTH, concurrency=CONCURRENCY,
                       per_host_concurrency=CONCURRENCY, delay_s=0.0, retries=2, timeout_s=10.0, max_bytes=5_000_000,
                       sitemaps=False, respect_robots=True, state_path=str(work / "lmchain-state.sqlite"),
-                      progress_every_s=30.0)
+                      progress_every_s=30.0, allow_networks=["127.0.0.1"])  # the bench site is local
     m = collect_to(CollectConfig(crawl=cfg), work / "lmchain-out")
     crawl = m.info["crawl"]
     return crawl["fetched_this_process"], crawl["seconds"]

@@ -13,11 +13,15 @@ that ``lmchain serve`` run from the repository root after ``lmchain demo`` finds
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -113,20 +117,36 @@ class Manifest:
 
 
 class StageOutput:
-    """Writes a stage's files into ``<stage>.tmp/`` and publishes them as ``<stage>/`` at the end.
+    """Writes a stage's files into a temp folder of its own and publishes them as ``<stage>/``.
 
+    The temp folder, ``<stage>.tmp-<host>-<pid>-<random>``, belongs to this attempt alone, so two
+    runs (or two attempts of one run) on one LMCHAIN_HOME never write into each other's files.
     The final folder appears only once everything in it, manifest included, is written, so a
-    task killed half-way leaves a ``.tmp`` folder (removed by the next attempt) and never a
-    half output that looks complete. A rerun replaces the previous output whole: the stage is
-    idempotent per run.
+    task killed half-way leaves a temp folder (removed by a later attempt once its process is
+    gone) and never a half output that looks complete. A rerun replaces the previous output
+    whole: the stage is idempotent per run.
+
+    Two attempts of one run at once (a retry while a lost attempt still runs, two triggers):
+    the first to finish wins. The other finds, under a file lock, an output published after it
+    started, drops its own and takes the winner's manifest, so both return the same output and
+    the folder is never a mix. An output published before this attempt started is replaced.
     """
 
     def __init__(self, ctx: RunContext, stage: str, config: dict[str, Any] | None = None):
         self.ctx = ctx
-        self.final = ctx.stage_dir(stage)
-        self.tmp = self.final.with_name(stage + ".tmp")
         self.manifest = Manifest(stage=stage, run_id=ctx.run_id, config=config or {})
         self._t0 = 0.0
+        self._started_ns = 0
+        self.final = ctx.stage_dir(stage)
+        self.tmp = attempt_path(self.final, "tmp")
+        self._adopt_concurrent = True
+
+    def publish_to(self, final: str | Path) -> None:
+        """Publish into ``final`` instead of the run folder (the CLI's ``--out DIR``, which the
+        last run to finish replaces)."""
+        self.final = Path(final)
+        self.tmp = attempt_path(self.final, "tmp")
+        self._adopt_concurrent = False
 
     def path(self, name: str) -> Path:
         """Where to write output ``name`` now (inside the temp folder)."""
@@ -138,16 +158,18 @@ class StageOutput:
         return self.tmp / name
 
     def __enter__(self) -> "StageOutput":
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
+        remove_stale_attempts(self.final)
         self.tmp.mkdir(parents=True)
+        _ACTIVE.add(self.tmp)
         self.manifest.started_at = now_iso()
         self._t0 = time.perf_counter()
+        self._started_ns = time.time_ns()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        _ACTIVE.discard(self.tmp)
         if exc_type is not None:
-            return  # leave .tmp for inspection; the next attempt clears it
+            return  # leave the temp folder for inspection; a later attempt clears it
         self.manifest.finished_at = now_iso()
         self.manifest.duration_s = round(time.perf_counter() - self._t0, 3)
         for key, uri in self.manifest.outputs.items():
@@ -156,27 +178,118 @@ class StageOutput:
             if local is not None and local.is_file():
                 self.manifest.hashes[key] = sha256_file(local)
         write_json(self.tmp / MANIFEST, self.manifest.to_dict())
-        publish_dir(self.tmp, self.final)
+        since = self._started_ns if self._adopt_concurrent else None
+        if not publish_dir(self.tmp, self.final, unless_published_since=since):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.manifest = Manifest.read(self.final)
 
 
-def publish_dir(tmp: Path, final: Path) -> None:
-    """Replace ``final`` by ``tmp`` with renames, so readers see the old or the new, never a mix."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
+# Temp folders of StageOutputs still being written by this process: not stale although the pid lives.
+_ACTIVE: set[Path] = set()
+_ATTEMPT = re.compile(r"^(?P<name>.+)\.(?P<kind>tmp|old)-(?P<host>.+)-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})$")
+
+
+def attempt_path(path: Path, kind: str = "tmp") -> Path:
+    """A sibling of ``path`` that no other process or attempt uses: ``<name>.<kind>-<host>-<pid>-<random>``.
+
+    The host and pid let a later attempt tell a dead attempt's leftovers from a live one's.
+    """
+    return path.with_name(f"{path.name}.{kind}-{_host()}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname()) or "host"
+
+
+def remove_stale_attempts(path: Path) -> list[Path]:
+    """Remove the temp siblings of ``path`` left by attempts that are gone; returns them.
+
+    Gone: a process of this host that no longer runs, or this process's own finished or failed
+    attempts. Folders of other hosts (a shared LMCHAIN_HOME) are left: their pids mean nothing here.
+    The fixed ``<name>.tmp`` of earlier lmchain versions is removed too.
+    """
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for sibling in path.parent.glob(glob.escape(path.name) + ".*"):
+        m = _ATTEMPT.match(sibling.name)
+        legacy = sibling.name in (path.name + ".tmp", path.name + ".old")
+        if not legacy and (m is None or m["name"] != path.name or m["host"] != _host()):
+            continue
+        if legacy or _attempt_is_gone(int(m["pid"]), sibling):
+            shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(missing_ok=True)
+            removed.append(sibling)
+    return removed
+
+
+def _attempt_is_gone(pid: int, folder: Path) -> bool:
+    if pid == os.getpid():
+        return folder not in _ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, under another user
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock (flock) on ``.<name>.lock`` beside ``path``, released when the block ends
+    or the process dies."""
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def publish_dir(tmp: Path, final: Path, unless_published_since: int | None = None) -> bool:
+    """Replace ``final`` by ``tmp`` with renames, so readers see the old or the new, never a mix.
+
+    Concurrent publishers of one ``final`` take turns (a file lock). With
+    ``unless_published_since`` (a ``time.time_ns()``), a ``final`` whose manifest was written
+    after that moment is kept and False returned: a concurrent attempt finished first.
+    """
+    with _locked(final):
+        if unless_published_since is not None and _published_ns(final) > unless_published_since:
+            return False
+        old = attempt_path(final, "old")
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        if old.exists():
+            shutil.rmtree(old)
+    return True
+
+
+def _published_ns(final: Path) -> int:
+    try:
+        return (final / MANIFEST).stat().st_mtime_ns
+    except OSError:
+        return -1
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
+    """Write JSON atomically (a temp file of this attempt + rename)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file of its own, so readers and other writers
+    never see a half file (the last rename wins)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    tmp = attempt_path(path, "tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
@@ -189,11 +302,47 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    """``write_jsonl`` through a temp file of its own + rename: the file is old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = attempt_path(path, "tmp")
+    try:
+        n = write_jsonl(tmp, records)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
+
+
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+    """The JSON objects of a JSONL file (blank lines skipped).
+
+    A line that is not a JSON object is an ``InputError`` naming the file and the line, with the
+    parser's reason; nothing is skipped silently.
+    """
+    from lmchain.errors import InputError
+
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}, line {number}: not UTF-8 ({exc.reason} at byte {exc.start} of the "
+                                 "line); re-encode the file as UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                cut = " (the line is cut short: a writer may have been killed)" if not line.endswith("\n") else ""
+                what = exc.msg.removesuffix(" at")  # json's messages: "Unterminated string starting at"
+                raise InputError(f"{path}, line {number}: not valid JSON ({what} at column {exc.colno}){cut}; "
+                                 "fix or remove that line") from None
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}, line {number}: a JSON {type(obj).__name__}, not an object; each line "
+                                 "must be one record like {\"text\": ...}") from None
+            yield obj
 
 
 def sha256_file(path: Path) -> str:

@@ -260,6 +260,8 @@ def cmd_collect(args) -> int:
         "extract_workers": args.extract_workers,
         "keep_html": True if args.keep_html else None, "respect_robots": False if args.ignore_robots else None,
         "sitemaps": False if args.no_sitemaps else None, "incremental": False if args.full else None,
+        "allow_private_networks": True if args.allow_private_networks else None,
+        "allow_networks": args.allow_network,
     }.items() if v not in (None, [])}
     data = {"files": [{"path": s, "text_field": args.text_field} for s in args.source], "crawl": crawl}
     extra = parse_overrides(args.overrides)
@@ -409,7 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pages", type=int, help="page budget of the crawl")
     p.add_argument("--max-depth", type=int, help="link hops from a seed")
     p.add_argument("--allowed-domain", action="append", default=[], metavar="HOST",
-                   help="host the crawl may visit (default: the seeds' hosts; repeatable)")
+                   help="host, host:port or https://host the crawl may visit (default: exactly the seeds' "
+                        "scheme, host and port; repeatable)")
+    p.add_argument("--allow-private-networks", action="store_true",
+                   help="let the crawl connect to loopback and private addresses (your own sites; refused by "
+                        "default; cloud metadata addresses stay refused)")
+    p.add_argument("--allow-network", action="append", default=[], metavar="CIDR_OR_HOST[:PORT]",
+                   help="a non-public network, address or host the crawl may connect to, e.g. 10.1.0.0/16 or "
+                        "127.0.0.1:8080 (repeatable)")
     p.add_argument("--delay", type=float, help="seconds between request starts to one host")
     p.add_argument("--concurrency", type=int, help="requests in flight over all hosts")
     p.add_argument("--timeout", type=float, help="deadline of one request, in seconds")

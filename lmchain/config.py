@@ -64,8 +64,16 @@ class CrawlConfig:
     """A polite, incremental HTTP crawl (see lmchain/collect/crawler.py)."""
 
     seeds: list[str] = doc("Start URLs. Empty: no crawl.", factory=list)
-    allowed_domains: list[str] = doc("Hosts the crawl may visit (subdomains included). Empty: the seeds' hosts.",
-                                     factory=list)
+    allowed_domains: list[str] = doc("Where the crawl may go: `host` (subdomains included, default http/https "
+                                     "ports), `host:port` or `https://host[:port]`. Empty: exactly the seeds' "
+                                     "origins (scheme + host + port).", factory=list)
+    allow_private_networks: bool = doc("Let the crawl connect to loopback, private, link-local, unique-local and "
+                                       "CGNAT addresses (your own sites). Off: only public addresses, checked "
+                                       "after DNS on every request and redirect. Cloud metadata addresses stay "
+                                       "closed either way.", False)
+    allow_networks: list[str] = doc("Non-public CIDRs, addresses or host names the crawl may connect to, each "
+                                    "with an optional port: 10.0.0.0/8, 127.0.0.1:8080, [::1]:8080, "
+                                    "wiki.intranet:8443. Narrower than allow_private_networks.", factory=list)
     max_pages: int = doc("Fetch at most this many pages per crawl (robots.txt and sitemaps not counted).", 50)
     max_depth: int = doc("Follow links at most this many hops from a seed (0: the seeds only).", 3)
     concurrency: int = doc("Requests in flight at once, over all hosts.", 16)
@@ -93,9 +101,18 @@ class CrawlConfig:
     progress_every_s: float = doc("Log a progress line (fetched, queued, failed, pages/s) this often.", 10.0)
 
     def __post_init__(self) -> None:
+        from lmchain.collect.netguard import parse_allow
+        from lmchain.collect.urls import scope_rule
+
         for seed in self.seeds:
             _check(seed.startswith(("http://", "https://")), "collect.crawl.seeds",
                    f"'{seed}' is not an http(s) URL; give e.g. https://example.org/")
+        for key, parse in (("allowed_domains", scope_rule), ("allow_networks", parse_allow)):
+            for entry in getattr(self, key):
+                try:
+                    parse(str(entry))
+                except ValueError as exc:
+                    raise ConfigError(f"config key 'collect.crawl.{key}': {exc}") from None
         for name in ("max_pages", "concurrency", "per_host_concurrency", "max_bytes"):
             _check(getattr(self, name) > 0, f"collect.crawl.{name}", "must be > 0")
         for name in ("max_depth", "retries", "max_redirects", "extract_workers"):

@@ -60,10 +60,23 @@ def task_instances(dag_id: str, run_id: str) -> list[dict[str, Any]]:
 
 def run_dag(dag_id: str, recipe: str, overrides: list[str], params: dict[str, Any] | None = None) -> DagRunReport:
     """Trigger one run of ``dag_id`` (with more trigger-form ``params`` if given) and wait for it;
-    raise with the failing stage's message."""
-    dag = load_dag(dag_id)
-    t0 = time.perf_counter()
-    dr = dag.test(run_conf={"recipe": recipe, "overrides": list(overrides), **(params or {})})
+    raise with the failing stage's message.
+
+    The CLI's ``--set`` may set any key (its user runs lmchain on their own machine and can edit
+    the recipe anyway), unless the deployer set ``LMCHAIN_OVERRIDE_KEYS``; the form's other
+    bounds (sources under the roots) stay."""
+    from lmchain.params import OVERRIDE_KEYS_ENV
+
+    trusted = OVERRIDE_KEYS_ENV not in os.environ
+    if trusted:
+        os.environ[OVERRIDE_KEYS_ENV] = "*"
+    try:
+        dag = load_dag(dag_id)
+        t0 = time.perf_counter()
+        dr = dag.test(run_conf={"recipe": recipe, "overrides": list(overrides), **(params or {})})
+    finally:
+        if trusted:
+            os.environ.pop(OVERRIDE_KEYS_ENV, None)
     wall = round(time.perf_counter() - t0, 2)
     report = DagRunReport(dr.run_id, str(dr.state), wall, task_instances(dag_id, dr.run_id))
     if report.state != "success":

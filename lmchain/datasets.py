@@ -59,7 +59,9 @@ def _download_sst2(target: Path) -> None:
     ds = load_dataset("nyu-mll/glue", "sst2")
     target.mkdir(parents=True, exist_ok=True)
     for split, name in (("train", "train.tsv"), ("validation", "dev.tsv")):
-        tmp = target / (name + ".part")
+        from lmchain.artifacts import attempt_path
+
+        tmp = attempt_path(target / name)
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write("sentence\tlabel\n")
             for row in ds[split]:

@@ -4,12 +4,30 @@ config overrides.
 Airflow validates a run's params against these schemas when the run is created (UI form, REST
 API, CLI), so a bad value is refused at trigger time with the field's name. The translation
 into ``--set``-style overrides is plain Python, shared by the tasks and the tests.
+
+Two fields reach further than a choice, so the deployer bounds them:
+
+- ``sources`` must be absolute paths under ``LMCHAIN_SOURCE_ROOTS`` (folders separated by
+  ``:``; default: ``$LMCHAIN_DATA`` when set, ``../shared/data`` beside the repository and
+  ``LMCHAIN_HOME/inbox``). ``..``, ``$VARIABLES`` and ``~`` are refused in the form already; at
+  run time every path is resolved (symbolic links and ``..``) and every file a glob or folder
+  names is checked again, so a link inside a root cannot lead outside it.
+- ``overrides`` may set only the keys in ``LMCHAIN_OVERRIDE_KEYS`` (comma-separated, ``*``
+  wildcards: ``finetune.*``; ``*`` alone allows every key). The default is a few training knobs
+  (:data:`DEFAULT_OVERRIDE_KEYS`): never a path, host, store URL, key file or command.
+
+Both are checked twice: by the form's JSON schema when the run is created (the REST API answers
+400 and no run starts), and by :func:`to_overrides` in the run's first task (the schema is built
+when the DAG is parsed; the task sees the worker's settings, and a symlink can only be seen there).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +42,64 @@ def recipes() -> list[str]:
 
 
 PARAMS_ENV = "LMCHAIN_PIPELINE_PARAMS"
+SOURCE_ROOTS_ENV = "LMCHAIN_SOURCE_ROOTS"
+OVERRIDE_KEYS_ENV = "LMCHAIN_OVERRIDE_KEYS"
+# Knobs of training and evaluation: numbers and switches that change a run's result, not what it
+# reads, where it connects or what it executes.
+DEFAULT_OVERRIDE_KEYS = (
+    "pretrain.enabled", "pretrain.epochs", "pretrain.max_steps", "pretrain.learning_rate", "pretrain.batch_size",
+    "pretrain.seed", "pretrain.checkpoint_every", "pretrain.max_texts",
+    "finetune.epochs", "finetune.max_steps", "finetune.learning_rate", "finetune.batch_size", "finetune.seed",
+    "finetune.warmup_ratio", "finetune.weight_decay", "finetune.patience", "finetune.method",
+    "annotate.max_examples", "annotate.seed", "annotate.mode",
+    "evaluate.margin", "evaluate.seed",
+    "collect.crawl.max_pages", "collect.crawl.max_depth",
+)
+_REGEX_SPECIAL = set(".^$*+?()[]{}|\\")
+
+
+def source_roots() -> list[Path]:
+    """The folders form ``sources`` must lie under (``LMCHAIN_SOURCE_ROOTS``, else the data folders
+    the recipes already use and ``LMCHAIN_HOME/inbox``)."""
+    raw = os.environ.get(SOURCE_ROOTS_ENV, "").strip()
+    if raw:
+        roots = [Path(os.path.expanduser(p.strip())) for p in raw.split(os.pathsep) if p.strip()]
+    else:
+        from lmchain.airflow_env import REPO_ROOT
+        from lmchain.artifacts import home
+
+        roots = [Path(os.environ["LMCHAIN_DATA"])] if os.environ.get("LMCHAIN_DATA") else []
+        roots += [REPO_ROOT.parent / "shared" / "data", home() / "inbox"]
+    return list(dict.fromkeys(Path(os.path.abspath(r)) for r in roots))
+
+
+def override_keys() -> list[str]:
+    """The config keys (``fnmatch`` patterns) that form ``overrides`` may set."""
+    raw = os.environ.get(OVERRIDE_KEYS_ENV, "").strip()
+    if not raw:
+        return list(DEFAULT_OVERRIDE_KEYS)
+    return [k.strip() for k in raw.split(",") if k.strip()]
+
+
+def _literal(text: str) -> str:
+    """``text`` as a regular expression that JSON schema (Python) and the form (JavaScript) agree on."""
+    return "".join("\\" + c if c in _REGEX_SPECIAL else c for c in text)
+
+
+def _sources_pattern() -> str:
+    spellings = dict.fromkeys(str(p).rstrip("/") for r in source_roots() for p in (r, r.resolve()))
+    roots = "|".join(_literal(s) for s in spellings)
+    # No '..' segment, no '$' or '~' (form paths are not expanded), and under a root.
+    return rf"^(?!.*(^|/)\.\.(/|$))(?!.*[$])({roots})(/|$)"
+
+
+def _overrides_pattern() -> str:
+    keys = override_keys()
+    if "*" in keys:
+        return "^[A-Za-z0-9_.]+=.*$"
+    alternatives = "|".join("".join("[A-Za-z0-9_.]*" if c == "*" else "[A-Za-z0-9_.]" if c == "?" else _literal(c)
+                                    for c in key) for key in keys)
+    return rf"^({alternatives})=.*$"
 
 
 def schema() -> dict[str, dict[str, Any]]:
@@ -92,25 +168,32 @@ def _fields() -> dict[str, dict[str, Any]]:
                              "title": "Promotion margin",
                              "description": "Promote only when the lower bound of the accuracy gain over the champion "
                                             "exceeds this (0.01 = 1 point). Empty: the recipe's choice."},
-        "sources": {"default": [], "type": "array", "items": {"type": "string", "minLength": 1},
+        "sources": {"default": [], "type": "array", "items": {"type": "string", "minLength": 1,
+                                                               "pattern": _sources_pattern()},
                     "title": "Extra sources",
                     "description": "Files, globs or folders to collect in addition to the recipe's (text in a "
-                                   "'text' column or key)."},
+                                   "'text' column or key): absolute paths under "
+                                   + ", ".join(str(r) for r in source_roots()) + f" ({SOURCE_ROOTS_ENV})."},
         "seeds": {"default": [], "type": "array", "items": {"type": "string", "pattern": "^https?://"},
                   "title": "Crawl seeds", "description": "http(s) URLs to crawl in addition to the recipe's."},
         "dry_run": {"default": False, "type": "boolean", "title": "Dry run",
                     "description": "Check the recipe, params and input files, then skip every stage."},
-        "overrides": {"default": [], "type": "array", "items": {"type": "string", "pattern": "^[A-Za-z0-9_.]+=.*$"},
+        "overrides": {"default": [], "type": "array", "items": {"type": "string", "pattern": _overrides_pattern()},
                       "title": "Overrides",
-                      "description": "Any config key as key=value, e.g. finetune.batch_size=32 "
-                                     "(`lmchain config --keys` lists them)."},
+                      "description": "Config keys as key=value, e.g. finetune.batch_size=32. Allowed keys "
+                                     f"({OVERRIDE_KEYS_ENV}): " + ", ".join(override_keys()) + "."},
     }
 
 
 def to_overrides(params: dict[str, Any]) -> list[str]:
-    """Form fields -> dotted overrides, applied before the free-form ``overrides``."""
+    """Form fields -> dotted overrides, applied before the free-form ``overrides``.
+
+    Raises ConfigError, naming the field, for a source outside the roots or an override key
+    outside the allow-list."""
     from lmchain.config import load_config
 
+    check_sources(params.get("sources") or [])
+    check_overrides(params.get("overrides") or [])
     out: list[str] = []
     if params.get("pretrain") is False:
         out.append("pretrain.enabled=false")
@@ -140,3 +223,61 @@ def should_skip(stage: str, params: dict[str, Any]) -> str | None:
     if stop_after in STAGES and STAGES.index(stage) > STAGES.index(stop_after):
         return f"stop_after={stop_after}"
     return None
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Every free-form override must set a key of the deployer's allow-list."""
+    from lmchain.errors import ConfigError
+
+    allowed = override_keys()
+    for item in overrides:
+        key = str(item).split("=", 1)[0].strip()
+        if not any(fnmatch.fnmatchcase(key, pattern) for pattern in allowed):
+            raise ConfigError(f"overrides: '{key}' may not be set from the trigger form; allowed keys: "
+                              f"{', '.join(allowed)} (the deployer sets them in {OVERRIDE_KEYS_ENV})")
+
+
+def check_sources(sources: list[str]) -> None:
+    """Every form source, and every file it names, must resolve to a path under a source root."""
+    from lmchain.errors import ConfigError
+
+    roots = source_roots()
+    resolved = [r.resolve() for r in roots]
+    for raw in sources:
+        problem = _source_problem(str(raw), resolved)
+        if problem:
+            raise ConfigError(f"sources: '{raw}' {problem}; form sources must lie under "
+                              f"{', '.join(str(r) for r in roots)} (the deployer sets {SOURCE_ROOTS_ENV})")
+
+
+def _source_problem(raw: str, roots: list[Path]) -> str | None:
+    if "$" in raw or raw.startswith("~"):
+        return "uses $VARIABLES or ~, which form sources do not expand"
+    if not os.path.isabs(raw):
+        return "is not an absolute path"
+    parts = Path(raw).parts
+    magic = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    base = Path(*parts[:magic])
+    if not _under(base.resolve(), roots):
+        return "is outside the allowed folders (after resolving '..' and symbolic links)"
+    if magic < len(parts):
+        named = [Path(p) for p in glob.glob(raw, recursive=True)]
+    elif base.is_dir():
+        named = list(_links_below(base))
+    else:
+        named = []
+    if any(not _under(p.resolve(), roots) for p in named):
+        return "leads outside the allowed folders through a symbolic link"
+    return None
+
+
+def _links_below(folder: Path):
+    """Symbolic links inside ``folder`` (not followed): the only way out of it."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                yield Path(dirpath, name)
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)

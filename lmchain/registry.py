@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -141,7 +142,7 @@ def resolve_model(model_uri: str) -> tuple[str, str, Path]:
 
     Downloads once into ``LMCHAIN_HOME/serving/<name>/v<version>``; later calls reuse it.
     """
-    from lmchain.artifacts import publish_dir
+    from lmchain.artifacts import attempt_path, publish_dir
 
     if not model_uri.startswith("models:/"):
         raise ValueError(f"model URI {model_uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
@@ -153,10 +154,13 @@ def resolve_model(model_uri: str) -> tuple[str, str, Path]:
         name, version = ref.rsplit("/", 1)
     target = home() / "serving" / name / f"v{version}"
     if not target.is_dir():
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
+        tmp = attempt_path(target)  # services resolving the same version at once: one download each
+        tmp.mkdir(parents=True)
         model_dir_from_uri(f"models:/{name}/{version}", tmp)
-        publish_dir(tmp, target)
+        if target.is_dir():  # another one finished first: keep its folder (variants may be built in it)
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            publish_dir(tmp, target)
     configs = sorted(target.glob("artifacts/*/config.json"))
     if not configs:
         raise ValueError(f"{model_uri} (downloaded to {target}) holds no transformers model folder")

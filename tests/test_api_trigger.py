@@ -1,5 +1,6 @@
 """Runs triggered through a real Airflow api-server's REST API: params are validated against the
-trigger form's JSON schema at trigger time, so a bad value never becomes a run."""
+trigger form's JSON schema at trigger time, so a bad value never becomes a run. The DAG is parsed
+with the deployer's bounds: sources under LMCHAIN_SOURCE_ROOTS, overrides of the default allow-list."""
 
 import os
 import subprocess
@@ -16,8 +17,19 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
 @pytest.fixture(scope="module")
-def api(airflow_db, tmp_path_factory):
-    env = {**os.environ, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"}
+def roots(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("inbox")
+    (root / "corpus.txt").write_text("a line of text to collect\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def api(airflow_db, tmp_path_factory, roots):
+    env = {**os.environ, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True", "LMCHAIN_SOURCE_ROOTS": str(roots),
+           # The form's schema depends on the environment it is parsed in; a dag.test() of an earlier
+           # test may have stored its own less than 30 s ago, which reserialize would keep.
+           "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0"}
+    env.pop("LMCHAIN_OVERRIDE_KEYS", None)  # the default allow-list
     subprocess.run([AIRFLOW, "dags", "reserialize"], check=True, capture_output=True, env=env, timeout=300)
     port = free_port("127.0.0.1")
     log = open(tmp_path_factory.mktemp("api") / "api-server.log", "w")
@@ -55,6 +67,13 @@ def test_a_valid_form_creates_a_run_with_its_params(api):
     assert api.delete(f"/dags/lmchain_pipeline/dagRuns/{run['dag_run_id']}").status_code == 204
 
 
+def test_sources_under_the_roots_and_allowed_overrides_are_accepted(api, roots):
+    resp = _trigger(api, {"recipe": "tiny", "sources": [str(roots / "corpus.txt"), f"{roots}/*.txt", str(roots)],
+                          "overrides": ["finetune.learning_rate=1e-4", "annotate.seed=3"], "dry_run": True})
+    assert resp.status_code == 200, resp.text
+    assert api.delete(f"/dags/lmchain_pipeline/dagRuns/{resp.json()['dag_run_id']}").status_code == 204
+
+
 @pytest.mark.parametrize("conf,field", [
     ({"epochs": -1}, "epochs"),
     ({"recipe": "no-such-recipe"}, "recipe"),
@@ -63,8 +82,24 @@ def test_a_valid_form_creates_a_run_with_its_params(api):
     ({"promotion_margin": 2}, "promotion_margin"),
     ({"stop_after": "train"}, "stop_after"),
     ({"overrides": ["no equals sign"]}, "overrides"),
+    # Files outside the source roots: the worker's secrets, a way out with '..', unexpanded names.
+    ({"sources": ["/etc/passwd"]}, "sources"),
+    ({"sources": ["{root}/../../../etc/passwd"]}, "sources"),
+    ({"sources": ["{root}x/corpus.txt"]}, "sources"),  # a sibling whose name starts like the root
+    ({"sources": ["corpus.txt"]}, "sources"),
+    ({"sources": ["{root}/$HOME/.ssh/id_rsa"]}, "sources"),
+    ({"sources": ["~/.ssh/id_rsa"]}, "sources"),
+    # Keys off the allow-list: store URLs, key files, paths, hosts, commands.
+    ({"overrides": ["deploy.service.store_url=sqlite:////tmp/x.db"]}, "overrides"),
+    ({"overrides": ["deploy.service.api_keys_file=/tmp/keys"]}, "overrides"),
+    ({"overrides": ["collect.files=[{path: /etc/passwd}]"]}, "overrides"),
+    ({"overrides": ["finetune.hostfile=/etc/hosts"]}, "overrides"),
+    ({"overrides": ["collect.crawl.allow_private_networks=true"]}, "overrides"),
+    ({"overrides": ["finetune={epochs: 1, hostfile: /etc/hosts}"]}, "overrides"),
+    ({"overrides": ["finetune.epochs=2", "deploy.host=0.0.0.0"]}, "overrides"),
 ])
-def test_invalid_params_are_refused_at_trigger_time(api, conf, field):
+def test_invalid_params_are_refused_at_trigger_time(api, roots, conf, field):
+    conf = {k: [v.replace("{root}", str(roots)) for v in vs] if isinstance(vs, list) else vs for k, vs in conf.items()}
     before = api.get("/dags/lmchain_pipeline/dagRuns").json()["total_entries"]
     resp = _trigger(api, conf)
     assert resp.status_code == 400, resp.text

@@ -155,7 +155,7 @@ def site(tmp_path):
 
 
 def test_crawl_local_site_respects_robots_and_records_failures(ctx, site):
-    cfg = CollectConfig(crawl=CrawlConfig(seeds=[site + "/index.html"], max_pages=10,
+    cfg = CollectConfig(crawl=CrawlConfig(seeds=[site + "/index.html"], max_pages=10, allow_private_networks=True,
                                           state_path=str(ctx.home / "crawl.sqlite")))
     m = run(cfg, ctx)
     recs = {r["url"]: r for r in read_jsonl(m.outputs["records"])}

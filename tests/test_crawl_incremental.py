@@ -30,7 +30,7 @@ def small_site(site: Site, n: int, validators: bool = True) -> None:
 def test_recrawl_fetches_no_bodies_and_emits_only_the_changed_page(tmp_path, validators):
     with Site() as site:
         small_site(site, 6, validators)
-        cfg = CollectConfig(crawl=CrawlConfig(seeds=[site.url + "/p0.html"], max_depth=10,
+        cfg = CollectConfig(crawl=CrawlConfig(seeds=[site.url + "/p0.html"], max_depth=10, allow_networks=["127.0.0.1"],
                                               state_path=str(tmp_path / "state.sqlite")))
         home = tmp_path / "home"
         first = run(cfg, RunContext("run1", home=home))
@@ -55,7 +55,8 @@ def test_recrawl_fetches_no_bodies_and_emits_only_the_changed_page(tmp_path, val
 
 def collect_cli(site_url: str, out, state, home) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "lmchain.cli", "collect", "--seed", site_url + "/p0.html", "--max-pages", "200",
-           "--max-depth", "20", "--concurrency", "4", "--out", str(out), "--state", str(state)]
+           "--max-depth", "20", "--concurrency", "4", "--out", str(out), "--state", str(state),
+           "--allow-network", "127.0.0.1"]
     env = {**os.environ, "LMCHAIN_HOME": str(home), "PYTHONPATH": REPO}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -35,8 +35,7 @@ def collect_to(cfg: CollectConfig, folder: str | Path) -> Manifest:
     otherwise a new, incremental crawl starts."""
     ctx = RunContext("cli_collect")
     out = StageOutput(ctx, "collect", dataclasses.asdict(cfg))
-    out.final = Path(folder).resolve()
-    out.tmp = out.final.with_name(out.final.name + ".tmp")
+    out.publish_to(Path(folder).resolve())
     with out:
         _collect(cfg, out, run_key=None)
     return out.manifest
@@ -146,19 +145,20 @@ def _read_source(src, paths: list[Path], writer: _Writer) -> None:
 
 def _crawl(cfg: CrawlConfig, m: Manifest, writer: _Writer, run_key: str | None) -> None:
     from lmchain.collect.crawler import crawl
-    from lmchain.collect.state import DOC, DUPLICATE, FAILED, SKIPPED, CrawlStore
+    from lmchain.collect.state import DOC, DUPLICATE, FAILED, SKIPPED, CrawlStore, crawl_lock
 
-    store = CrawlStore(state_path(cfg))
-    try:
-        stats = crawl(cfg, store, run_key)
-        for kind, reason, rec in store.outcomes(stats.crawl_id, (DOC, FAILED, DUPLICATE, SKIPPED)):
-            if kind == DOC:
-                writer.keep(rec)
-            else:
-                writer.reject(rec, reason)
-        summary = store.summary(stats.crawl_id)
-    finally:
-        store.close()
+    with crawl_lock(state_path(cfg), run_key):
+        store = CrawlStore(state_path(cfg))
+        try:
+            stats = crawl(cfg, store, run_key)
+            for kind, reason, rec in store.outcomes(stats.crawl_id, (DOC, FAILED, DUPLICATE, SKIPPED)):
+                if kind == DOC:
+                    writer.keep(rec)
+                else:
+                    writer.reject(rec, reason)
+            summary = store.summary(stats.crawl_id)
+        finally:
+            store.close()
     kinds = summary["kinds"]
     m.counts.update({"crawl_docs": kinds.get(DOC, 0), "crawl_failed": kinds.get(FAILED, 0),
                      "crawl_unchanged": kinds.get("unchanged", 0), "crawl_duplicates": kinds.get(DUPLICATE, 0),

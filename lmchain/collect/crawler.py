@@ -1,6 +1,6 @@
 """The crawl: a breadth-first frontier worked by async tasks, every page committed to the store.
 
-    seeds + sitemaps -> frontier -> [robots.txt] -> fetch (gates, retries, redirects)
+    seeds + sitemaps -> frontier -> [scope, network policy, robots.txt] -> fetch (gates, retries, redirects)
         -> decode -> extract (text, links, canonical) -> commit (outcome + validators + new links)
 
 Concurrency comes from ``concurrency`` tasks sharing one httpx client; politeness from the host
@@ -18,16 +18,15 @@ import multiprocessing
 import time
 from dataclasses import dataclass, field
 
-import httpx
-
 from lmchain.artifacts import now_iso, sha256_text
 from lmchain.collect import sitemap
 from lmchain.collect.charset import decode
 from lmchain.collect.extract import Extracted, extract
-from lmchain.collect.fetch import Fetcher, HostGates, Response
+from lmchain.collect.fetch import Fetcher, HostGates, Response, pinned_client
+from lmchain.collect.netguard import NetGuard
 from lmchain.collect.robots import RobotsCache
 from lmchain.collect.state import DOC, DUPLICATE, FAILED, SKIPPED, UNCHANGED, CrawlStore, QueuedUrl
-from lmchain.collect.urls import hostname_of, in_domains, normalize, origin
+from lmchain.collect.urls import Scope, normalize, origin
 from lmchain.config import CrawlConfig
 
 log = logging.getLogger("lmchain.collect")
@@ -100,7 +99,8 @@ class Crawler:
         self.cfg = cfg
         self.store = store
         self.crawl_id = crawl_id
-        self.domains = cfg.allowed_domains or sorted({hostname_of(s) for s in self.seeds})
+        self.scope = Scope(self.seeds, cfg.allowed_domains)
+        self.net = NetGuard(cfg.allow_private_networks, cfg.allow_networks)
         self.stats = CrawlStats(crawl_id)
 
     @property
@@ -113,13 +113,12 @@ class Crawler:
         cfg = self.cfg
         self.stats.state = state
         t0 = time.monotonic()
-        limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
         self.gates = HostGates(cfg)
         executor = _executor(cfg.extract_workers)
-        async with httpx.AsyncClient(headers={"User-Agent": cfg.user_agent}, limits=limits,
-                                     timeout=httpx.Timeout(cfg.timeout_s), follow_redirects=False) as client:
-            self.fetcher = Fetcher(cfg, client, self.gates)
-            self.robots = RobotsCache(self.fetcher, self.gates, cfg.user_agent)
+        client, self.backend = pinned_client(cfg, self.net)
+        async with client:
+            self.fetcher = Fetcher(cfg, client, self.gates, self.net)
+            self.robots = RobotsCache(self.fetcher, self.gates, cfg.user_agent, scope=self._out_of_scope)
             self.executor = executor
             self.frontier = Frontier(cfg.max_pages - self.store.fetched_count(self.crawl_id))
             self.frontier.seen, self.frontier.done = self.store.seen(self.crawl_id)
@@ -154,10 +153,15 @@ class Crawler:
 
     # ------------------------------------------------------------------ one page
 
+    async def _out_of_scope(self, url: str) -> str | None:
+        return None if url in self.scope else f"offsite: {url}"
+
     async def _guard(self, url: str) -> str | None:
-        """Why ``url`` must not be requested (out of scope, robots.txt), or None."""
-        if not in_domains(url, self.domains):
+        """Why ``url`` must not be requested (out of scope, a refused address, robots.txt), or None."""
+        if url not in self.scope:
             return f"offsite: {url}"
+        if (reason := await self.net.check(url)) is not None:
+            return reason
         if self.cfg.respect_robots:
             return await self.robots.check(url)
         return None
@@ -211,7 +215,7 @@ class Crawler:
             ex = Extracted(text=html.strip(), extractor="plain")
         doc_url = resp.url
         canonical = normalize(ex.canonical) if ex.canonical else None
-        if canonical and canonical != resp.url and in_domains(canonical, self.domains):
+        if canonical and canonical != resp.url and canonical in self.scope:
             doc_url = canonical
         links = [] if ex.nofollow else self._in_scope(ex.links)
         text_sha = sha256_text(ex.text)
@@ -248,7 +252,7 @@ class Crawler:
         out, seen = [], set()
         for href in hrefs:
             url = normalize(href)
-            if url and url not in seen and in_domains(url, self.domains):
+            if url and url not in seen and url in self.scope:
                 seen.add(url)
                 out.append(url)
         return out
@@ -282,7 +286,7 @@ class Crawler:
         result = await sitemap.discover(self.fetcher, wanted, self._guard)
         self.stats.sitemaps_read = result.read
         items = [QueuedUrl(u, 1, src) for u, src in ((normalize(p), s) for p, s in result.urls)
-                 if u and in_domains(u, self.domains) and u not in self.frontier.seen]
+                 if u and u in self.scope and u not in self.frontier.seen]
         failures = [{"source": "sitemap", "url": u, "reason": r, "fetched_at": now_iso(), "status": 0}
                     for u, r in result.failures]
         self.frontier.push(self.store.enqueue_from_sitemaps(self.crawl_id, items, failures))

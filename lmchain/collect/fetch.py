@@ -4,6 +4,9 @@ Every request, retries and redirect hops included, passes its host's gate, which
 requests in flight to that host and spaces their starts by the host's delay (the configured
 delay or robots.txt's Crawl-delay, whichever is longer). A 429 or 503 with Retry-After pushes
 the whole host back, not only the URL that got it.
+
+Every hop is also checked against the network policy (``netguard``) before it is requested,
+and the transport connects only to the addresses that check approved (:class:`PinnedBackend`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+import httpcore
 import httpx
 
+from lmchain.collect.netguard import NetGuard, Refused
 from lmchain.collect.urls import host_of, normalize
 from lmchain.config import CrawlConfig
 
@@ -89,11 +94,64 @@ Guard = Callable[[str], Awaitable[str | None]]
 Validators = Callable[[str], dict[str, str]]
 
 
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Opens TCP connections only to the addresses the NetGuard checked for the host.
+
+    httpcore hands us the URL's host name; we never resolve it ourselves here: the guard's cached,
+    checked lookup gives the addresses, so DNS cannot answer differently between check and
+    connect. TLS still verifies the certificate against the host name (httpcore's SNI).
+    """
+
+    def __init__(self, guard: NetGuard):
+        self.guard = guard
+        self.inner = httpcore.AnyIOBackend()
+        self.connections = 0  # TCP connections attempted (for the crawl's own accounting)
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                          socket_options=None) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await self.guard.addresses(host, port)
+        except Refused as exc:
+            raise httpcore.ConnectError(str(exc)) from None
+        error: Exception = httpcore.ConnectError(f"no address for {host}")
+        for address in addresses:
+            try:
+                self.connections += 1
+                return await self.inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
+                                                    socket_options=socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        raise error
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options=None):
+        raise httpcore.ConnectError("the crawler does not use unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+def pinned_client(cfg: CrawlConfig, guard: NetGuard) -> tuple[httpx.AsyncClient, PinnedBackend]:
+    """The crawl's HTTP client: connections through :class:`PinnedBackend`, no proxies from the
+    environment (a proxy would be the address checked, not the site)."""
+    limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
+    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    backend = PinnedBackend(guard)
+    # httpx 0.28 takes no network backend: replace its pool by the same pool built around ours.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(), max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
+        network_backend=backend)
+    client = httpx.AsyncClient(headers={"User-Agent": cfg.user_agent}, transport=transport, trust_env=False,
+                               timeout=httpx.Timeout(cfg.timeout_s), follow_redirects=False)
+    return client, backend
+
+
 class Fetcher:
-    def __init__(self, cfg: CrawlConfig, client: httpx.AsyncClient, gates: HostGates):
+    def __init__(self, cfg: CrawlConfig, client: httpx.AsyncClient, gates: HostGates, net: NetGuard):
         self.cfg = cfg
         self.client = client
         self.gates = gates
+        self.net = net
 
     async def get(self, url: str, *, guard: Guard | None = None, validators: Validators | None = None,
                   content_types: list[str] | None = None, max_bytes: int | None = None) -> Response:
@@ -102,6 +160,9 @@ class Fetcher:
         attempts = 0
         while True:
             current = chain[-1]
+            # Every hop, the first included: robots.txt and sitemaps have no other guard.
+            if (reason := await self.net.check(current)) is not None:
+                return Response(current, error=reason, redirects=chain[:-1], attempts=attempts)
             if guard is not None and len(chain) > 1 and (reason := await guard(current)):
                 return Response(current, error=reason, redirects=chain[:-1], attempts=attempts)
             headers = validators(current) if validators else {}
@@ -182,6 +243,10 @@ class Fetcher:
             return Response(url, error=f"timeout: no complete response within {self.cfg.timeout_s:g}s")
         except httpx.TimeoutException:
             return Response(url, error=f"timeout: no complete response within {self.cfg.timeout_s:g}s")
+        except httpx.ConnectError as exc:
+            if str(exc).startswith(("blocked_address", "dns_error")):  # the transport's own check: final
+                return Response(url, error=str(exc)[:500])
+            return Response(url, error=f"connection_error: {type(exc).__name__}: {exc}"[:300])
         except (httpx.TransportError, OSError) as exc:
             return Response(url, error=f"connection_error: {type(exc).__name__}: {exc}"[:300])
         except httpx.HTTPError as exc:

@@ -2,6 +2,13 @@
 
 What an answer means follows RFC 9309: a 2xx is parsed; a 4xx (no robots.txt) allows all; a
 5xx or an unreachable server disallows all, because the site could not tell us what it wants.
+
+Redirects of robots.txt are followed only inside the crawl's scope (and the network policy).
+RFC 9309 lets crawlers follow them across hosts; we do not, because that would request a URL
+the crawl was never allowed to visit. A redirect out of scope is treated like an unreachable
+robots.txt: disallow all. We chose politeness over availability: the rules the site meant are
+somewhere we may not read, and "no robots.txt found" (allow all) would guess that it wants to be
+crawled. To crawl such a site, put the redirect's target in ``allowed_domains``.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import asyncio
 from protego import Protego
 
 from lmchain.collect.charset import decode
-from lmchain.collect.fetch import Fetcher, HostGates
+from lmchain.collect.fetch import Fetcher, Guard, HostGates
 from lmchain.collect.urls import origin
 
 ROBOTS_MAX_BYTES = 500_000  # RFC 9309 asks crawlers to read at least 500 KiB
@@ -36,10 +43,11 @@ class Rules:
 
 
 class RobotsCache:
-    def __init__(self, fetcher: Fetcher, gates: HostGates, user_agent: str):
+    def __init__(self, fetcher: Fetcher, gates: HostGates, user_agent: str, scope: Guard | None = None):
         self.fetcher = fetcher
         self.gates = gates
         self.user_agent = user_agent
+        self.scope = scope  # (url) -> why a redirect hop is out of the crawl's scope, or None
         self._rules: dict[str, asyncio.Future[Rules]] = {}
 
     async def rules(self, url: str) -> Rules:
@@ -56,8 +64,11 @@ class RobotsCache:
         return rules.reason or "robots_disallowed"
 
     async def _load(self, key: str) -> Rules:
-        resp = await self.fetcher.get(f"{key}/robots.txt", content_types=["*/*"],
+        resp = await self.fetcher.get(f"{key}/robots.txt", guard=self.scope, content_types=["*/*"],
                                       max_bytes=ROBOTS_MAX_BYTES)
+        if resp.redirects and resp.error.startswith("offsite"):
+            return Rules(None, allow_all=False, reason=f"robots_redirect_offsite: {key}/robots.txt redirects to "
+                                                       f"{resp.url}, outside the crawl's scope (disallow all)")
         if resp.status >= 500 or (resp.status == 0 and resp.error):
             return Rules(None, allow_all=False, reason=f"robots_unreachable: {resp.error or resp.status}")
         if resp.status >= 400 or resp.error or not 200 <= resp.status < 300:

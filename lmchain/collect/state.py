@@ -10,6 +10,10 @@ Tables:
 ``outcomes``  what processing a URL produced in one crawl: a document, a failure with its
               reason, an unchanged page or a duplicate, with the full output record.
 
+Several processes may share one store (runs at once on one LMCHAIN_HOME): SQLite's locks
+serialise the transactions, and :func:`crawl_lock` lets only one process at a time work one run
+key's crawl, so a second attempt of the same run waits and then reuses the finished crawl.
+
 Each processed page is one transaction: its outcome, its frontier row marked done, its
 validators and the links it discovered commit together. A crawl killed at any point (kill -9
 included) resumes from the frontier rows not yet done, and the output files are written from
@@ -18,6 +22,9 @@ included) resumes from the frontier rows not yet done, and the output files are 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -66,7 +73,8 @@ class CrawlStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves, one per processed page.
-        self.db = sqlite3.connect(self.path, isolation_level=None)
+        # timeout: another run's transaction on the same store is waited for, not an error.
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
         # WAL + synchronous=NORMAL survives a killed process (not a power cut) at a fraction of
         # the cost of FULL; a lost last page after a power cut is merely fetched again.
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -215,6 +223,22 @@ class CrawlStore:
 
     def _transaction(self):
         return _Transaction(self.db)
+
+
+@contextlib.contextmanager
+def crawl_lock(path: str | Path, run_key: str | None) -> Iterator[None]:
+    """Exclusive, per store and run key (None: the CLI's crawl), for the whole crawl; flock is
+    released by the kernel when the process dies, so a killed crawl never leaves it held."""
+    path = Path(path)
+    key = hashlib.sha256((run_key or "\0cli").encode()).hexdigest()[:16]
+    lock = path.with_name(f".{path.name}.{key}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class _Transaction:

@@ -44,8 +44,7 @@ def curate_to(cfg: CurateConfig, source: str | Path, folder: str | Path) -> Mani
         raise InputError(f"curate: no records at {path}; pass a records.jsonl or the folder collect wrote")
     ctx = RunContext("cli_curate")
     out = StageOutput(ctx, "curate", dataclasses.asdict(cfg))
-    out.final = Path(folder).resolve()
-    out.tmp = out.final.with_name(out.final.name + ".tmp")
+    out.publish_to(Path(folder).resolve())
     with out:
         _curate(cfg, str(path), out, ctx.home, f"cli-{out.final.name}")
     return out.manifest

@@ -33,7 +33,9 @@ def latest_tag(root: Path) -> str | None:
 
 
 def _replace_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    from lmchain.artifacts import attempt_path
+
+    tmp = attempt_path(path)
     with open(tmp, "w") as fh:
         fh.write(text)
         fh.flush()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmchain.artifacts import read_jsonl, write_json
+from lmchain.artifacts import attempt_path, read_jsonl, remove_stale_attempts, write_json
 
 META = "blocks.json"
 BLOCKS = "blocks.npy"
@@ -45,8 +45,9 @@ def pack(corpus: Path, tokenizer_dir: str, block_size: int, out: Path, objective
         sep, body, head, tail = tok.eos_token_id, block_size, [], []
     dtype = np.uint16 if len(tok) <= np.iinfo(np.uint16).max else np.uint32
 
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    remove_stale_attempts(out)
+    tmp = attempt_path(out)
+    tmp.mkdir(parents=True)
     stream_path = tmp / "stream.bin"
     n_texts = n_tokens = 0
     with open(stream_path, "wb") as stream:

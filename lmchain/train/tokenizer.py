@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from lmchain.artifacts import read_jsonl, sha256_file
+from lmchain.artifacts import attempt_path, read_jsonl, remove_stale_attempts, sha256_file
 
 KINDS = ("wordpiece", "bpe")
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -80,9 +80,8 @@ def trained_for(corpus: Path, kind: str, vocab_size: int, cache_root: Path,
     final = cache_root / f"{kind}-{vocab_size}-{cache_key(corpus, kind, vocab_size, lowercase)}"
     if (final / "tokenizer.json").is_file():
         return final, True
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    remove_stale_attempts(final)
+    tmp = attempt_path(final)  # two runs may train the same tokenizer at once: one folder each
     train(corpus, kind, vocab_size, tmp, lowercase)
     (tmp / "lmchain-tokenizer.json").write_text(json.dumps(
         {"corpus": str(corpus), "corpus_sha256": sha256_file(corpus), "kind": kind, "vocab_size": vocab_size,
