@@ -165,3 +165,14 @@ def test_failing_rows_are_named_for_each_expectation(home, tmp_path):
     assert rows[61] == ["expect_column_duplicate_rate_to_be_between", "expect_column_value_lengths_to_be_between"]
     assert set(rows) == {60, 61, 62, 63, 64, 65, 66}
     assert all(rows[i] == ["expect_column_duplicate_rate_to_be_between"] for i in range(62, 67))
+
+
+@pytest.mark.parametrize("line, error", [('{"id": "2", "text": "cut off', r"line 2: not valid JSON \(Unterminated string"),
+                                         ('["a list"]', r"line 2: a JSON list, not a record object")])
+def test_a_malformed_batch_line_is_named_without_a_traceback(home, tmp_path, line, error):
+    from lmchain.errors import InputError
+
+    batch = tmp_path / "records.jsonl"
+    batch.write_text(json.dumps({"id": "1", "text": english(1), "source": "file"}) + "\n" + line + "\n")
+    with pytest.raises(InputError, match=rf"gate: .*records\.jsonl {error}"):
+        records_frame(batch)
