@@ -130,7 +130,8 @@ def test_30_good_and_1_pii_through_the_dag_then_released(tmp_path):
     assert leaks == []
 
     listing = lmchain("feedback", "quarantine")
-    assert f"run {run_id}: 1 rows, held" in listing.stdout and "expect_column_values_to_not_contain_pii" in listing.stdout
+    assert f"run {run_id}: 1 rows, held" in listing.stdout
+    assert "expect_column_values_to_not_contain_pii" in listing.stdout
     assert "victim@example.com" not in listing.stdout
     no_reason = lmchain("feedback", "release", "--run-id", run_id, rc=2)
     assert "needs a --reason" in no_reason.stderr and "Traceback" not in no_reason.stderr

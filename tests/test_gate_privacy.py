@@ -87,7 +87,8 @@ def test_a_blocked_pipeline_batch_publishes_no_planted_value(home, tmp_path):
     assert files_holding_secrets(home, skip=[home / "quarantine"]) == []
     assert files_holding_secrets(mlflow_artifacts_of(ctx.run_id, tmp_path / "mlflow_dl")) == []
     validation = json.loads((ctx.stage_dir("gate") / "validation.json").read_text())
-    pii = next(c for c in validation["curated"]["checks"] if c["expectation"] == "expect_column_values_to_not_contain_pii")
+    pii = next(c for c in validation["curated"]["checks"]
+               if c["expectation"] == "expect_column_values_to_not_contain_pii")
     assert pii["failing_rows"] == 1 and pii["row_index_sample"] == [60]  # which row, not what it says
 
     (row,) = read_jsonl(qdir / "failing_rows.jsonl")
@@ -134,7 +135,8 @@ def test_feedback_gate_holds_the_planted_row_and_publishes_none_of_it(home, tmp_
 def test_an_empty_pipeline_batch_is_blocked_with_a_clear_message(home, tmp_path, suite):
     empty = tmp_path / "records.jsonl"
     empty.write_text("")
-    with pytest.raises(GateFailed, match=r"batch .*records\.jsonl is empty \(0 rows\), so there is nothing to validate"):
+    with pytest.raises(GateFailed, match=r"batch .*records\.jsonl is empty \(0 rows\), so there is nothing to "
+                                         r"validate"):
         check(RunContext("empty", home=home), "gate", GateConfig(), {suite: (records_frame(empty), [empty])}, [], {})
 
 
@@ -167,8 +169,9 @@ def test_failing_rows_are_named_for_each_expectation(home, tmp_path):
     assert all(rows[i] == ["expect_column_duplicate_rate_to_be_between"] for i in range(62, 67))
 
 
-@pytest.mark.parametrize("line, error", [('{"id": "2", "text": "cut off', r"line 2: not valid JSON \(Unterminated string"),
-                                         ('["a list"]', r"line 2: a JSON list, not a record object")])
+@pytest.mark.parametrize("line, error", [
+    ('{"id": "2", "text": "cut off', r"line 2: not valid JSON \(Unterminated string"),
+    ('["a list"]', r"line 2: a JSON list, not a record object")])
 def test_a_malformed_batch_line_is_named_without_a_traceback(home, tmp_path, line, error):
     from lmchain.errors import InputError
 

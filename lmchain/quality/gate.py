@@ -271,9 +271,15 @@ def failing_row_records(df, blamed: dict[int, list[str]]) -> list[dict[str, Any]
     return [{"row": i, "reasons": sorted(set(blamed[i])), **rows.loc[i].to_dict()} for i in sorted(blamed)]
 
 
-def _batch_record(run_id: str, result: SuiteResult, files: list[Path], hold: str) -> dict[str, Any]:
-    return {"run_id": run_id, "suite": result.suite, "rows": result.rows, "failing_rows": len(result.row_failures), "hold": hold,
-            "batch_sha256": result.batch_sha256, "files": [str(f) for f in files], "quarantined_at": now_iso()}
+def _write_held(qdir: Path, rows_file: str, run_id: str, result: SuiteResult, files: list[Path], df,
+                hold: str) -> Path:
+    write_private_jsonl(qdir / rows_file, failing_row_records(df, result.row_failures))
+    write_private_json(qdir / "validation.json", result.to_dict())
+    write_private_json(qdir / "batch.json", {
+        "run_id": run_id, "suite": result.suite, "rows": result.rows, "failing_rows": len(result.row_failures),
+        "hold": hold, "batch_sha256": result.batch_sha256, "files": [str(f) for f in files],
+        "quarantined_at": now_iso()})
+    return qdir
 
 
 def _quarantine(home: Path, run_id: str, qdir: Path, files: list[Path], result: SuiteResult, df) -> Path:
@@ -285,19 +291,13 @@ def _quarantine(home: Path, run_id: str, qdir: Path, files: list[Path], result: 
         os.chmod(target, 0o600)
         if sha256_file(target) != sha256_file(f):
             raise OSError(f"quarantine copy of {f} does not match the original")
-    write_private_jsonl(qdir / "failing_rows.jsonl", failing_row_records(df, result.row_failures))
-    write_private_json(qdir / "validation.json", result.to_dict())
-    write_private_json(qdir / "batch.json", _batch_record(run_id, result, files, "batch"))
-    return qdir
+    return _write_held(qdir, "failing_rows.jsonl", run_id, result, files, df, "batch")
 
 
 def _quarantine_rows(home: Path, run_id: str, qdir: Path, files: list[Path], result: SuiteResult, df) -> Path:
     """Hold the failing rows only; a rerun of the same run replaces them (same batch, same rows)."""
     private_dir(qdir, home / "quarantine")
-    write_private_jsonl(qdir / "rows.jsonl", failing_row_records(df, result.row_failures))
-    write_private_json(qdir / "validation.json", result.to_dict())
-    write_private_json(qdir / "batch.json", _batch_record(run_id, result, files, "rows"))
-    return qdir
+    return _write_held(qdir, "rows.jsonl", run_id, result, files, df, "rows")
 
 
 def accept(home: Path, run_id: str, suite: str, reason: str) -> Path:
