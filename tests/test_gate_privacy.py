@@ -179,3 +179,21 @@ def test_a_malformed_batch_line_is_named_without_a_traceback(home, tmp_path, lin
     batch.write_text(json.dumps({"id": "1", "text": english(1), "source": "file"}) + "\n" + line + "\n")
     with pytest.raises(InputError, match=rf"gate: .*records\.jsonl {error}"):
         records_frame(batch)
+
+
+def test_record_keys_and_ids_are_not_published_either(home, tmp_path):
+    """GX's column check reports the column names it sees, and its uniqueness check the repeated
+    ids: a key or an id holding the payload must reach neither Data Docs nor validation.json."""
+    batch = tmp_path / "in" / "records.jsonl"
+    batch.parent.mkdir()
+    rows = [{"id": str(i), "text": english(i), "source": "file"} for i in range(20)]
+    rows[3][XSS] = EMAIL
+    rows[4]["id"] = rows[5]["id"] = f"{XSS}{EMAIL}"
+    batch.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctx = RunContext("keys", home=home)
+    with pytest.raises(GateFailed, match="expect_column_values_to_be_unique"):
+        check(ctx, "gate", GateConfig(curated=SuiteConfig(min_rows=5)), {"curated": (records_frame(batch), [batch])},
+              [], {})
+    assert files_holding_secrets(home, skip=[home / "quarantine"]) == []
+    held = {r["row"]: r for r in read_jsonl(quarantine_dir(home, "keys", "curated") / "failing_rows.jsonl")}
+    assert sorted(held) == [4, 5] and held[4]["id"] == f"{XSS}{EMAIL}"
