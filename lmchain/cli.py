@@ -4,6 +4,7 @@
     lmchain run [--stages ...]   run stages in this process, without Airflow
     lmchain serve                serve models:/<name>@champion over HTTP
     lmchain feedback             run the feedback loop once (export, gate, merge, decide)
+    lmchain feedback quarantine  list feedback rows the gate held; `release --run-id R --reason ...` frees them
     lmchain up                   Airflow (standalone), the MLflow UI and the service together
     lmchain config               show the resolved config, or every key with its doc
     lmchain lineage NAME[@alias|/version]   trace a model back to its source files
@@ -129,6 +130,12 @@ def cmd_feedback(args) -> int:
     from lmchain.config import load_config
     from lmchain.dagrun import run_feedback_dag
 
+    if args.action == "quarantine":
+        return _feedback_quarantine(home())
+    if args.action == "release":
+        return _feedback_release(home(), args)
+    if args.run_id or args.reason or args.drop:
+        raise LmchainError("--run-id, --reason and --drop go with `lmchain feedback release`")
     lm_home = home()
     airflow_env.apply(lm_home)
     load_config(args.recipe, args.overrides)  # a bad key fails here, with its name
@@ -142,6 +149,43 @@ def cmd_feedback(args) -> int:
     print(f"decision: {'retrain' if decision.get('trigger') else 'wait'}: {decision.get('reason', '?')}")
     for e in events:
         print(f"asset event {e['asset']}: {e['extra'].get('reason')} (schedules lmchain_pipeline)")
+    gate_manifest = RunContext(report.run_id).stage_dir("feedback_gate") / "manifest.json"
+    held = json.loads(gate_manifest.read_text())["info"].get("quarantined_rows") if gate_manifest.is_file() else 0
+    if held:
+        print(f"quarantined: {held} feedback rows held; see `lmchain feedback quarantine`, release with "
+              f"`lmchain feedback release --run-id {report.run_id} --reason ...`")
+    return 0
+
+
+def _feedback_quarantine(lm_home: Path) -> int:
+    """List held feedback rows: row numbers, store ids and reasons (texts stay in the quarantine)."""
+    from lmchain.feedback.quarantine import summary
+
+    held = summary(lm_home)
+    if not held:
+        print(f"no feedback rows in quarantine under {lm_home / 'quarantine'}")
+    for q in held:
+        rel = q["release"]
+        state = "held" if rel is None else (f"released by {rel['released_by']} on {rel['released_at']} "
+                                            f"({rel['reason']!r}), dropped {rel['dropped_rows'] or 'none'}, "
+                                            + (f"merged in {rel['merged_in']}" if rel.get("merged_in")
+                                               else "merges in the next feedback run"))
+        print(f"run {q['run_id']}: {len(q['rows'])} rows, {state}; rows in {q['folder']}/rows.jsonl")
+        for r in q["rows"]:
+            print(f"  row {r['row']:>5} store id {r['store_id']}: {', '.join(r['reasons'])}")
+    return 0
+
+
+def _feedback_release(lm_home: Path, args) -> int:
+    from lmchain.feedback.quarantine import release
+
+    if not args.run_id:
+        raise LmchainError("lmchain feedback release needs --run-id RUN (see `lmchain feedback quarantine`)")
+    path = release(lm_home, args.run_id, args.reason or "", args.drop)
+    record = json.loads(path.read_text())
+    print(f"released {len(record['released_rows'])} rows of run {args.run_id} (dropped "
+          f"{record['dropped_rows'] or 'none'}); recorded in {path}. They merge in the next feedback run "
+          "(`lmchain feedback`, or the schedule)")
     return 0
 
 
@@ -374,8 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-api-key", action="store_true", help="print a new API key and its hash, then exit")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("feedback", help="run lmchain_feedback once: export, gate and merge feedback, decide")
+    p = sub.add_parser("feedback", help="run lmchain_feedback once: export, gate and merge feedback, decide; "
+                                         "or list / release quarantined feedback rows")
     _config_args(p)
+    p.add_argument("action", nargs="?", default="run", choices=["run", "quarantine", "release"],
+                   help="run (default): one run of the DAG; quarantine: list held rows; release: release a run's "
+                        "held rows for the next merge")
+    p.add_argument("--run-id", help="release: the feedback run whose held rows to release")
+    p.add_argument("--reason", help="release: why (required; recorded with who and when)")
+    p.add_argument("--drop", type=int, nargs="+", default=[], metavar="ROW",
+                   help="release: row numbers (from `lmchain feedback quarantine`) to leave out for good")
     p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("up", help="start the Airflow UI, the MLflow UI and the service")

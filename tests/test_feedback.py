@@ -9,7 +9,6 @@ import pytest
 
 from lmchain.artifacts import RunContext, read_jsonl
 from lmchain.config import FeedbackConfig, load_config
-from lmchain.errors import LmchainError
 from lmchain.feedback import labels_path
 from lmchain.feedback.stages import run_feedback_stage, with_feedback_labels
 from lmchain.params import schema, should_skip, to_overrides
@@ -90,18 +89,20 @@ def test_drift_triggers_before_the_label_count(home):
     store.close()
 
 
-def test_a_bad_feedback_batch_is_quarantined_and_stops_the_loop(home):
+def test_a_bad_feedback_batch_is_quarantined_by_rows_and_the_loop_goes_on(home):
+    """Rows with a label the model does not have are held, not the run: the gate task passes,
+    nothing is merged, and the watermark moves past them only because the quarantine holds them."""
+    from lmchain.feedback.stages import Watermark
+
     cfg = _cfg(home)
     store = ServingStore(cfg.deploy.service.store_url)
     _post(store, POSITIVE[:3], "negative", "neutral")  # not a label of the model
-    done = {}
-    for stage in ("export",):
-        done[stage] = run_feedback_stage(stage, cfg, "fb_bad", done, lmchain_home=home)
-    with pytest.raises(LmchainError, match="expect_column_values_to_be_in_set"):
-        run_feedback_stage("gate", cfg, "fb_bad", done, lmchain_home=home)
-    quarantined = list((home / "quarantine" / "fb_bad" / "feedback").glob("*.jsonl"))
-    assert quarantined and len(list(read_jsonl(quarantined[0]))) == 3
-    assert not labels_path(home).exists()
+    done = _run_all(cfg, "fb_bad", home)
+    assert done["gate"]["counts"]["quarantined_rows"] == 3 and done["gate"]["counts"]["passed_rows"] == 0
+    held = list(read_jsonl(home / "quarantine" / "fb_bad" / "feedback" / "rows.jsonl"))
+    assert len(held) == 3 and all(r["reasons"] == ["expect_column_values_to_be_in_set"] for r in held)
+    assert done["merge"]["counts"]["batch"] == 0 and not labels_path(home).exists()
+    assert Watermark.read(home).last_id == 3
     store.close()
 
 

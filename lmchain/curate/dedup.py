@@ -9,11 +9,14 @@ of a cluster is the one kept whatever the number of workers.
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from pathlib import Path
 
 import numpy as np
 
 from lmchain.curate.minhash import LshIndex, word_ngram_keys
+from lmchain.locking import file_lock
 
 log = logging.getLogger(__name__)
 HISTORY = -2  # owner of an exact duplicate of a text an earlier run kept (-1: no match)
@@ -129,17 +132,19 @@ class Deduper:
         if not folder.is_dir():
             return 0
         exact, bands, sigs = [], [], []
-        for path in sorted(folder.glob("*.npz")):
-            if path.stem == own_run:
-                continue  # a rerun of the same run must not dedup against its own earlier output
-            with np.load(path) as data:
-                if str(data["signature"]) != signature:
-                    log.warning("curate: ignoring %s: made with other MinHash settings (%s, now %s)",
-                                path, data["signature"], signature)
-                    continue
-                exact.append(data["exact"])
-                bands.append(data["bands"])
-                sigs.append(data["sigs"])
+        # Shared: runs read the index together; a run saving its file waits (and is waited for).
+        with file_lock(folder, shared=True):
+            for path in sorted(folder.glob("*.npz")):
+                if path.stem == own_run or path.name.startswith("."):
+                    continue  # own earlier output (a rerun), or another run's file being written
+                with np.load(path) as data:
+                    if str(data["signature"]) != signature:
+                        log.warning("curate: ignoring %s: made with other MinHash settings (%s, now %s)",
+                                    path, data["signature"], signature)
+                        continue
+                    exact.append(data["exact"])
+                    bands.append(data["bands"])
+                    sigs.append(data["sigs"])
         if exact:
             self.history_exact = np.unique(np.concatenate(exact))
         if bands and self.near:
@@ -157,10 +162,11 @@ class Deduper:
         width = self.sigs.data.shape[1] if self.sigs is not None else 0
         sigs = np.concatenate(self.kept_sigs) if self.kept_sigs else np.empty((len(bands), width), np.uint32)
         path = folder / f"{run}.npz"
-        tmp = folder / f".{run}.tmp.npz"
-        np.savez(tmp, exact=np.array(self.kept_exact, dtype=np.uint64), bands=bands, sigs=sigs,
-                 signature=np.array(signature))
-        tmp.replace(path)
+        tmp = folder / f".{run}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz"  # two attempts never share one
+        with file_lock(folder):
+            np.savez(tmp, exact=np.array(self.kept_exact, dtype=np.uint64), bands=bands, sigs=sigs,
+                     signature=np.array(signature))
+            tmp.replace(path)
         return path
 
 
