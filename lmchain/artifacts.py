@@ -333,7 +333,7 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line.rstrip("\r\n"))  # else a cut string reads as "invalid control character"
             except json.JSONDecodeError as exc:
                 cut = " (the line is cut short: a writer may have been killed)" if not line.endswith("\n") else ""
                 what = exc.msg.removesuffix(" at")  # json's messages: "Unterminated string starting at"

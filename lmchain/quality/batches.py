@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from lmchain.artifacts import read_jsonl
 from lmchain.errors import InputError
 
 SPLITS = ("train", "validation", "test")
@@ -21,7 +21,7 @@ def records_frame(path: str | Path):
         df = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
                          quoting=3 if path.suffix == ".tsv" else 0)
     else:
-        df = pd.DataFrame(_jsonl_rows(path))
+        df = pd.DataFrame(list(read_jsonl(path)))  # an InputError names a bad line
     if df.empty:
         df = pd.DataFrame({"id": pd.Series(dtype=str), "text": pd.Series(dtype=str), "source": pd.Series(dtype=str)})
     if "id" not in df.columns:
@@ -30,23 +30,6 @@ def records_frame(path: str | Path):
     if "text" in df.columns:
         df["text"] = df["text"].where(df["text"].notna(), None)
     return df
-
-
-def _jsonl_rows(path: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"gate: {path} line {n}: not valid JSON ({exc.msg} at column {exc.colno}); fix or "
-                             "remove that line") from None
-        if not isinstance(row, dict):
-            raise InputError(f"gate: {path} line {n}: a JSON {type(row).__name__}, not a record object "
-                             '({"id": ..., "text": ...})')
-        rows.append(row)
-    return rows
 
 
 def labelled_frame(files: dict[str, str | Path]):
