@@ -97,7 +97,7 @@ async def _authorized_user(request: Request):
 
 def _file_under(root, parts):
     """The regular file root/parts..., or None: every segment checked, symlinks out of root refused."""
-    if not parts or not all(SEGMENT.fullmatch(p) for p in parts):
+    if not parts or not all(SEGMENT.fullmatch(p) for p in parts):  # '' (a folder) fails too
         return None
     base = root.resolve()
     path = base.joinpath(*parts).resolve()
@@ -117,8 +117,9 @@ def _pages_app(resolve):
 
     @app.api_route("/{path:path}", methods=["GET", "HEAD"])
     def page(path: str, user=Depends(_authorized_user)):
-        # Decoded path: an encoded '/' only makes more segments, and each one is checked.
-        found = resolve(home(), [p for p in path.split("/") if p])
+        # Decoded path: an encoded '/' only makes more segments, and each one is checked; an empty
+        # one (a trailing '/', '//') names a folder, and folders are never listed.
+        found = resolve(home(), path.split("/") if path else [])
         if found is None:
             raise HTTPException(404, "no such report page")
         return FileResponse(found, media_type=MEDIA_TYPES[found.suffix.lower()])
