@@ -34,6 +34,7 @@ SECRETS = {
     "AIRFLOW_ADMIN_PASSWORD": ("AIRFLOW_ADMIN_PASSWORD", "the Airflow admin's password", 16),
     "MLFLOW_AUTH_ADMIN_PASSWORD": ("MLFLOW_ADMIN_PASSWORD", "the MLflow admin's password", 16),
     "MLFLOW_SERVE_PASSWORD": ("MLFLOW_SERVE_PASSWORD", "the service's MLflow password", 16),
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": ("MLFLOW_FLASK_SECRET_KEY", "MLflow's session and CSRF key", 32),
     "MLFLOW_TRACKING_PASSWORD": ("MLFLOW_ADMIN_PASSWORD or MLFLOW_SERVE_PASSWORD", "this container's MLflow "
                                  "password", 16),
     "LMCHAIN_DEPLOY_KEY": ("LMCHAIN_DEPLOY_KEY", "the key of the deploy stage's validation tags", 32),
@@ -190,6 +191,9 @@ def prepare_mlflow(env: dict[str, str]) -> dict[str, str]:
     if not users[0][1]:
         raise SecretProblem(f"MLFLOW_ADMIN_PASSWORD is not set: the MLflow admin needs a password "
                             f"(`{DEFAULT_GENERATE}`)")
+    if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        raise SecretProblem("MLFLOW_FLASK_SECRET_KEY is not set: MLflow's basic-auth app signs its sessions and "
+                            f"CSRF tokens with it (`{DEFAULT_GENERATE}`)")
     folder = Path(env.get("MLFLOW_AUTH_CONFIG_DIR") or tempfile.mkdtemp(prefix="mlflow-auth-"))
     config = write_mlflow_auth_config(folder, database_uri, admin)
     for line in sync_mlflow_users(database_uri, users):

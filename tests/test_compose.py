@@ -28,7 +28,8 @@ SERVICES = {"postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-s
 # The .env secrets make-env.py generates; compose must refuse to start without each one.
 REQUIRED_SECRETS = ("AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_FERNET_KEY", "AIRFLOW_ADMIN_PASSWORD",
                     "POSTGRES_PASSWORD", "MLFLOW_DB_PASSWORD", "CELERY_DB_PASSWORD", "MLFLOW_ADMIN_PASSWORD",
-                    "MLFLOW_SERVE_PASSWORD", "LMCHAIN_DEPLOY_KEY", "LMCHAIN_API_KEY_HASHES")
+                    "MLFLOW_SERVE_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "LMCHAIN_DEPLOY_KEY",
+                    "LMCHAIN_API_KEY_HASHES")
 # Container variable -> the containers that may hold it (and must, unless optional).
 SECRET_HOLDERS = {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": {"airflow-init", "airflow-apiserver", "airflow-scheduler",
@@ -44,6 +45,7 @@ SECRET_HOLDERS = {
     "MLFLOW_AUTH_DATABASE_URI": {"mlflow", "mlflow-ui"},
     "MLFLOW_AUTH_ADMIN_PASSWORD": {"mlflow", "mlflow-ui"},
     "MLFLOW_SERVE_PASSWORD": {"mlflow", "mlflow-ui"},
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": {"mlflow", "mlflow-ui"},
     "MLFLOW_TRACKING_PASSWORD": {"airflow-worker", "airflow-worker-gpu", "serve"},
     "LMCHAIN_DEPLOY_KEY": {"airflow-worker", "airflow-worker-gpu", "serve"},
     "POSTGRES_PASSWORD": {"postgres"},
