@@ -74,11 +74,15 @@ def _weakness(value: str, min_length: int) -> str | None:
 
 
 def _fernet_problem(value: str) -> str | None:
-    try:
-        raw = base64.urlsafe_b64decode(value.encode())
-    except (binascii.Error, ValueError):
-        raw = b""
-    return None if len(raw) == 32 else "is not a Fernet key (32 url-safe base64-encoded bytes)"
+    """None for a Fernet key, or Airflow's "new,old" list of them while rotating."""
+    for key in value.split(","):
+        try:
+            raw = base64.urlsafe_b64decode(key.strip().encode())
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            return "is not a Fernet key (32 url-safe base64-encoded bytes; several while rotating: new,old)"
+    return None
 
 
 def problems(env: dict[str, str]) -> list[str]:

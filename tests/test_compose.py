@@ -171,6 +171,17 @@ def test_each_container_refuses_a_weak_secret_at_start(tmp_path, generated_env, 
         assert secret in proc.stderr and why in proc.stderr and "make-env.py" in proc.stderr, proc.stderr
 
 
+def test_a_fernet_key_list_for_rotation_passes_and_a_bad_member_does_not(tmp_path, generated_env):
+    """Airflow rotates Fernet keys as AIRFLOW_FERNET_KEY=new,old (README: rotating)."""
+    old = dict(line.split("=", 1) for line in generated_env.read_text().splitlines()
+               if line.startswith("AIRFLOW_FERNET_KEY="))["AIRFLOW_FERNET_KEY"]
+    new = subprocess.run([sys.executable, "-c", "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32))"
+                          ".decode())"], capture_output=True, text=True).stdout.strip()
+    for value, ok in ((f"{new},{old}", True), (f"{new},airflow", False)):
+        api = resolve(env_file_with(tmp_path, generated_env, AIRFLOW_FERNET_KEY=value))["services"]["airflow-apiserver"]
+        assert (start_check(api).returncode == 0) is ok, value
+
+
 def test_each_container_gets_only_the_secrets_it_needs(resolved):
     services = resolved["services"]
     for var, holders in SECRET_HOLDERS.items():
