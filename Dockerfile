@@ -5,6 +5,8 @@
 #   docker build --target gpu -t lmchain:gpu .      the `gpu` queue's Celery worker: CUDA torch
 #                                                   and DeepSpeed's CUDA ops compiled in the image
 # docker-compose.yml builds both. Both run as the user `airflow` (uid 50000, as Airflow's images).
+# Both start every command through `python -m lmchain.compose_init exec --`, which refuses to run
+# with a placeholder, default or too-short secret in the environment (README: Deploying safely).
 
 # ---------------------------------------------------------------- cpu: the default image
 FROM python:3.11-slim-bookworm AS cpu
@@ -39,6 +41,9 @@ RUN pip install --no-cache-dir --no-deps -e . \
 
 USER airflow
 EXPOSE 8080 8000 5000
+ENTRYPOINT ["python", "-m", "lmchain.compose_init", "exec", "--"]
+# 0.0.0.0 inside the container, so a published port reaches it: the service then refuses to start
+# without API keys (LMCHAIN_API_KEY_HASHES); publish it on the host's loopback (-p 127.0.0.1:8000:8000).
 CMD ["lmchain", "serve", "--host", "0.0.0.0", "--port", "8000"]
 
 # ---------------------------------------------------------------- gpu: the `gpu` queue's worker
@@ -88,6 +93,7 @@ RUN pip install --no-cache-dir --no-deps -e . \
     && mkdir -p ${AIRFLOW_HOME} ${LMCHAIN_HOME} && chown -R 50000:0 ${AIRFLOW_HOME} ${LMCHAIN_HOME}
 
 USER airflow
+ENTRYPOINT ["python", "-m", "lmchain.compose_init", "exec", "--"]
 CMD ["airflow", "celery", "worker", "--queues", "gpu", "--concurrency", "1"]
 
 # ---------------------------------------------------------------- default target: `docker build .` gives cpu

@@ -43,11 +43,15 @@ def apply(lm_home: Path) -> dict[str, str]:
     return {k: os.environ[k] for k in airflow_env(lm_home)}
 
 
-def api_port_env(port: int) -> dict[str, str]:
+def api_port_env(port: int, host: str = "127.0.0.1") -> dict[str, str]:
     """The api-server's port, and the execution API URL that task processes call on it (Airflow
-    defaults that URL to port 8080 whatever port the api-server listens on)."""
+    defaults that URL to port 8080 whatever port the api-server listens on). ``host`` is the
+    address the api-server binds: tasks reach a wildcard bind on loopback, any other at itself."""
+    reach = "127.0.0.1" if host in ("0.0.0.0", "::", "", "localhost") else host
+    if ":" in reach:
+        reach = f"[{reach}]"  # an IPv6 literal in a URL
     return {"AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/"}
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{reach}:{port}/execution/"}
 
 
 def airflow_cli() -> list[str]:

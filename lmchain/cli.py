@@ -5,7 +5,7 @@
     lmchain serve                serve models:/<name>@champion over HTTP
     lmchain feedback             run the feedback loop once (export, gate, merge, decide)
     lmchain feedback quarantine  list feedback rows the gate held; `release --run-id R --reason ...` frees them
-    lmchain up                   Airflow (standalone), the MLflow UI and the service together
+    lmchain up                   Airflow, the MLflow UI and the service together, on 127.0.0.1
     lmchain config               show the resolved config, or every key with its doc
     lmchain lineage NAME[@alias|/version]   trace a model back to its source files
     lmchain gate --suite S --in PATH        validate a batch; --accept RUN_ID releases a quarantined one
@@ -205,7 +205,7 @@ def _champion_uri(model_name: str | None) -> str:
 def cmd_up(args) -> int:
     from lmchain.up import run_services
 
-    return run_services(args.airflow_port, args.mlflow_port, args.serve_port)
+    return run_services(args.airflow_port, args.mlflow_port, args.serve_port, host=args.host)
 
 
 def cmd_config(args) -> int:
@@ -430,7 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="release: row numbers (from `lmchain feedback quarantine`) to leave out for good")
     p.set_defaults(func=cmd_feedback)
 
-    p = sub.add_parser("up", help="start the Airflow UI, the MLflow UI and the service")
+    p = sub.add_parser("up", help="start the Airflow UI, the MLflow UI and the service (on 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address all three listen on (default 127.0.0.1: this machine only). Another address "
+                        "opens them to the network: MLflow then runs its basic-auth app and the service needs "
+                        "API keys (README: Deploying safely)")
     p.add_argument("--airflow-port", type=int, default=8080)
     p.add_argument("--mlflow-port", type=int, default=5000)
     p.add_argument("--serve-port", type=int, default=8000)

@@ -8,8 +8,12 @@ server instead (the scale-out path); nothing else changes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import json
 import logging
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,6 +22,10 @@ from lmchain.artifacts import RunContext, home
 
 RUN_TAG = "lmchain.run_id"
 KIND_TAG = "lmchain.kind"  # "pipeline" on the parent run, "stage" on its children
+# Set by the deploy stage on a model version that passed infra validation; the service follows
+# an alias only onto versions that carry a valid one (see validation_problem).
+VALIDATED_TAG = "lmchain.validated"
+DEPLOY_KEY_ENV = "LMCHAIN_DEPLOY_KEY"
 
 
 def tracking_uri() -> str:
@@ -170,3 +178,76 @@ def resolve_model(model_uri: str) -> tuple[str, str, Path]:
 def local_model(model_uri: str) -> Path:
     """The local transformers folder of a registered model."""
     return resolve_model(model_uri)[2]
+
+
+# --------------------------------------------------------------------------- deploy validation tags
+#
+# The tag holds an HMAC over what identifies the version (name, number, run id, source) and who
+# validated it when, keyed by the deploy key. Whoever can write to the registry can still move
+# the alias, but without the key cannot make the service load what the deploy stage never
+# validated, nor copy a tag from a validated version onto another.
+
+
+def deploy_key_file() -> Path:
+    return home() / "secrets" / "deploy.key"
+
+
+def deploy_key(create: bool = False) -> bytes | None:
+    """LMCHAIN_DEPLOY_KEY, else the key file under LMCHAIN_HOME (made, mode 0600, when ``create``)."""
+    if os.environ.get(DEPLOY_KEY_ENV):
+        return os.environ[DEPLOY_KEY_ENV].encode()
+    path = deploy_key_file()
+    if not path.is_file() and create:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".deploy.key.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(tmp, path)  # fails if another process made it first: both then use that one
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_bytes().strip() if path.is_file() else None
+
+
+def _validation_digest(key: bytes, name: str, mv, claims: dict) -> str:
+    message = json.dumps({"name": name, "version": str(mv.version), "run_id": mv.run_id or "",
+                          "source": mv.source or "", **claims}, sort_keys=True)
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
+def mark_validated(name: str, version: str, *, pipeline_run: str, by: str = "deploy") -> dict:
+    """Tag ``version`` as validated by the deploy stage (call it before moving an alias onto it)."""
+    from lmchain.artifacts import now_iso
+
+    c = client()
+    mv = c.get_model_version(name, str(version))
+    claims = {"by": by, "pipeline_run": pipeline_run, "at": now_iso()}
+    tag = {**claims, "hmac": _validation_digest(deploy_key(create=True), name, mv, claims)}
+    c.set_model_version_tag(name, str(version), VALIDATED_TAG, json.dumps(tag, sort_keys=True))
+    return tag
+
+
+def validation_problem(name: str, version: str) -> str | None:
+    """Why ``version`` must not be served from an alias (None: the deploy stage validated it)."""
+    mv = client().get_model_version(name, str(version))
+    raw = (mv.tags or {}).get(VALIDATED_TAG)
+    if not raw:
+        return f"it has no {VALIDATED_TAG} tag: only the deploy stage, after infra validation, may put a version " \
+               "into service (run the pipeline's deploy stage, not a bare alias move)"
+    key = deploy_key()
+    if key is None:
+        return f"no deploy key to check its {VALIDATED_TAG} tag: set {DEPLOY_KEY_ENV} to the deploy stage's key " \
+               f"(or share {deploy_key_file()})"
+    try:
+        tag = json.loads(raw)
+        claims = {k: tag[k] for k in ("by", "pipeline_run", "at")}
+        given = str(tag["hmac"])
+    except (ValueError, TypeError, KeyError):
+        return f"its {VALIDATED_TAG} tag is malformed"
+    if not hmac.compare_digest(given, _validation_digest(key, name, mv, claims)):
+        return f"its {VALIDATED_TAG} tag does not verify: it was not written by the deploy stage for this " \
+               f"version, or {DEPLOY_KEY_ENV} changed since (re-run the deploy stage)"
+    return None

@@ -41,7 +41,8 @@ def register_version(model_dir, run_id: str, accuracy: float = 0.5, *, name: str
 
 
 def make_champion(name: str, version) -> None:
-    """What the deploy stage does after a passed infra validation."""
+    """What the deploy stage does after a passed infra validation: tag the version, move the alias."""
+    registry.mark_validated(name, str(version), pipeline_run="test")
     registry.client().set_registered_model_alias(name, "champion", str(version))
 
 

@@ -1,13 +1,18 @@
-"""The deploy stage: variant choice, infra validation in a real server process, alias move."""
+"""The deploy stage: variant choice, infra validation in a real server process, validation tag,
+alias move; and a running service that follows the alias only onto validated versions."""
 
 import json
+import logging
+import time
 
+import httpx
 import pytest
-from serve_support import make_champion, make_tiny_classifier, register_version
+from serve_support import make_champion, make_tiny_classifier, register_version, running_server
 
 from lmchain import registry
 from lmchain.artifacts import RunContext, write_jsonl
 from lmchain.config import DeployConfig, ServeConfig
+from lmchain.serve.app import create_app
 from lmchain.serve.auth import new_key
 from lmchain.serve.deploy import DeployFailed
 from lmchain.serve.deploy import run as deploy
@@ -50,6 +55,10 @@ def test_deploy_validates_the_candidate_then_moves_the_champion(setup):
     assert validation["label_mismatches"] == 0 and validation["chosen"] == m.info["variant"]
     current = json.loads((RunContext("dep_ok_1").home / "deployments" / "current.json").read_text())
     assert current["version"] == version and current["model_uri"] == f"models:/{name}@champion"
+    # Tagged before the alias moved, and the tag verifies with the deploy key.
+    assert registry.validation_problem(name, version) is None
+    tag = json.loads(tags[registry.VALIDATED_TAG])
+    assert tag["pipeline_run"] == "dep_ok_1" and tag["by"] == "deploy" and current["validated"]["at"] == tag["at"]
 
 
 def test_failed_infra_validation_keeps_the_old_champion(setup):
@@ -62,6 +71,7 @@ def test_failed_infra_validation_keeps_the_old_champion(setup):
                {"register": new.to_dict(), "annotate": setup["labelled"]})
     assert str(registry.champion(name).version) == str(old.info["version"])
     assert not (RunContext("dep_slo_2").stage_dir("deploy") / "manifest.json").exists()
+    assert "no lmchain.validated tag" in registry.validation_problem(name, new.info["version"])
 
 
 def test_not_promoted_version_redeploys_the_current_champion(setup):
@@ -73,3 +83,54 @@ def test_not_promoted_version_redeploys_the_current_champion(setup):
                {"register": new.to_dict(), "annotate": setup["labelled"]})
     assert m.info["version"] == str(old.info["version"]) and not m.info["promoted"]
     assert str(registry.champion(name).version) == str(old.info["version"])
+
+
+def _served_version(base: str) -> str:
+    r = httpx.post(base + "/v1/predict", json={"texts": ["a gripping film"]}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["version"]
+
+
+def _swap_failures(base: str) -> float:
+    line = next(l for l in httpx.get(base + "/metrics").text.splitlines()
+                if l.startswith("lmchain_model_swap_failures_total "))
+    return float(line.split()[1])
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_the_service_follows_the_alias_only_onto_deploy_validated_versions(setup, tmp_path, caplog):
+    name = "lmchain-deploy-follow"
+    v1 = str(register_version(setup["v1"], "dep_follow_1", name=name).info["version"])
+    make_champion(name, v1)
+    settings = ServeConfig(store_url=f"sqlite:///{tmp_path / 'store.db'}", follow_alias_s=0.2)
+    caplog.set_level(logging.ERROR, logger="lmchain.serve")
+    with running_server(create_app(f"models:/{name}@champion", settings)) as base:
+        assert _served_version(base) == v1
+        # Someone with registry write access moves the alias by hand: no deploy, no tag.
+        v2 = str(register_version(setup["v2"], "dep_follow_2", name=name).info["version"])
+        registry.client().set_registered_model_alias(name, "champion", v2)
+        assert _wait_for(lambda: _swap_failures(base) == 1), "the unvalidated version was not refused"
+        time.sleep(1.0)  # five more polls: still refused, and counted once
+        assert _served_version(base) == v1 and _swap_failures(base) == 1
+        assert f"refusing {name} version {v2}" in caplog.text and "no lmchain.validated tag" in caplog.text
+        # A tag copied from a validated version does not verify for another one.
+        client = registry.client()
+        client.set_model_version_tag(name, v2, registry.VALIDATED_TAG,
+                                     client.get_model_version(name, v1).tags[registry.VALIDATED_TAG])
+        assert _wait_for(lambda: _swap_failures(base) == 2)
+        assert _served_version(base) == v1 and "does not verify" in caplog.text
+        # The deploy stage validates a new version and moves the alias: the service swaps to it.
+        v3m = register_version(setup["v2"], "dep_follow_3", name=name)
+        deploy(_cfg(setup["root"], p95_slo_ms=5000, variants=["fp32"]), RunContext("dep_follow_3", model_name=name),
+               {"register": v3m.to_dict(), "annotate": setup["labelled"]})
+        v3 = str(v3m.info["version"])
+        assert _wait_for(lambda: _served_version(base) == v3), "the deploy-validated version was not swapped in"
+        assert _swap_failures(base) == 2

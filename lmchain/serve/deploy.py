@@ -11,8 +11,10 @@ promote it, else the current champion (re-validated, since the serving stack may
    stage waits for ``/readyz``, sends the smoke texts, then times ``latency_probe_requests``
    single-text requests and checks their p95 against ``p95_slo_ms``; the served labels must
    equal the in-process labels of the same variant.
-3. Only then does ``champion`` move to the candidate. Any failure raises, so the old champion
-   keeps serving (a running service follows the alias and hot-swaps on its own).
+3. Only then is the candidate tagged ``lmchain.validated`` (an HMAC with the deploy key over the
+   version's identity, the run and the time: see ``registry.mark_validated``) and ``champion``
+   moved to it. Any failure raises, so the old champion keeps serving (a running service follows
+   the alias and hot-swaps on its own, onto validated versions only).
 """
 
 from __future__ import annotations
@@ -227,6 +229,8 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
     probe = [r["text"] for r in test[:200]] or cfg.smoke_texts
 
     validation = infra_validate(cfg, ctx, model_uri, variant, probe, expected)
+    # Tag first: a service that sees the alias move must find the tag already there.
+    validated = registry.mark_validated(name, candidate, pipeline_run=ctx.run_id)
     if promote:
         client.set_registered_model_alias(name, CHAMPION, candidate)
 
@@ -234,6 +238,7 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
     record = {"model_uri": f"models:/{name}@{CHAMPION}", "model": name, "version": candidate, "variant": variant,
               "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "run_id": ctx.run_id,
               "promoted": promote, "previous_champion": str(previous.version) if previous else None,
+              "validated": {k: v for k, v in validated.items() if k != "hmac"},
               "smoke": [{"text": t, **p} for t, p in zip(cfg.smoke_texts, validation["smoke"]["predictions"])]}
     with registry.stage_run(ctx, ctx.experiment, "deploy"):
         mlflow.log_dict({"variants": summary, "chosen": variant, **{k: v for k, v in validation.items()

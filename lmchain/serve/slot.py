@@ -4,6 +4,11 @@ A :class:`Loaded` model is immutable. Swapping replaces the slot's reference onl
 model is loaded and warmed, so requests never wait on a load, and a batch that already took the
 old model finishes on it. A version that fails to load is logged and counted, and the old one
 keeps serving.
+
+Following an alias, the slot loads only versions that the deploy stage validated (the
+``lmchain.validated`` tag, see :func:`lmchain.registry.validation_problem`). Any other version the
+alias points at is refused: logged once with the reason, counted, and the current model keeps
+serving. A pinned version or a local folder is the operator's explicit choice and is not checked.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from starlette.concurrency import run_in_threadpool
 
 from lmchain.config import ServeConfig
+from lmchain.errors import LmchainError
 from lmchain.serve import variants
 from lmchain.serve.predictor import BasePredictor
 
@@ -26,6 +32,10 @@ VARIANT_TAG = "lmchain.serving_variant"
 # Texts of different lengths: ONNX Runtime and PyTorch allocate per input shape on first use.
 WARM_TEXTS = ["warm", "a warm-up sentence of moderate length for the model",
               " ".join(["a longer warm-up text that fills more of the sequence"] * 8)]
+
+
+class NotValidated(LmchainError):
+    """The alias points at a version the deploy stage did not validate."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,9 @@ class ModelSlot:
         self.model_dir = model_dir
         self.current: Loaded | None = None
         self.load_error: str | None = None
+        self.refusals = 0  # versions refused (each version and reason counted once)
+        self.last_refusal: str | None = None
+        self._refused: set[tuple[str, str]] = set()
         self._lock = asyncio.Lock()
 
     def _build(self, name: str, version: str, folder: Path, variant: str) -> Loaded:
@@ -77,17 +90,39 @@ class ModelSlot:
         return Loaded(name, version, variant, predictor, time.time())
 
     def load_sync(self, version: str | None = None) -> Loaded:
-        """Load the slot's model (or a given version of it) without touching ``current``."""
+        """Load the slot's model (or a given version of it) without touching ``current``.
+
+        Following an alias, the version must carry a valid deploy validation tag (NotValidated)."""
         if self.model_dir is not None:
             variant = "fp32" if self.settings.variant == "auto" else self.settings.variant
             return self._build(self.model_dir.name, "local", self.model_dir, variant)
         from lmchain.registry import resolve_model
 
         uri = self.model_uri
+        if parse_alias(uri or ""):
+            version = version or self.alias_version()
+            if version is None:
+                raise LmchainError(f"{uri}: the alias points at no version")
+            self.check_validated(version)
         if version is not None:
             uri = f"models:/{self.registered_name()}/{version}"
         name, version, folder = resolve_model(uri)
         return self._build(name, version, folder, chosen_variant(name, version, self.settings.variant))
+
+    def check_validated(self, version: str) -> None:
+        from lmchain import registry
+
+        name = self.registered_name()
+        problem = registry.validation_problem(name, version)
+        if problem is None:
+            return
+        why = f"refusing {name} version {version} from {self.model_uri}: {problem}"
+        if (version, problem) not in self._refused:  # the poller retries every few seconds: say it once
+            self._refused.add((version, problem))
+            self.refusals += 1
+            self.last_refusal = why
+            log.error("%s; still serving %s", why, self.current.version if self.current else "nothing")
+        raise NotValidated(why)
 
     def registered_name(self) -> str:
         ref = (self.model_uri or "").removeprefix("models:/")
@@ -111,19 +146,27 @@ class ModelSlot:
             log.error("model load failed: %s", self.load_error)
 
     async def refresh(self) -> bool:
-        """Swap to the alias's version if it moved; True when a swap happened."""
+        """Swap to the alias's version if it moved; True when a swap happened (False when refused)."""
         async with self._lock:  # one load at a time, even if the poller and the admin call race
             wanted = await run_in_threadpool(self.alias_version)
             if wanted is None or (self.current and self.current.version == wanted):
                 return False
-            new = await run_in_threadpool(self.load_sync, wanted)
+            try:
+                new = await run_in_threadpool(self.load_sync, wanted)
+            except NotValidated:
+                return False  # logged and counted once by check_validated; the current model stays
             old, self.current = self.current, new
             self.load_error = None
             log.warning("hot swap: %s version %s -> %s", new.name, old.version if old else None, new.version)
             return True
 
-    async def follow(self, interval_s: float, on_swap, on_failure) -> None:
+    async def follow(self, interval_s: float, on_swap, on_failure, on_refusal=None) -> None:
+        """Poll the alias every ``interval_s``. A failed load calls ``on_failure``; a refused
+        (unvalidated) version calls ``on_refusal`` once (default: ``on_failure``)."""
+        on_refusal = on_refusal or on_failure
+        counted = 0
         while True:
+            counted = self._report_refusals(counted, on_refusal)
             await asyncio.sleep(interval_s)
             try:
                 if await self.refresh():
@@ -134,3 +177,8 @@ class ModelSlot:
                 on_failure()
                 log.error("could not swap to the new version (still serving %s): %s",
                           self.current.version if self.current else None, exc)
+
+    def _report_refusals(self, counted: int, on_refusal) -> int:
+        for _ in range(self.refusals - counted):  # the initial load's refusal included
+            on_refusal()
+        return self.refusals
