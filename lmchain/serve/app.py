@@ -31,7 +31,8 @@ from lmchain.config import ServeConfig
 from lmchain.serve.auth import ApiKeys, check_exposure, hash_key
 from lmchain.serve.batcher import MicroBatcher, Overloaded
 from lmchain.serve.feedback import FeedbackRejected, feedback_record
-from lmchain.serve.limits import BodyGuardMiddleware, HostAllowMiddleware, RateLimiter, retry_after_header
+from lmchain.serve.limits import (BodyGuardMiddleware, HostAllowMiddleware, RateLimiter, ShedMiddleware,
+                                  retry_after_header)
 from lmchain.serve.metrics import ServiceMetrics
 from lmchain.serve.slot import ModelSlot
 from lmchain.serve.store import DuplicateFeedback, ServingStore, default_url
@@ -187,8 +188,11 @@ def create_app(model_uri: str | None = None, settings: ServeConfig | None = None
                   description="Text classification with the registry's champion model. Send the API key as "
                               "`X-API-Key` or `Authorization: Bearer`.")
     app.add_exception_handler(RequestValidationError, validation_error)
-    # The last added runs first: metrics see every answer, the Host check runs before the body is read.
+    # The last added runs first: metrics see every answer; the Host check and load shedding come
+    # before the body is read and checked.
     app.add_middleware(BodyGuardMiddleware, max_bytes=s.max_body_bytes)
+    app.add_middleware(ShedMiddleware, path="/v1/predict", is_full=lambda: batcher.waiting_texts >= s.max_queue_texts,
+                       max_bytes=s.max_body_bytes, on_shed=metrics.overloaded.inc)
     app.add_middleware(HostAllowMiddleware, allowed=[*s.allowed_hosts, s.host])
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.slot, app.state.store, app.state.metrics, app.state.keys = slot, store, metrics, keys

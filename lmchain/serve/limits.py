@@ -8,6 +8,7 @@
   strictly before FastAPI sees it: invalid UTF-8, NaN/Infinity literals and lone surrogates
   (which Python's json accepts, and which later fail to encode) get 400 that says what was
   wrong; syntax errors get 422. Both are pure ASGI (no BaseHTTPMiddleware): cheap per request.
+* :class:`ShedMiddleware`: 503 for /v1/predict while the queue is full, without parsing the body.
 * :class:`RateLimiter`: a token bucket per caller (API key, or client address when open).
 """
 
@@ -195,6 +196,33 @@ class BodyGuardMiddleware:
             return await receive()  # afterwards: http.disconnect when the client goes away
 
         await self.app(scope, replay, send)
+
+
+# --------------------------------------------------------------------------- load shedding
+
+
+class ShedMiddleware:
+    """503 for ``path`` while ``is_full()``, before the body is parsed: under a flood, refusing
+    must cost far less than serving, or refusals eat the CPU the model needs. The body is read
+    and dropped (not parsed), so the connection stays usable for the client's retry."""
+
+    def __init__(self, app, path: str, is_full, max_bytes: int, on_shed=None):
+        self.app, self.path, self.is_full, self.on_shed, self.max_bytes = app, path, is_full, on_shed, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != self.path or not self.is_full():
+            return await self.app(scope, receive, send)
+        size = 0
+        while size <= self.max_bytes:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                break
+            size += len(message.get("body", b""))
+        if self.on_shed:
+            self.on_shed()
+        headers = {"retry-after": "1", **({"connection": "close"} if size > self.max_bytes else {})}
+        await send_json(send, 503, {"detail": "the service is at capacity; retry after the Retry-After seconds"},
+                        headers)
 
 
 # --------------------------------------------------------------------------- rate limits
