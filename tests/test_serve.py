@@ -348,6 +348,6 @@ def test_predictions_the_database_refuses_are_kept_in_a_spill_file(tmp_path):
            "text_sha256": "0" * 64, "text": "kept anyway", "label": "pos", "score": 0.9}
     store.log_predictions([row])
     assert store.flush()
-    assert store.write_errors == 1
+    assert store.stats.unstored_rows == 1 and store.stats.spilled_rows == 1
     assert [json.loads(line)["text"] for line in (tmp_path / "spill.jsonl").read_text().splitlines()] == ["kept anyway"]
     store.close()

@@ -141,6 +141,8 @@ def test_a_422_never_echoes_the_input(server):
     assert "4111" not in r.text and len(r.content) < 1000 and "input" not in r.json()["detail"][0]
     many = httpx.post(base + "/v1/predict", json={"texts": [{"x": "4111"}] * 50_000}, timeout=30)
     assert many.status_code == 422 and "4111" not in many.text and len(many.content) < 5000
+    each_bad = httpx.post(base + "/v1/predict", json={"texts": [4111] * 64}, timeout=30).json()
+    assert len(each_bad["detail"]) == 20 and each_bad["more_errors"] == 44  # 64 errors, 20 shown
     fb = httpx.post(base + "/v1/feedback", json={"request_id": "r" * 500, "correct_label": "4111" * 100}, timeout=30)
     assert fb.status_code == 422 and "4111" not in fb.text and "rrrr" not in fb.text
 

@@ -219,9 +219,9 @@ def create_app(model_uri: str | None = None, settings: ServeConfig | None = None
             wait = limiter.retry_after(who)
             if wait:
                 metrics.rate_limited.labels(route).inc()
-                raise HTTPException(429, f"rate limit of {limiter.rate:g} {what} per second per API key (burst "
-                                         f"{limiter.burst:g}) reached; retry after the Retry-After seconds",
-                                    headers=retry_after_header(wait))
+                raise HTTPException(429, f"rate limit of {limiter.rate:g} {what} per second per API key or client "
+                                         f"address (burst {limiter.burst:g}) reached; retry after the Retry-After "
+                                         "seconds", headers=retry_after_header(wait))
         return check
 
     async def require_admin(key: Annotated[str | None, Depends(api_key_header)],

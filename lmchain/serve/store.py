@@ -97,10 +97,16 @@ def _engine(url: str) -> sa.Engine:
 
 def _upgrade(engine: sa.Engine) -> None:
     """Stores made before feedback named its prediction: add the position and the unique index."""
-    columns = {c["name"] for c in sa.inspect(engine).get_columns("feedback")}
-    with engine.begin() as conn:
-        if "position" not in columns:
-            conn.execute(sa.text("ALTER TABLE feedback ADD COLUMN position INTEGER NOT NULL DEFAULT 0"))
+    def has_position() -> bool:
+        return "position" in {c["name"] for c in sa.inspect(engine).get_columns("feedback")}
+
+    if not has_position():
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("ALTER TABLE feedback ADD COLUMN position INTEGER NOT NULL DEFAULT 0"))
+        except sa.exc.DBAPIError:
+            if not has_position():  # else another process upgraded it first
+                raise
     try:
         ONE_FEEDBACK_PER_PREDICTION.create(engine, checkfirst=True)
     except sa.exc.IntegrityError:
@@ -158,10 +164,6 @@ class ServingStore:
         self._writer = threading.Thread(target=self._write_loop, name="lmchain-store-writer", daemon=True)
         self._writer.start()
 
-    @property
-    def write_errors(self) -> int:
-        return self.stats.unstored_rows
-
     # -- predictions: queued, written in batches by one thread
     def log_predictions(self, rows: list[dict[str, Any]], on_done: Callable[[str], None] | None = None) -> None:
         """Queue rows without ever blocking; ``on_done(outcome)`` runs once they are stored or kept."""
@@ -171,7 +173,7 @@ class ServingStore:
             self._queue.put_nowait(job)
         except queue.Full:  # the writer is far behind (a hung database): keep the rows now
             self._count("queue_full")
-            self._settle(job, self._keep(job.rows))
+            self._settle(job, stored=False)
 
     def _write_loop(self) -> None:
         while True:
@@ -188,8 +190,7 @@ class ServingStore:
                 self._count("writer_errors")
                 log.exception("prediction writer: unexpected error; keeping the batch in %s", self.spill_path)
                 for job in jobs:
-                    if not job.settled:
-                        self._settle(job, self._keep(job.rows))
+                    self._settle(job, stored=False)
             finally:
                 self._inflight = []
                 for _ in jobs:
@@ -214,12 +215,12 @@ class ServingStore:
     def _write(self, jobs: list[_Job]) -> None:
         if time.monotonic() < self._db_resting_until:  # it just failed: do not make every request wait on it
             for job in jobs:
-                self._settle(job, self._keep(job.rows))
+                self._settle(job, stored=False)
             return
         error = self._insert([row for job in jobs for row in job.rows], retry=True)
         if error is None:
             for job in jobs:
-                self._settle(job, STORED)
+                self._settle(job, stored=True)
             self._retry_buffer()
             return
         if isinstance(error, TRANSIENT):
@@ -227,16 +228,16 @@ class ServingStore:
             log.error("could not store %d predictions (%s); kept them in %s", sum(len(j.rows) for j in jobs),
                       _short(error), self.spill_path)
             for job in jobs:
-                self._settle(job, self._keep(job.rows))
+                self._settle(job, stored=False)
             return
         # Refused for good (bad data): find the culprits, one request at a time; the rest is stored.
         for job in jobs:
             if len(jobs) > 1 and self._insert(job.rows, retry=False) is None:
-                self._settle(job, STORED)
+                self._settle(job, stored=True)
                 continue
             log.error("the database refused %d predictions (%s); kept them in %s", len(job.rows), _short(error),
                       self.spill_path)
-            self._settle(job, self._keep(job.rows))
+            self._settle(job, stored=False)
 
     def _insert(self, rows: list[dict[str, Any]], retry: bool) -> Exception | None:
         delays = self.retry_delays if retry else ()
@@ -252,8 +253,14 @@ class ServingStore:
                 self._stop.wait(delays[attempt])  # close() cuts the back-off short
         return None
 
-    def _settle(self, job: _Job, outcome: str) -> None:
-        job.settled = True
+    def _settle(self, job: _Job, stored: bool) -> None:
+        """Once per job: keep its rows unless stored, then tell the waiting request. close() may
+        settle a job the hung writer still holds; whatever the writer learns later changes nothing."""
+        with self._stats_lock:
+            if job.settled:
+                return
+            job.settled = True
+        outcome = STORED if stored else self._keep(job.rows)
         if job.on_done is not None:
             try:
                 job.on_done(outcome)
@@ -358,7 +365,7 @@ class ServingStore:
             log.error("prediction writer still busy at shutdown (database hung?): %d predictions kept in %s",
                       len(rows), self.spill_path)
             for job in left:
-                self._settle(job, self._keep(job.rows))
+                self._settle(job, stored=False)
         if self._buffer:
             with self._spill_lock:
                 held = list(self._buffer)
