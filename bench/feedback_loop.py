@@ -130,8 +130,10 @@ def main() -> int:
     from lmchain.netutil import free_port
 
     port = free_port("127.0.0.1")
+    # One client posts every correction: lift the per-key feedback rate limit (10/s by default).
     serve = subprocess.Popen([str(BIN / "lmchain"), "serve", "--port", str(port), "--model-name", name,
-                              "--set", "deploy.service.follow_alias_s=0"], env=env, cwd=REPO,
+                              "--set", "deploy.service.follow_alias_s=0",
+                              "--set", "deploy.service.feedback_rate_per_s=0"], env=env, cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     corrected = 0
     try:
@@ -149,9 +151,9 @@ def main() -> int:
                 answer = http.post("/v1/predict", json={"texts": [text]}).json()
                 predicted = answer["predictions"][0]["label"]
                 corrected += predicted != labels[y]
-                http.post("/v1/feedback", json={"text": text, "predicted_label": predicted,
-                                                "correct_label": labels[y],
-                                                "request_id": answer["request_id"]}).raise_for_status()
+                # The service takes the text and its own answer from the stored prediction.
+                http.post("/v1/feedback", json={"request_id": answer["request_id"],
+                                                "correct_label": labels[y]}).raise_for_status()
     finally:
         serve.terminate()
         serve.wait(timeout=30)

@@ -94,12 +94,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    if args.new_api_key:
+    if args.new_api_key or args.new_admin_key:
         from lmchain.serve.auth import new_key
 
         key, line = new_key()
-        print(f"API key (give it to the client; it is not stored): {key}")
-        print(f"hash (add this line to the key file or to LMCHAIN_API_KEY_HASHES): {line}")
+        if args.new_admin_key:
+            print(f"admin key (for /v1/admin/* only; keep it off clients; it is not stored): {key}")
+            print(f"hash (add this line to the admin key file or to LMCHAIN_ADMIN_KEY_HASHES): {line}")
+        else:
+            print(f"API key (give it to the client; it is not stored): {key}")
+            print(f"hash (add this line to the key file or to LMCHAIN_API_KEY_HASHES): {line}")
         return 0
     import dataclasses
 
@@ -113,14 +117,15 @@ def cmd_serve(args) -> int:
     airflow_env.apply(home())
     settings = load_config(args.recipe, args.overrides).deploy.service
     given = {k: v for k, v in {"host": args.host, "port": args.port, "variant": args.variant,
-                               "api_keys_file": args.api_keys_file}.items() if v is not None}
+                               "api_keys_file": args.api_keys_file, "admin_keys_file": args.admin_keys_file,
+                               "insecure_open": args.insecure_open or None}.items() if v is not None}
     settings = dataclasses.replace(settings, **given)
     model_dir = args.model_dir
     uri = None if model_dir else (args.model_uri or _champion_uri(args.model_name))
+    app = create_app(uri, settings, model_dir=model_dir)  # refuses an open, exposed service before binding
     print(f"lmchain serve: {uri or model_dir} on http://{settings.host}:{settings.port} (docs at /docs)",
           flush=True)
-    uvicorn.run(create_app(uri, settings, model_dir=model_dir), host=settings.host, port=settings.port,
-                log_level="warning", access_log=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     return 0
 
 
@@ -415,7 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=["auto", "fp32", "onnx", "onnx-int8"],
                    help="default: deploy.service.variant ('auto': what the deploy stage chose)")
     p.add_argument("--api-keys-file", help="file of 'sha256:<hex>' key hashes (default: deploy.service.api_keys_file)")
+    p.add_argument("--admin-keys-file",
+                   help="file of admin key hashes, for /v1/admin/* (default: deploy.service.admin_keys_file)")
+    p.add_argument("--insecure-open", action="store_true",
+                   help="allow a non-loopback --host without API keys (anyone who reaches it may use it)")
     p.add_argument("--new-api-key", action="store_true", help="print a new API key and its hash, then exit")
+    p.add_argument("--new-admin-key", action="store_true", help="print a new admin key and its hash, then exit")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("feedback", help="run lmchain_feedback once: export, gate and merge feedback, decide; "

@@ -705,11 +705,41 @@ class ServeConfig:
     follow_alias_s: float = doc("Poll the registry alias this often and hot-swap to a new version (0: never).",
                                 10.0)
     api_keys_file: str | None = doc("File of API key hashes (one 'sha256:<hex>' per line); the env var "
-                                    "LMCHAIN_API_KEY_HASHES adds more. With no keys, the API is open.", None)
+                                    "LMCHAIN_API_KEY_HASHES adds more. With no keys, the API is open, which "
+                                    "the service allows only on a loopback host (see insecure_open).", None)
+    admin_keys_file: str | None = doc("File of admin key hashes, for /v1/admin/* only (a predict key gets 403 "
+                                      "there); LMCHAIN_ADMIN_KEY_HASHES adds more. With none, admin routes "
+                                      "answer 403.", None)
+    insecure_open: bool = doc("Start on a non-loopback host with no API keys: anyone who can reach it may "
+                              "predict and post feedback. Off: the service refuses to start that way.", False)
+    allowed_hosts: list[str] = doc("Host header names the service answers ('*': any; '*.example.com': its "
+                                   "subdomains); others get 400. IP-address Host headers always pass: DNS "
+                                   "rebinding, which this stops, needs a name.", factory=lambda: ["localhost"])
+    max_body_bytes: int = doc("Largest request body, in bytes; a bigger one gets 413 before it is read.", 1 << 20)
+    max_queue_texts: int = doc("Texts waiting for the model beyond which /v1/predict answers 503 with "
+                               "Retry-After (a request always gets in when nothing waits).", 512)
+    rate_limit_per_s: float = doc("/v1/predict requests per second per API key (per client address when "
+                                  "open), as a token bucket; over it: 429 with Retry-After (0: no limit).", 1000.0)
+    rate_limit_burst: int = doc("Token bucket size of rate_limit_per_s: requests a key may send at once.", 2000)
+    feedback_rate_per_s: float = doc("/v1/feedback requests per second per API key or client address "
+                                     "(0: no limit).", 10.0)
+    feedback_burst: int = doc("Token bucket size of feedback_rate_per_s.", 100)
     log_texts: bool = doc("Write request texts to the log (off: texts stay out of logs).", False)
     store_url: str | None = doc("SQLAlchemy URL of the prediction and feedback store (None: SQLite in "
                                 "LMCHAIN_HOME/serving/store.db; e.g. postgresql+psycopg2://host/db).", None)
-    store_texts: bool = doc("Keep prediction texts in the store (the feedback loop needs them).", True)
+    store_texts: bool = doc("Keep prediction texts in the store (the feedback loop needs them; off: "
+                            "feedback must send the text, checked against its stored SHA-256).", True)
+    store_wait_s: float = doc("How long /v1/predict waits for its predictions to be stored (or spilled) "
+                              "before it answers, so a kill -9 loses no answered prediction (0: answer "
+                              "at once).", 2.0)
+    recent_predictions: int = doc("Predictions kept in memory so feedback finds them even before (or "
+                                  "without) the database write.", 10_000)
+    spill_path: str | None = doc("JSONL file for predictions the database refuses (None: "
+                                 "LMCHAIN_HOME/serving/unstored_predictions.jsonl).", None)
+    spill_buffer_rows: int = doc("Predictions held in memory when the spill file cannot be written either "
+                                 "(the oldest are dropped, and counted, beyond this).", 10_000)
+    shutdown_timeout_s: float = doc("Longest wait for the prediction writer at shutdown; what it has not "
+                                    "written by then goes to the spill file.", 10.0)
 
     def __post_init__(self) -> None:
         _check(self.variant == "auto" or self.variant in SERVING_VARIANTS, "deploy.service.variant",
@@ -721,6 +751,14 @@ class ServeConfig:
         _check(self.max_texts_per_request >= 1, "deploy.service.max_texts_per_request", "must be >= 1")
         _check(self.max_chars_per_text >= 1, "deploy.service.max_chars_per_text", "must be >= 1")
         _check(self.follow_alias_s >= 0, "deploy.service.follow_alias_s", "must be >= 0")
+        _check(self.max_body_bytes >= 1024, "deploy.service.max_body_bytes", "must be >= 1024")
+        _check(self.max_queue_texts >= 1, "deploy.service.max_queue_texts", "must be >= 1")
+        for key in ("rate_limit_per_s", "feedback_rate_per_s", "store_wait_s", "shutdown_timeout_s"):
+            _check(getattr(self, key) >= 0, f"deploy.service.{key}", "must be >= 0")
+        for key in ("rate_limit_burst", "feedback_burst", "recent_predictions", "spill_buffer_rows"):
+            _check(getattr(self, key) >= 1, f"deploy.service.{key}", "must be >= 1")
+        _check(all(isinstance(h, str) and h.strip() for h in self.allowed_hosts), "deploy.service.allowed_hosts",
+               "give host names (e.g. [localhost, api.example.com]) or ['*']")
 
 
 @dataclass

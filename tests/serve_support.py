@@ -69,3 +69,79 @@ def running_server(app, ready_timeout: float = 120.0):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def serve_process(home: Path, *args: str, ready_timeout: float = 180.0, env: dict | None = None):
+    """A real `lmchain serve` process on 127.0.0.1 and a free port; yields (base URL, Popen) once
+    /readyz is 200. ``args`` follow `serve` (e.g. --model-dir, --set ...)."""
+    import subprocess
+
+    from conftest import REPO, lmchain_cmd, subprocess_env
+
+    port = free_port("127.0.0.1")
+    env = {**subprocess_env(home), **(env or {})}
+    log_file = open(home / f"serve-{port}.log", "w+")
+    proc = subprocess.Popen(lmchain_cmd("serve", "--host", "127.0.0.1", "--port", str(port), *args), cwd=REPO,
+                            env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log_file.seek(0)
+                raise RuntimeError(f"lmchain serve on {base} not ready: {log_file.read()[-3000:]}")
+            time.sleep(0.2)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log_file.close()
+
+
+def metric(text: str, name: str) -> float:
+    """The value of an unlabelled sample in a /metrics page (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def postgres_admin_url() -> str | None:
+    import sqlalchemy as sa
+
+    url = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    try:
+        with sa.create_engine(url).connect() as conn:
+            conn.execute(sa.text("select 1"))
+        return url
+    except Exception:
+        return None
+
+
+@contextlib.contextmanager
+def throwaway_postgres():
+    """A fresh PostgreSQL database on 127.0.0.1:5432 for one test; dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
+    name = "lmchain_t_" + uuid.uuid4().hex[:12]
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()

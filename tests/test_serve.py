@@ -22,6 +22,7 @@ from lmchain.serve.predictor import Predictor
 from lmchain.serve.store import ServingStore
 from serve_support import make_champion, make_tiny_classifier, register_version, running_server
 
+LOCAL = "http://localhost"  # TestClient's default Host, testserver, is not an allowed host
 TEXTS = ["a gripping film", "dull", "one of the best performances of the year, and a script to match",
          "i walked out", "not bad at all", "x"]
 
@@ -95,7 +96,7 @@ def test_service_predicts_stores_and_reports(served, tmp_path):
     settings = ServeConfig(store_url=f"sqlite:///{tmp_path / 'store.db'}", max_texts_per_request=8,
                            max_chars_per_text=100)
     app = create_app(f"models:/{name}@champion", settings)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         assert _wait_ready(client)["version"] == version
         resp = client.post("/v1/predict", json={"texts": ["great film", "awful", "meh"]})
@@ -113,10 +114,11 @@ def test_service_predicts_stores_and_reports(served, tmp_path):
         assert client.post("/v1/predict", json={"text": "x"}).status_code == 422
         assert client.post("/v1/predict", content=b"not json", headers={"content-type": "application/json"}
                            ).status_code == 422
-        fb = client.post("/v1/feedback", json={"text": "awful", "predicted_label": "pos", "correct_label": "neg",
-                                               "request_id": body["request_id"], "comment": "clearly negative"})
+        fb = client.post("/v1/feedback", json={"request_id": body["request_id"], "position": 1, "correct_label": "neg",
+                                               "comment": "clearly negative"})
         assert fb.status_code == 200 and fb.json()["stored"]
-        bad = client.post("/v1/feedback", json={"text": "awful", "predicted_label": "pos", "correct_label": "meh"})
+        assert fb.json()["predicted_label"] == body["predictions"][1]["label"]
+        bad = client.post("/v1/feedback", json={"request_id": body["request_id"], "correct_label": "meh"})
         assert bad.status_code == 422 and "not one of the model's labels" in bad.text
         metrics = client.get("/metrics").text
     assert 'lmchain_requests_total{route="/v1/predict",status="200"} 1.0' in metrics
@@ -129,6 +131,8 @@ def test_service_predicts_stores_and_reports(served, tmp_path):
     assert [r["label"] for r in rows] == [p["label"] for p in body["predictions"]]
     (fb_row,) = store.feedback_since(0)
     assert fb_row["request_id"] == body["request_id"] and fb_row["correct_label"] == "neg"
+    # Text and predicted label are the prediction's, not the client's.
+    assert fb_row["text"] == "awful" and fb_row["predicted_label"] == rows[1]["label"] and fb_row["position"] == 1
     store.close()
 
 
@@ -143,12 +147,11 @@ def test_api_keys_are_required_when_configured(served, tmp_path, monkeypatch):
     app = create_app(f"models:/{name}@champion", ServeConfig(api_keys_file=str(keys_file),
                                                               store_url=f"sqlite:///{tmp_path / 's.db'}"))
     payload = {"texts": ["fine"]}
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         _wait_ready(client)
         assert client.post("/v1/predict", json=payload).status_code == 401
         assert client.post("/v1/predict", json=payload, headers={"X-API-Key": "lmk_wrong"}).status_code == 401
-        assert client.post("/v1/feedback", json={"text": "a", "predicted_label": "neg", "correct_label": "pos"}
-                           ).status_code == 401
+        assert client.post("/v1/feedback", json={"request_id": "r", "correct_label": "pos"}).status_code == 401
         assert client.post("/v1/predict", json=payload, headers={"X-API-Key": key}).status_code == 200
         assert client.post("/v1/predict", json=payload, headers={"Authorization": f"Bearer {other_key}"}
                            ).status_code == 200
@@ -162,7 +165,7 @@ def test_request_texts_stay_out_of_logs(served, tmp_path, caplog):
     name, _ = served
     secret = "my account number is 12345 and I hate this film"
     with TestClient(create_app(f"models:/{name}@champion",
-                               ServeConfig(store_url=f"sqlite:///{tmp_path / 's.db'}"))) as client:
+                               ServeConfig(store_url=f"sqlite:///{tmp_path / 's.db'}")), base_url=LOCAL) as client:
         _wait_ready(client)
         with caplog.at_level("DEBUG"):
             assert client.post("/v1/predict", json={"texts": [secret]}).status_code == 200
@@ -171,9 +174,10 @@ def test_request_texts_stay_out_of_logs(served, tmp_path, caplog):
 
 def test_concurrent_requests_coalesce_and_feedback_is_never_lost(served, tmp_path):
     name, _ = served
-    settings = ServeConfig(store_url=f"sqlite:///{tmp_path / 'store.db'}", max_wait_ms=20, max_batch_size=32)
+    settings = ServeConfig(store_url=f"sqlite:///{tmp_path / 'store.db'}", max_wait_ms=20, max_batch_size=32,
+                           feedback_rate_per_s=0)
     app = create_app(f"models:/{name}@champion", settings)
-    n_requests, n_feedback = 64, 300
+    n_requests, n_feedback, per_request = 64, 300, 5
     local = threading.local()  # one connection pool per thread: httpx clients are not shared safely
 
     def http() -> httpx.Client:
@@ -183,30 +187,34 @@ def test_concurrent_requests_coalesce_and_feedback_is_never_lost(served, tmp_pat
 
     with running_server(app) as base:
         def predict(i):
-            r = http().post("/v1/predict", json={"texts": [TEXTS[i % len(TEXTS)]]})
-            return r.status_code, r.json()["predictions"][0]["label"]
-
-        def feedback(i):
-            r = http().post("/v1/feedback", json={"text": f"feedback text {i}", "predicted_label": "pos",
-                                                "correct_label": "neg", "request_id": f"req{i}"})
-            return r.status_code
+            texts = [TEXTS[(i + k) % len(TEXTS)] for k in range(per_request)]
+            r = http().post("/v1/predict", json={"texts": texts})
+            return r.status_code, r.json()["predictions"][0]["label"], r.json()["request_id"]
 
         with cf.ThreadPoolExecutor(32) as pool:
             answers = list(pool.map(predict, range(n_requests)))
+            named = [(rid, k) for _, _, rid in answers for k in range(per_request)][:n_feedback]
+
+            def feedback(i):
+                request_id, position = named[i]
+                r = http().post("/v1/feedback", json={"request_id": request_id, "position": position,
+                                                    "correct_label": "neg"})
+                return r.status_code
+
             fb_status = list(pool.map(feedback, range(n_feedback)))
         metrics = httpx.get(base + "/metrics").text
-    assert [s for s, _ in answers] == [200] * n_requests and fb_status == [200] * n_feedback
+    assert [s for s, _, _ in answers] == [200] * n_requests and fb_status == [200] * n_feedback
     # Same text, same label, whichever batch it landed in.
     by_text = {}
-    for i, (_, label) in enumerate(answers):
+    for i, (_, label, _) in enumerate(answers):
         by_text.setdefault(TEXTS[i % len(TEXTS)], set()).add(label)
     assert all(len(labels) == 1 for labels in by_text.values())
     batches = float(next(l.split()[-1] for l in metrics.splitlines() if l.startswith("lmchain_batch_size_count")))
     assert batches < n_requests, f"{n_requests} concurrent requests ran as {batches} batches: no coalescing"
     store = ServingStore(settings.store_url)
     assert store.count("feedback") == n_feedback
-    assert {r["request_id"] for r in store.feedback_since(0)} == {f"req{i}" for i in range(n_feedback)}
-    assert store.count("predictions") == n_requests  # closing the app drained the writer queue
+    assert {(r["request_id"], r["position"]) for r in store.feedback_since(0)} == set(named)
+    assert store.count("predictions") == n_requests * per_request  # answered only once stored
     store.close()
 
 
@@ -330,19 +338,16 @@ def test_store_on_postgresql_keeps_every_concurrent_feedback():
     store.close()
 
 
-def test_predictions_the_database_refuses_are_kept_in_a_spill_file(tmp_path, monkeypatch):
+def test_predictions_the_database_refuses_are_kept_in_a_spill_file(tmp_path):
     import sqlalchemy as sa
 
-    import lmchain.serve.store as store_module
-
-    store = ServingStore(f"sqlite:///{tmp_path / 'store.db'}", spill_path=tmp_path / "spill.jsonl")
+    store = ServingStore(f"sqlite:///{tmp_path / 'store.db'}", spill_path=tmp_path / "spill.jsonl", retry_delays=())
     with store.engine.begin() as conn:  # the table is gone: every insert now fails
         conn.execute(sa.text("drop table predictions"))
     row = {"request_id": "r1", "position": 0, "created_at": 1.0, "model": "m", "version": "1", "variant": "fp32",
            "text_sha256": "0" * 64, "text": "kept anyway", "label": "pos", "score": 0.9}
-    monkeypatch.setattr(store_module.time, "sleep", lambda s: None)  # skip the retries' back-off
     store.log_predictions([row])
     assert store.flush()
-    assert store.write_errors == 1
+    assert store.stats.unstored_rows == 1 and store.stats.spilled_rows == 1
     assert [json.loads(line)["text"] for line in (tmp_path / "spill.jsonl").read_text().splitlines()] == ["kept anyway"]
     store.close()
