@@ -291,3 +291,11 @@ def test_mlflow_uses_postgresql_and_serves_artifacts(resolved):
     assert cmd[cmd.index("--artifacts-destination") + 1].startswith("/shared/")
     hosts = cmd[cmd.index("--allowed-hosts") + 1].split(",")
     assert "mlflow:5000" in hosts  # the workers' Host header, refused by MLflow's default guard
+
+
+def test_the_service_answers_to_its_container_name_and_the_public_host_name(resolved):
+    """The Host allow-list (DNS-rebinding guard) must know `serve` (other containers call it) and
+    SERVE_HOSTNAME, or the service answers 400 to everyone but localhost."""
+    command = resolved["services"]["serve"]["command"]
+    command = " ".join(command) if isinstance(command, list) else command
+    assert "deploy.service.allowed_hosts=[localhost, serve, \"localhost\"]" in command, command
