@@ -37,8 +37,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-# One path segment: no '..', no hidden files, no separators or encoded tricks.
-SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+# One path segment: no '..', no hidden files, no separators or encoded tricks. ':' and '+' are
+# in Airflow's run ids (manual__2026-12-02T07:40:29.255933+00:00), which GX uses as folder names
+# of its validation pages.
+SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._:+-]{0,199}")
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".png": "image/png",
                ".gif": "image/gif", ".svg": "image/svg+xml", ".ico": "image/x-icon", ".jpg": "image/jpeg",
                ".jpeg": "image/jpeg", ".otf": "font/otf", ".ttf": "font/ttf", ".woff": "font/woff",
