@@ -46,6 +46,12 @@ def _scheduled_runs(db: Path) -> list[dict]:
              "end": datetime.fromisoformat(r[3]).replace(tzinfo=timezone.utc)} for r in rows]
 
 
+def _import_errors(db) -> list[str]:
+    """What the DAG processor could not import (a DAG that fails to parse is never unpaused)."""
+    with sqlite3.connect(db, timeout=30) as conn:
+        return [r[0][-1500:] for r in conn.execute("SELECT stacktrace FROM import_error").fetchall()]
+
+
 def test_consecutive_scheduled_runs_each_collect_only_their_new_data(tmp_path):
     home, incoming = tmp_path / "home", tmp_path / "incoming"
     incoming.mkdir()
@@ -66,6 +72,8 @@ def test_consecutive_scheduled_runs_each_collect_only_their_new_data(tmp_path):
     env.update({"LMCHAIN_PIPELINE_SCHEDULE": "* * * * *",
                 "LMCHAIN_PIPELINE_PARAMS": json.dumps({"recipe": "tiny", "stop_after": "collect",
                                                         "sources": [f"{incoming}/*.tsv"]}),
+                # Form sources must lie under the deployer's roots (issue 18): this test's folder.
+                "LMCHAIN_SOURCE_ROOTS": str(incoming),
                 # Two task slots are plenty for collect-only runs, and start faster than 32.
                 "AIRFLOW__CORE__PARALLELISM": "2",
                 # The scheduler's log server: not Airflow's fixed 8793, which another test's may hold.
@@ -86,7 +94,7 @@ def test_consecutive_scheduled_runs_each_collect_only_their_new_data(tmp_path):
         # Unpause once the DAG processor has written the DAG (unpausing an unknown DAG is a no-op).
         deadline = time.monotonic() + 180
         while _paused(db) is not False:
-            assert time.monotonic() < deadline, "lmchain_pipeline was not parsed and unpaused in 180 s"
+            assert time.monotonic() < deadline, f"lmchain_pipeline was not parsed and unpaused in 180 s: {_import_errors(db)}"
             subprocess.run([str(BIN / "airflow"), "dags", "unpause", "lmchain_pipeline"], env=env,
                            capture_output=True, timeout=120)
             time.sleep(3)
