@@ -123,7 +123,7 @@ SENTENCES = {**CHAIN, "gopher_repetition": {"enabled": False}, "gopher_quality":
 def run_lmchain(corpus: list[dict], work: Path, chain: dict = CHAIN) -> tuple[float, set[str], set[str]]:
     """(seconds, ids kept by the filters, ids kept at the end)."""
     from lmchain.artifacts import read_jsonl
-    from lmchain.curate import curate_to
+    from lmchain.stages.curate import curate_to
 
     src = work / "lm_in"
     write_shards(corpus, src, 1)
