@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,8 +23,6 @@ from lmchain.errors import InputError
 CONFIG = "curate"
 READS = ("collect",)
 ASSETS: tuple[str, ...] = ()
-
-log = logging.getLogger(__name__)
 
 
 def run(cfg: CurateConfig, ctx: RunContext, inputs: dict) -> Manifest:
