@@ -64,7 +64,7 @@ def serve(root: Path) -> tuple[subprocess.Popen, str]:
 
 
 def run_lmchain(url: str, work: Path) -> tuple[int, float]:
-    from lmchain.collect import collect_to
+    from lmchain.stages.collect import collect_to
     from lmchain.config import CollectConfig, CrawlConfig
 
     cfg = CrawlConfig(seeds=[f"{url}/{SEED}"], max_pages=MAX_PAGES, max_depth=MAX_DEPTH, concurrency=CONCURRENCY,

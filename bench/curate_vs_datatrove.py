@@ -8,7 +8,7 @@ copies of sections with a known word-5-gram Jaccard similarity of 0.5 to 1.0 (ne
 Chain, with the published defaults: Gopher repetition, Gopher quality, C4 (with
 ``filter_no_terminal_punct=False``), FineWeb quality, then MinHash near-dup removal (word
 5-grams, the same bands and rows). datatrove runs its four MinHash stages (signatures, buckets,
-clusters, filter) with LocalPipelineExecutor; lmchain runs ``lmchain.curate.curate_to`` with
+clusters, filter) with LocalPipelineExecutor; lmchain runs ``lmchain.stages.curate.curate_to`` with
 normalisation, language id, PII and exact dedup switched off so that both do the same work.
 Both read JSONL and write JSONL. Timing is wall clock of each whole run, process start-up of the
 workers included.
@@ -123,7 +123,7 @@ SENTENCES = {**CHAIN, "gopher_repetition": {"enabled": False}, "gopher_quality":
 def run_lmchain(corpus: list[dict], work: Path, chain: dict = CHAIN) -> tuple[float, set[str], set[str]]:
     """(seconds, ids kept by the filters, ids kept at the end)."""
     from lmchain.artifacts import read_jsonl
-    from lmchain.curate import curate_to
+    from lmchain.stages.curate import curate_to
 
     src = work / "lm_in"
     write_shards(corpus, src, 1)

@@ -80,7 +80,7 @@ def main() -> int:
 
     from lmchain.artifacts import RunContext
     from lmchain.config import PretrainConfig
-    from lmchain.train import pretrain
+    from lmchain.stages import pretrain
 
     corpus = work / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in all_train))

@@ -60,7 +60,7 @@ def run_lmchain(work: Path, corpus: Path, attempt: int, settings: dict = SETTING
     """lmchain's pretrain stage (tokenizer, packing, the DeepSpeed job, held-out metrics, MLflow)."""
     from lmchain.artifacts import RunContext
     from lmchain.config import PretrainConfig
-    from lmchain.train import pretrain
+    from lmchain.stages import pretrain
 
     settings = dict(settings, seed=attempt)  # a new seed per repeat: a fresh job, not a resume of the last one
     ctx = RunContext(f"bench{attempt}", home=work / "home")

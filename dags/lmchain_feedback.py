@@ -2,16 +2,16 @@
 
 When enough new labels arrived (or the model is corrected too often), ``decide`` emits the
 feedback-labels asset event, which schedules ``lmchain_pipeline``; its reason travels in the
-event. Runs every 30 minutes (``LMCHAIN_FEEDBACK_SCHEDULE``) and on demand. Wiring only: the
-stages live in ``lmchain.feedback.stages``.
+event. Runs every 30 minutes (``LMCHAIN_FEEDBACK_SCHEDULE``) and on demand. Wiring only: each
+task names its stage's function in ``lmchain.stages.feedback``.
 """
 
 import os
 
-from airflow.sdk import dag, task
+from airflow.sdk import dag
 
-from lmchain.airflow_tasks import feedback_task, params_schema, retry_delay
-from lmchain.assets import FEEDBACK_LABELS
+from lmchain.airflow_tasks import params_schema, retry_delay, stage
+from lmchain.stages import feedback
 from lmchain.notify import on_failure
 
 default_args = {
@@ -35,10 +35,10 @@ default_args = {
     doc_md=__doc__,
 )
 def lmchain_feedback():
-    exported = task(feedback_task, task_id="export")("export")
-    gated = task(feedback_task, task_id="gate")("gate", export=exported)
-    merged = task(feedback_task, task_id="merge")("merge", gate=gated)
-    task(feedback_task, task_id="decide", outlets=[FEEDBACK_LABELS])("decide", merge=merged)
+    exported = stage(feedback.export.run)()
+    gated = stage(feedback.gate.run)(export=exported)
+    merged = stage(feedback.merge.run)(gate=gated)
+    stage(feedback.decide.run)(merge=merged)  # emits the feedback-labels asset when it decides to retrain
 
 
 lmchain_feedback()

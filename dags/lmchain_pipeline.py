@@ -4,18 +4,19 @@
 Runs nightly (cron in ``LMCHAIN_PIPELINE_SCHEDULE``, default 02:00 UTC; the params of scheduled
 runs in ``LMCHAIN_PIPELINE_PARAMS``), whenever
 ``lmchain_feedback`` decides that enough corrected labels arrived (the feedback-labels asset),
-and from the UI's trigger form. Wiring only: every task runs ``lmchain.airflow_tasks.stage_task``
-for one stage, and tasks pass small manifests (URIs, counts, metrics) through XCom, never data.
+and from the UI's trigger form. Wiring only: each task names its stage's function in
+``lmchain.stages`` (task id, config section, inputs and assets are the stage module's), and tasks
+pass small manifests (URIs, counts, metrics) through XCom, never data.
 """
 
 from datetime import timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import dag
 from airflow.timetables.assets import AssetOrTimeSchedule
 
-from lmchain.airflow_tasks import (finetune_select_task, finetune_trial_task, finetune_trials_task, params_schema,
-                                   retry_delay, stage_task)
-from lmchain.assets import CHAMPION_MODEL, CURATED_CORPUS, FEEDBACK_LABELS, LABELLED_SET
+from lmchain import stages
+from lmchain.airflow_tasks import params_schema, retry_delay, stage
+from lmchain.assets import FEEDBACK_LABELS
 from lmchain.notify import on_failure
 from lmchain.schedule import nightly_timetable
 
@@ -27,24 +28,16 @@ default_args = {
     "max_retry_delay": timedelta(minutes=10),
     "on_failure_callback": on_failure,
 }
-OUTLETS = {"gate": [CURATED_CORPUS], "gate_labels": [LABELLED_SET], "deploy": [CHAMPION_MODEL]}
-
-
 # Training runs on the GPU workers' queue (the LocalExecutor ignores queues).
 GPU = {"queue": "gpu"}
-
-
-def stage(name, **kwargs):
-    queue = GPU if name == "pretrain" else {}
-    return task(stage_task, task_id=name, outlets=OUTLETS.get(name, []), **queue)(name, **kwargs)
 
 
 def finetune(**upstream):
     """One mapped task per trial of the hyperparameter search (one task without a search), then
     ``finetune`` keeps the trial with the best validation macro-F1."""
-    trials = task(finetune_trials_task, task_id="finetune_trials")()
-    tried = task(finetune_trial_task, task_id="finetune_trial", **GPU).partial(**upstream).expand(index=trials)
-    return task(finetune_select_task, task_id="finetune")(trials=tried, **upstream)
+    trials = stage(stages.finetune.trials)()
+    tried = stage(stages.finetune.trial, **GPU).partial(**upstream).expand(index=trials)
+    return stage(stages.finetune.run)(trials=tried, **upstream)
 
 
 @dag(
@@ -60,17 +53,17 @@ def finetune(**upstream):
     doc_md=__doc__,
 )
 def lmchain_pipeline():
-    collected = stage("collect")
-    curated = stage("curate", collect=collected)
-    gated = stage("gate", collect=collected, curate=curated)
-    annotated = stage("annotate", gate=gated)
-    stage("review_queue", annotate=annotated)
-    labelled = stage("gate_labels", annotate=annotated)
-    pretrained = stage("pretrain", gate=gated, gate_labels=labelled)
+    collected = stage(stages.collect.run)()
+    curated = stage(stages.curate.run)(collect=collected)
+    gated = stage(stages.gate.run)(collect=collected, curate=curated)
+    annotated = stage(stages.annotate.run)(gate=gated)
+    stage(stages.review_queue.run)(annotate=annotated)
+    labelled = stage(stages.gate_labels.run)(annotate=annotated)
+    pretrained = stage(stages.pretrain.run, **GPU)(gate=gated, gate_labels=labelled)
     tuned = finetune(pretrain=pretrained, gate_labels=labelled)
-    evaluated = stage("evaluate", finetune=tuned, gate_labels=labelled)
-    registered = stage("register", finetune=tuned, evaluate=evaluated)
-    stage("deploy", register=registered, gate_labels=labelled)
+    evaluated = stage(stages.evaluate.run)(finetune=tuned, gate_labels=labelled)
+    registered = stage(stages.register.run)(finetune=tuned, evaluate=evaluated)
+    stage(stages.deploy.run)(register=registered, gate_labels=labelled)
 
 
 lmchain_pipeline()

@@ -2,21 +2,8 @@
 
 Importing this package is cheap on purpose: DAG files import it at parse time, so heavy
 libraries (torch, transformers, deepspeed, mlflow, great_expectations) are imported only
-inside the stage functions that need them.
+inside the stage functions that need them. The stages, one module per DAG task, and their order
+are in :mod:`lmchain.stages`.
 """
 
 __version__ = "0.1.0"
-
-STAGES = (
-    "collect",
-    "curate",
-    "gate",
-    "annotate",
-    "review_queue",
-    "gate_labels",
-    "pretrain",
-    "finetune",
-    "evaluate",
-    "register",
-    "deploy",
-)

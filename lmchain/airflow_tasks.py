@@ -1,13 +1,15 @@
-"""The callables behind the tasks of ``lmchain_pipeline`` and ``lmchain_feedback``; imported by the
-DAGs at parse time.
+"""The tasks of ``lmchain_pipeline`` and ``lmchain_feedback``: :func:`stage` makes the task of a
+stage function, adapting the Airflow context (params, upstream manifests via XCom) to the stage's
+``run(config, ctx, inputs)`` through the one runner (:mod:`lmchain.stages.runner`). Imported by
+the DAGs at parse time.
 
-It must stay light: nothing here imports a stage module, Airflow internals or ML libraries
-until a task actually runs.
+It must stay light: nothing here imports Airflow internals or ML libraries until a task runs
+(the stage modules import theirs inside ``run``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -88,44 +90,66 @@ def _record_trigger(context: dict[str, Any]) -> None:
         "params": effective_params(context)})
 
 
-def stage_task(stage: str, **upstream: dict[str, Any]) -> dict[str, Any]:
-    """Run ``stage`` for the current DAG run with the run's params.
+def stage(fn: Callable, **task_args: Any):
+    """The Airflow task that runs ``fn``, a stage's ``run`` (or another of its task functions):
+    ``stage(stages.curate.run)(collect=collected)``. Its task id is the stage's name
+    (``stages.task_id``), its outlets the assets the stage declares; ``task_args`` go to ``task``
+    (``queue=...``)."""
+    from airflow.sdk import task
+
+    from lmchain import stages
+    from lmchain.assets import BY_NAME
+
+    outlets = [BY_NAME[a] for a in stages.module_of(fn).ASSETS] if fn.__name__ == "run" else []
+    return task(task_callable(fn), task_id=stages.task_id(fn), outlets=outlets, **task_args)
+
+
+def task_callable(fn: Callable) -> Callable[..., Any]:
+    """What the task calls: the run's params and the upstream manifests (XCom) in, through the one
+    runner, to ``fn``; its manifest out. ``stage_run`` is ``fn``: one jump from a task to its code."""
+    from lmchain import stages
+
+    module = stages.module_of(fn)
+
+    def call(**upstream: Any) -> Any:  # Airflow passes the task context along with the upstream manifests
+        if module in stages.FEEDBACK:
+            return _run_feedback_task(fn, upstream)
+        return _run_pipeline_task(fn, upstream)
+
+    call.__name__ = call.__qualname__ = stages.task_id(fn)
+    call.__doc__ = module.__doc__ if fn.__name__ == "run" else fn.__doc__
+    call.stage_run = fn  # type: ignore[attr-defined]
+    return call
+
+
+def _arguments(fn: Callable, given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(upstream manifests, the function's own arguments) out of what Airflow passed."""
+    from lmchain.stages.runner import extra_parameters, reads
+
+    return ({u: given[u] for u in reads(fn) if u in given},
+            {k: given[k] for k in extra_parameters(fn) if k in given})
+
+
+def _run_pipeline_task(fn: Callable, given: dict[str, Any]) -> Any:
+    """One task of ``lmchain_pipeline``.
 
     Bad input (``LmchainError``) fails the task without retries: retrying cannot fix a wrong
     path or key, and the message is what the user needs to see. A training job that was killed
     or crashed (``retryable``) fails the attempt normally, so Airflow's retries rerun it and the
     job resumes from its latest checkpoint.
     """
-    return _run_in_task(stage, upstream)
-
-
-def finetune_trials_task() -> list[int]:
-    """The fine-tune search's trial indices, which the trial task is mapped over ([0]: no search)."""
-    from lmchain.pipeline import finetune_trials
-
-    return _run_in_task("finetune", {}, call=finetune_trials)
-
-
-def finetune_trial_task(index: int, **upstream: dict[str, Any]) -> dict[str, Any]:
-    """One mapped trial of the fine-tune search (or the plain fine-tune when there is no search)."""
-    return _run_in_task("finetune", upstream, entry="run_trial", index=index)
-
-
-def finetune_select_task(trials: list[dict[str, Any]], **upstream: dict[str, Any]) -> dict[str, Any]:
-    """The ``finetune`` manifest: the best trial's model (a single fine-tune passes through)."""
-    return _run_in_task("finetune", upstream, entry="select", trials=list(trials))
-
-
-def _run_in_task(stage: str, upstream: dict[str, Any], call=None, **entry: Any) -> Any:
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+    from lmchain import stages
     from lmchain.errors import LmchainError
     from lmchain.params import should_skip
-    from lmchain.pipeline import run_stage
+    from lmchain.stages.runner import run_stage
 
+    stage = stages.name(stages.module_of(fn))
     context = get_current_context()
     params = effective_params(context)
+    upstream, kwargs = _arguments(fn, given)
     try:
         cfg = _config(params, window_overrides(context))
         if stage == "collect":
@@ -138,9 +162,7 @@ def _run_in_task(stage: str, upstream: dict[str, Any], call=None, **entry: Any) 
         skip = should_skip(stage, params)
         if skip:
             raise AirflowSkipException(f"{stage} skipped: {skip}")
-        if call is not None:
-            return call(cfg)
-        manifest = run_stage(stage, cfg, context["run_id"], upstream, **entry)
+        manifest = run_stage(fn, cfg, context["run_id"], upstream, **kwargs)
         if stage == "collect" and cfg.collect.modified_after and not manifest["counts"].get("records"):
             # A quiet night: nothing arrived, so there is nothing to retrain on (not a failure).
             raise AirflowSkipException(f"no new data between {cfg.collect.modified_after} and "
@@ -153,17 +175,20 @@ def _run_in_task(stage: str, upstream: dict[str, Any], call=None, **entry: Any) 
         raise AirflowFailException(f"{stage}: {exc}") from exc
 
 
-def feedback_task(stage: str, **upstream: dict[str, Any]) -> dict[str, Any]:
-    """One stage of ``lmchain_feedback``; ``decide`` turns a retrain decision into an asset event."""
+def _run_feedback_task(fn: Callable, given: dict[str, Any]) -> dict[str, Any]:
+    """One task of ``lmchain_feedback``; ``decide`` turns a retrain decision into an asset event."""
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+    from lmchain import stages
     from lmchain.errors import LmchainError
-    from lmchain.feedback.stages import run_feedback_stage
+    from lmchain.stages.runner import run_stage
 
+    stage = stages.name(stages.module_of(fn))
     context = get_current_context()
+    upstream, kwargs = _arguments(fn, given)
     try:
-        manifest = run_feedback_stage(stage, _config(context["params"]), context["run_id"], upstream)
+        manifest = run_stage(fn, _config(context["params"]), context["run_id"], upstream, **kwargs)
     except LmchainError as exc:
         record_error(context["run_id"], f"feedback_{stage}", str(exc))
         raise AirflowFailException(f"feedback {stage}: {exc}") from exc

@@ -32,6 +32,9 @@ from typing import Any, Iterable, Iterator
 from lmchain import __version__
 
 MANIFEST = "manifest.json"
+# A manifest's status: OK, or BLOCKED when a gate stopped the batch (nothing downstream may use it).
+OK = "ok"
+BLOCKED = "blocked"
 
 
 def home() -> Path:
@@ -91,6 +94,7 @@ class Manifest:
 
     stage: str
     run_id: str
+    status: str = OK  # BLOCKED: a gate stopped this batch; no stage may take it as input
     outputs: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -103,6 +107,10 @@ class Manifest:
     started_at: str = ""
     finished_at: str = ""
     duration_s: float = 0.0
+
+    @property
+    def blocked(self) -> bool:
+        return self.status == BLOCKED
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -355,13 +363,3 @@ def sha256_file(path: Path) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@contextlib.contextmanager
-def timed(manifest: Manifest, name: str) -> Iterator[None]:
-    """Record the wall time of a block as ``info.timings[name]``."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        manifest.info.setdefault("timings", {})[name] = round(time.perf_counter() - t0, 3)

@@ -25,8 +25,8 @@ import os
 import sys
 from pathlib import Path
 
-from lmchain import STAGES
 from lmchain.errors import LmchainError
+from lmchain.stages import STAGES
 
 
 def _config_args(p: argparse.ArgumentParser, default_recipe: str | None = "demo") -> None:
@@ -75,7 +75,7 @@ def cmd_run(args) -> int:
     from lmchain import airflow_env
     from lmchain.artifacts import home
     from lmchain.config import load_config
-    from lmchain.pipeline import run_all
+    from lmchain.stages.runner import run_all
 
     lm_home = home()
     airflow_env.apply(lm_home)
@@ -259,7 +259,7 @@ def cmd_gate(args) -> int:
     from lmchain.artifacts import RunContext, home
     from lmchain.config import load_config
     from lmchain.errors import GateFailed
-    from lmchain.quality import check
+    from lmchain.quality.checks import check
     from lmchain.quality.batches import labelled_files, labelled_frame, records_frame
     from lmchain.quality.gate import accept
 
@@ -299,7 +299,7 @@ def cmd_collect(args) -> int:
     """Collect into --out DIR with the collect stage's own code and config (CollectConfig)."""
     import logging
 
-    from lmchain.collect import collect_to
+    from lmchain.stages.collect import collect_to
     from lmchain.config import CollectConfig, build, parse_overrides
 
     crawl = {k: v for k, v in {
@@ -339,7 +339,7 @@ def cmd_curate(args) -> int:
     import logging
 
     from lmchain.config import CurateConfig, build, load_config, parse_overrides
-    from lmchain.curate import curate_to
+    from lmchain.stages.curate import curate_to
 
     if args.config:
         cfg = load_config(args.config, args.overrides).curate

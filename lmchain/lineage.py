@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lmchain import STAGES
+from lmchain.stages import STAGES
 from lmchain.artifacts import Manifest, RunContext, code_version, sha256_text
 
 

@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lmchain import STAGES
+from lmchain.stages import STAGES
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_RECIPE = "demo"

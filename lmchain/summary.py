@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmchain import STAGES
+from lmchain.stages import STAGES
 from lmchain.artifacts import Manifest, RunContext
 from lmchain.quality import data_docs_dir
 

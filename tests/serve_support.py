@@ -14,7 +14,7 @@ from lmchain import registry
 from lmchain.artifacts import RunContext
 from lmchain.config import RegisterConfig
 from lmchain.netutil import free_port
-from lmchain.register import run as register
+from lmchain.stages.register import run as register
 
 
 def make_tiny_classifier(path: Path, seed: int = 0) -> Path:

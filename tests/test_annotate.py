@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 
 from conftest import write_lines, write_records
-from lmchain.annotate import run
+from lmchain.stages.annotate import run
 from lmchain.artifacts import read_jsonl
 from lmchain.config import AnnotateConfig, LabelSource
 from lmchain.errors import InputError

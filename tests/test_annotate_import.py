@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import write_lines, write_records
-from lmchain.annotate import run
+from lmchain.stages.annotate import run
 from lmchain.annotate.aggregate import agreement, cohen_kappa, dawid_skene, fleiss_kappa, majority_vote
 from lmchain.annotate.importers import read_votes, write_label_studio_export
 from lmchain.artifacts import read_jsonl

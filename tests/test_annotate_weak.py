@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import write_lines, write_records
-from lmchain.annotate import run
-from lmchain.annotate import queue as review_queue
+from lmchain.stages.annotate import run
+from lmchain.stages import review_queue
 from lmchain.annotate.active import entropy, margin_uncertainty, select, write_queue
 from lmchain.annotate.lfs import (ABSTAIN, apply_lfs, build_lfs, keyword_lf, label_model, model_lf, vader_lf,
                                   weak_labels, weighted_vote)

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import write_lines
 from lmchain.artifacts import read_jsonl
-from lmchain.collect import run
+from lmchain.stages.collect import run
 from lmchain.collect.extract import extract
 from lmchain.config import CollectConfig, CrawlConfig, FileSource
 from lmchain.errors import InputError

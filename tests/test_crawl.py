@@ -12,7 +12,7 @@ import pytest
 
 from crawl_site import Site, page, prose, send
 from lmchain.artifacts import read_jsonl
-from lmchain.collect import run
+from lmchain.stages.collect import run
 from lmchain.config import CollectConfig, CrawlConfig
 
 CRAWL_DELAY = 0.05

@@ -14,7 +14,7 @@ import pytest
 
 from crawl_site import Site, page, prose, send
 from lmchain.artifacts import RunContext, read_jsonl
-from lmchain.collect import run
+from lmchain.stages.collect import run
 from lmchain.config import CollectConfig, CrawlConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

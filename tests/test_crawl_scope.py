@@ -20,7 +20,7 @@ import pytest
 from conftest import lmchain_cmd, subprocess_env
 from crawl_site import Site, page, prose, send
 from lmchain.artifacts import read_jsonl
-from lmchain.collect import run
+from lmchain.stages.collect import run
 from lmchain.collect.netguard import address_kind, parse_allow
 from lmchain.config import CollectConfig, CrawlConfig
 from lmchain.errors import ConfigError

@@ -9,7 +9,7 @@ from conftest import write_records
 from lmchain.artifacts import RunContext, read_jsonl
 from lmchain.cli import main
 from lmchain.config import CurateConfig, build, load_config
-from lmchain.curate import run
+from lmchain.stages.curate import run
 from lmchain.errors import ConfigError
 
 SENTENCES = {"gopher_repetition": {"enabled": False}, "gopher_quality": {"enabled": False},

@@ -14,8 +14,8 @@ from lmchain.artifacts import RunContext, write_jsonl
 from lmchain.config import DeployConfig, ServeConfig
 from lmchain.serve.app import create_app
 from lmchain.serve.auth import new_key
-from lmchain.serve.deploy import DeployFailed
-from lmchain.serve.deploy import run as deploy
+from lmchain.serve.validation import DeployFailed
+from lmchain.stages.deploy import run as deploy
 
 TEXTS = ["a gripping film", "dull", "one of the best performances of the year", "i walked out",
          "not bad at all", "a mess", "funny and warm", "too long by an hour"]

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from conftest import REPO, lmchain_cmd, needs_sst2, subprocess_env
-from lmchain import STAGES
+from lmchain.stages import STAGES
 
 pytestmark = [pytest.mark.e2e, needs_sst2]
 

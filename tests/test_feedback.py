@@ -9,10 +9,11 @@ import pytest
 
 from lmchain.artifacts import RunContext, read_jsonl
 from lmchain.config import FeedbackConfig, load_config
-from lmchain.feedback import labels_path
-from lmchain.feedback.stages import run_feedback_stage, with_feedback_labels
+from lmchain.feedback import labels_path, with_feedback_labels
 from lmchain.params import schema, should_skip, to_overrides
 from lmchain.serve.store import ServingStore
+from lmchain.stages import FEEDBACK, name
+from lmchain.stages.runner import run_stage
 
 POSITIVE = ["the battery of this phone lasts for two full days", "the screen is bright and it is sharp",
             "it was set up in one minute and it just works", "the camera of this phone takes lovely photos",
@@ -36,8 +37,8 @@ def _post(store, texts, predicted, correct, start=0):
 
 def _run_all(cfg, run_id, home):
     done = {}
-    for stage in ("export", "gate", "merge", "decide"):
-        done[stage] = run_feedback_stage(stage, cfg, run_id, done, lmchain_home=home)
+    for stage in FEEDBACK:
+        done[name(stage)] = run_stage(stage.run, cfg, run_id, done, lmchain_home=home)
     return done
 
 
@@ -92,7 +93,7 @@ def test_drift_triggers_before_the_label_count(home):
 def test_a_bad_feedback_batch_is_quarantined_by_rows_and_the_loop_goes_on(home):
     """Rows with a label the model does not have are held, not the run: the gate task passes,
     nothing is merged, and the watermark moves past them only because the quarantine holds them."""
-    from lmchain.feedback.stages import Watermark
+    from lmchain.feedback.watermark import Watermark
 
     cfg = _cfg(home)
     store = ServingStore(cfg.deploy.service.store_url)
@@ -107,7 +108,8 @@ def test_a_bad_feedback_batch_is_quarantined_by_rows_and_the_loop_goes_on(home):
 
 
 def test_corrections_join_the_corpus_and_win_over_the_original_label(home, tmp_path):
-    from lmchain.annotate import aggregate_votes, load_votes
+    from lmchain.annotate.aggregate import aggregate_votes
+    from lmchain.annotate.importers import load_votes
 
     original = tmp_path / "orig.tsv"
     original.write_text("sentence\tlabel\nthe plot is thin\t1\nthe cast is great\t1\n")

@@ -17,9 +17,11 @@ from lmchain.config import FeedbackConfig, load_config
 from lmchain.errors import GateFailed, InputError
 from lmchain.feedback import labels_path
 from lmchain.feedback.quarantine import release
-from lmchain.feedback.stages import Watermark, run_feedback_stage
+from lmchain.feedback.watermark import Watermark
 from lmchain.quality.gate import quarantine_dir
 from lmchain.serve.store import ServingStore
+from lmchain.stages import FEEDBACK, feedback, name
+from lmchain.stages.runner import run_stage
 
 PII_TEXT = "the film was great, write to victim@example.com <img src=x onerror=alert(1)> for more"
 AMOUNT_TEXT = "it made 10 000 000 dollars and the film deserved every one of them"
@@ -51,8 +53,8 @@ def config(home, *overrides):
 
 def run_all(cfg, run_id, home):
     done = {}
-    for stage in ("export", "gate", "merge", "decide"):
-        done[stage] = run_feedback_stage(stage, cfg, run_id, done, lmchain_home=home)
+    for stage in FEEDBACK:
+        done[name(stage)] = run_stage(stage.run, cfg, run_id, done, lmchain_home=home)
     return done
 
 
@@ -158,9 +160,9 @@ def test_a_batch_held_back_whole_is_exported_again(home):
     cfg = config(home, "gate.feedback.min_rows=10")
     store = ServingStore(cfg.deploy.service.store_url)
     post(store, [good(i) for i in range(4)])
-    done = {"export": run_feedback_stage("export", cfg, "small", {}, lmchain_home=home)}
+    done = {"export": run_stage(feedback.export.run, cfg, "small", {}, lmchain_home=home)}
     with pytest.raises(GateFailed, match="watermark stays at store id 0, so the next run exports these rows again"):
-        run_feedback_stage("gate", cfg, "small", done, lmchain_home=home)
+        run_stage(feedback.gate.run, cfg, "small", done, lmchain_home=home)
     assert Watermark.read(home).last_id == 0 and not (home / "quarantine").exists()
     post(store, [good(i) for i in range(4, 12)], start=4)
     done = run_all(cfg, "bigger", home)
@@ -174,11 +176,11 @@ def test_the_watermark_is_written_by_merge_only(home):
     store = ServingStore(cfg.deploy.service.store_url)
     post(store, thirty_good_and_one_pii())
     done = {}
-    for stage in ("export", "gate"):
-        done[stage] = run_feedback_stage(stage, cfg, "fb", done, lmchain_home=home)
-        assert Watermark.read(home).last_id == 0, f"{stage} moved the watermark"
+    for stage in FEEDBACK[:2]:  # export, gate
+        done[name(stage)] = run_stage(stage.run, cfg, "fb", done, lmchain_home=home)
+        assert Watermark.read(home).last_id == 0, f"{name(stage)} moved the watermark"
     assert done["gate"]["counts"] == {**done["gate"]["counts"], "passed_rows": 30, "quarantined_rows": 1}
-    run_feedback_stage("merge", cfg, "fb", done, lmchain_home=home)
+    run_stage(feedback.merge.run, cfg, "fb", done, lmchain_home=home)
     mark, merged, held = assert_nothing_lost(home, cfg.deploy.service.store_url)
     assert mark.last_id == 31 and len(merged) == 30 and held == {"fb15"}
     store.close()
@@ -219,7 +221,7 @@ def test_a_rerun_merges_nothing_twice(home):
     import shutil
 
     shutil.rmtree(RunContext("fb2", home=home).stage_dir("feedback_merge"))
-    retried = run_feedback_stage("merge", cfg, "fb2", {"gate": second["gate"]}, lmchain_home=home)
+    retried = run_stage(feedback.merge.run, cfg, "fb2", {"gate": second["gate"]}, lmchain_home=home)
     assert retried["counts"] == second["merge"]["counts"]
     assert (labels_path(home).read_bytes(), (home / "feedback" / "watermark.json").read_bytes()) == snapshot
     assert release_file.read_bytes() == record
@@ -288,7 +290,7 @@ import json, sys, time
 from pathlib import Path
 from lmchain.artifacts import RunContext, write_jsonl
 from lmchain.config import load_config
-from lmchain.feedback.stages import merge
+from lmchain.stages.feedback.merge import run as merge
 
 home, name, first, batches, size, go = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
     int(sys.argv[5]), Path(sys.argv[6])

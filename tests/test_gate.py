@@ -8,7 +8,8 @@ import pytest
 from lmchain.artifacts import RunContext, sha256_file
 from lmchain.config import GateConfig, SuiteConfig
 from lmchain.errors import GateFailed, InputError
-from lmchain.quality import check, data_docs_dir
+from lmchain.quality import data_docs_dir
+from lmchain.quality.checks import check
 from lmchain.quality.batches import labelled_frame, records_frame
 from lmchain.quality.gate import accept, quarantine_dir
 

@@ -12,7 +12,8 @@ import pytest
 from lmchain.artifacts import RunContext, read_jsonl
 from lmchain.config import GateConfig, SuiteConfig
 from lmchain.errors import GateFailed
-from lmchain.quality import check, data_docs_dir
+from lmchain.quality import data_docs_dir
+from lmchain.quality.checks import check
 from lmchain.quality.batches import records_frame
 from lmchain.quality.gate import quarantine_dir
 
@@ -101,7 +102,8 @@ def test_feedback_gate_holds_the_planted_row_and_publishes_none_of_it(home, tmp_
     import dataclasses
 
     from lmchain.config import load_config
-    from lmchain.feedback.stages import run_feedback_stage
+    from lmchain.stages import FEEDBACK, name
+    from lmchain.stages.runner import run_stage
     from lmchain.serve.store import ServingStore
 
     cfg = load_config("tiny", [f"deploy.service.store_url=sqlite:///{tmp_path / 'store.db'}"])
@@ -113,8 +115,8 @@ def test_feedback_gate_holds_the_planted_row_and_publishes_none_of_it(home, tmp_
                             "comment": None, "model": "m", "version": "1"})
     store.close()
     done = {}
-    for stage in ("export", "gate"):
-        done[stage] = run_feedback_stage(stage, cfg, "xss-feedback", done, lmchain_home=home)
+    for stage in FEEDBACK[:2]:  # export, gate
+        done[name(stage)] = run_stage(stage.run, cfg, "xss-feedback", done, lmchain_home=home)
     assert done["gate"]["counts"]["quarantined_rows"] == 1 and done["gate"]["counts"]["passed_rows"] == 10
     ctx = RunContext("xss-feedback", home=home)
     # The export's own copy of the store is raw data by design (and 0600); all else is published.

@@ -27,7 +27,7 @@ WORKER = r"""
 import json, sys, time
 from pathlib import Path
 
-import lmchain.collect as collect
+import lmchain.stages.collect as collect
 from lmchain.artifacts import RunContext
 from lmchain.config import CollectConfig, build
 

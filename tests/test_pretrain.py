@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import sigkill_when, write_records
+from lmchain import stages
 from lmchain.config import PretrainConfig
 from lmchain.errors import ConfigError
 from lmchain.train import flops, packing, pretrain, tokenizer
@@ -148,7 +149,7 @@ def test_two_cpu_ranks_zero2_pretrain(ctx, tmp_path, monkeypatch, size, objectiv
     # Blocks of 16 tokens: 14 steps stay within one epoch (each rank's share is fresh blocks).
     cfg = PretrainConfig(base_model=size, ranks=2, zero_stage=2, batch_size=8, block_size=16, max_steps=14,
                          learning_rate=2e-3, warmup_ratio=0.1, tokenizer_vocab_size=400, checkpoint_every=5)
-    m = pretrain.run(cfg, ctx, _inputs(tmp_path))
+    m = stages.pretrain.run(cfg, ctx, _inputs(tmp_path))
     assert m.info["objective"] == objective and m.info["world_size"] == 2 and m.info["steps"] == 14
     assert m.info["tokenizer"]["trained"] and m.counts["held_out_texts"] == 40 and m.counts["texts"] == 360
 
@@ -201,7 +202,7 @@ def test_sigkilled_job_resumes_from_its_checkpoint(ctx, tmp_path):
                                kwargs={"ready": lambda: any(work_root.glob("*/checkpoints/latest"))})
     watcher.start()
     with pytest.raises(TrainingFailed) as failure:
-        pretrain.run(cfg, ctx, inputs)
+        stages.pretrain.run(cfg, ctx, inputs)
     watcher.join(timeout=5)
     assert killed and failure.value.retryable  # a killed rank is worth a retry; a bad setting is not
     assert "killed by signal 9 (SIGKILL)" in str(failure.value) and "last lines of the log" in str(failure.value)
@@ -215,7 +216,7 @@ def test_sigkilled_job_resumes_from_its_checkpoint(ctx, tmp_path):
     assert all(int(p.name[4:].split(".")[0]) > saved for p in ckpt.glob("*.partial"))
     assert len([p for p in ckpt.glob("step*") if p.is_dir() and not p.name.endswith(".partial")]) <= 2  # pruned
 
-    m = pretrain.run(cfg, ctx, inputs)  # the retry
+    m = stages.pretrain.run(cfg, ctx, inputs)  # the retry
     assert m.info["resumed_from_step"] == saved and m.info["steps"] == STEPS
     metrics = json.loads((ctx.stage_dir("pretrain") / "job" / "metrics.json").read_text())
     assert metrics["steps_this_attempt"] == STEPS - saved

@@ -7,8 +7,8 @@ import pytest
 from lmchain import registry
 from lmchain.artifacts import RunContext
 from lmchain.config import EvaluateConfig, RegisterConfig
-from lmchain.evaluate import run as evaluate
-from lmchain.register import run as register
+from lmchain.stages.evaluate import run as evaluate
+from lmchain.stages.register import run as register
 from tiny_models import dataset, train_tiny, write_jsonl
 
 CFG = EvaluateConfig(slices=["length", "label"], length_buckets=[8], guarded_slices=["length", "label"],

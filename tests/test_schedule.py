@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from lmchain.airflow_tasks import window_overrides
 from lmchain.artifacts import RunContext, read_jsonl
-from lmchain.collect import run as collect
+from lmchain.stages.collect import run as collect
 from lmchain.config import load_config
 
 DAY = datetime(2026, 11, 20, 2, 0, tzinfo=timezone.utc)

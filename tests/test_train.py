@@ -6,7 +6,7 @@ import pytest
 
 from conftest import write_records
 from lmchain.config import FinetuneConfig, PretrainConfig
-from lmchain.train import finetune, pretrain
+from lmchain.stages import finetune, pretrain
 from lmchain.train.launcher import TrainingFailed
 
 WORDS = "good bad film plot actor boring great awful moving dull".split()

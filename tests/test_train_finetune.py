@@ -8,7 +8,7 @@ import pytest
 
 from conftest import write_records
 from lmchain.config import FinetuneConfig, LabelSource
-from lmchain.train import finetune
+from lmchain.stages import finetune
 
 FILLER = "the a film plot actor movie story scene cast some was quite".split()
 

@@ -14,6 +14,8 @@ from typing import Hashable, Iterable
 
 import numpy as np
 
+from lmchain.artifacts import sha256_text
+
 Vote = tuple[Hashable, Hashable, int]  # (item, voter, label id)
 
 
@@ -129,3 +131,38 @@ def agreement(votes: list[Vote], n_classes: int, min_shared: int = 10) -> dict:
         report["cohen_kappa"] = pairs
         report["mean_cohen_kappa"] = round(float(np.mean(list(pairs.values()))), 4)
     return report
+
+
+def aggregate_votes(votes, names: list[str], method: str):
+    """Votes -> ({text hash: (text, label, confidence, provenance)}, rejects, conflicts, agreement)."""
+    by_text: dict[str, list] = defaultdict(list)
+    for v in votes:
+        by_text[sha256_text(v.text)].append(v)
+    top: dict[str, list] = {}
+    for h, vs in by_text.items():
+        best = max(v.precedence for v in vs)
+        top[h] = [v for v in vs if v.precedence == best]  # a correction replaces the original labels
+    flat = [(h, v.annotator, v.label) for h, vs in top.items() for v in vs]
+    posteriors = {}
+    if method == "dawid_skene" and flat:
+        items, post, _, _ = dawid_skene(flat, len(names))
+        posteriors = {h: post[i] for i, h in enumerate(items)}
+    labels, rejects, conflicts = {}, [], []
+    for h, vs in top.items():
+        text = vs[0].text
+        if h in posteriors:
+            label, conf = int(posteriors[h].argmax()), float(posteriors[h].max())
+        else:
+            label, conf = majority_vote([v.label for v in vs])
+        disagree = len({v.label for v in vs}) > 1
+        if disagree:
+            conflicts.append({"text": text, "votes": [{"annotator": v.annotator, "label": names[v.label],
+                                                       "where": v.where} for v in vs],
+                              "resolved": None if label is None else names[label], "method": method})
+        if label is None:
+            rejects.append({"text": text, "label": sorted({names[v.label] for v in vs}),
+                            "reason": "conflicting_labels"})
+            continue
+        prov = "feedback" if all(v.provenance == "feedback" for v in vs) else "human"
+        labels[h] = (text, label, round(conf, 4), prov)
+    return labels, rejects, conflicts, agreement(flat, len(names)) if flat else {}

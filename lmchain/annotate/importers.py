@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from lmchain.config import FileSource, LabelSource
+from lmchain.config import AnnotateConfig, FileSource, LabelSource
 from lmchain.errors import InputError
 
 
@@ -192,3 +192,32 @@ def write_label_studio_export(rows: list[dict], path: Path, from_name: str = "la
                                                 "value": {"choices": [row["label"]]}}]})
     path.write_text(json.dumps(list(tasks.values()), ensure_ascii=False, indent=1), encoding="utf-8")
     return path
+
+
+def returned_dir(cfg: AnnotateConfig, lm_home: Path) -> Path:
+    return Path(cfg.active.returned_dir) if cfg.active.returned_dir else lm_home / "annotation" / "returned"
+
+
+def label_sources(cfg: AnnotateConfig, lm_home: Path) -> list[LabelSource]:
+    """The recipe's label files plus review-queue files people returned (lenient: rows they left
+    unlabelled become rejects, not errors)."""
+    sources = list(cfg.labels)
+    folder = returned_dir(cfg, lm_home)
+    if folder.is_dir():
+        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json")):
+            sources.append(LabelSource(path=str(path), text_field="text", label_field="label", strict=False))
+    return sources
+
+
+def load_votes(sources: list[LabelSource], names: list[str]):
+    """Every vote of every source -> (votes, rejects, label names, files read). Without
+    ``names`` the label names are the sorted raw labels seen."""
+    votes, rejects, files = [], [], []
+    # Without configured names, the names are the raw labels seen, sorted (as before this package).
+    learned = list(names) or sorted(set().union(*(raw_labels(src) for src in sources)))
+    for src in sources:
+        got, bad, read = read_votes(src, learned)
+        votes += got
+        rejects += bad
+        files += read
+    return votes, rejects, learned, files

@@ -250,3 +250,14 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb):
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def state_path(crawl) -> Path:
+    """Where the state of a crawl (a CrawlConfig) lives: one store per set of seeds, so a re-crawl
+    finds its validators."""
+    from lmchain.artifacts import home
+
+    if crawl.state_path:
+        return Path(crawl.state_path)
+    key = hashlib.sha256("\n".join(sorted(crawl.seeds)).encode()).hexdigest()[:12]
+    return home() / "crawl" / f"{key}.sqlite"

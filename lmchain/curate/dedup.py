@@ -22,10 +22,6 @@ log = logging.getLogger(__name__)
 HISTORY = -2  # owner of an exact duplicate of a text an earlier run kept (-1: no match)
 
 
-def exact_key(sha256_hex: str) -> int:
-    return int(sha256_hex[:16], 16)
-
-
 class SignatureStore:
     """MinHash signatures of kept documents by owner id, in one growing array (doubling), so
     candidates can be verified: 4 bytes per hash function and kept document."""

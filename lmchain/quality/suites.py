@@ -11,7 +11,6 @@ from typing import Any
 
 from lmchain.config import SuiteConfig
 
-SUITES = ("raw", "curated", "labelled", "feedback")
 LENGTH_BUCKETS = [8, 16, 32, 64, 128]  # word counts: the length distribution compared across batches
 
 # Columns each suite's batch must have.

@@ -1,1 +1,2 @@
-"""Training: model references, the DeepSpeed launcher, the rank worker and the two stages."""
+"""Training: model references, the DeepSpeed launcher, the rank workers, and the pieces of the
+``pretrain`` and ``finetune`` stages (which are in :mod:`lmchain.stages`)."""

@@ -1,4 +1,6 @@
-"""Fine-tune: sequence classification on the labelled train split, as a DeepSpeed job.
+"""Fine-tuning pieces: the DeepSpeed job of a sequence classifier and its MLflow curves. The
+``finetune`` stage (one fine-tune, or a search's trials and the best of them) is
+:mod:`lmchain.stages.finetune`.
 
 The worker scores the validation split while it trains, keeps the weights with the best
 macro-F1 and stops early when they stop improving; the saved model holds those weights.
@@ -6,14 +8,11 @@ macro-F1 and stops early when they stop improving; the saved model holds those w
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 from lmchain import registry
-from lmchain.artifacts import Manifest, RunContext, StageOutput
 from lmchain.config import FinetuneConfig, LabelSource
-from lmchain.train import models
 from lmchain.train.launcher import launch
 
 
@@ -66,64 +65,3 @@ def log_curves(run_id: str, metrics: dict) -> None:
                 "trainable_parameters", "eval_seconds"):
         if metrics.get(key) is not None:
             c.log_metric(run_id, f"finetune/{key}", float(metrics[key]))
-
-
-def run(cfg: FinetuneConfig, ctx: RunContext, inputs: dict) -> Manifest:
-    """The stage: one fine-tune, or with ``finetune.search`` one trial per setting and the best of them
-    (in Airflow the trials are mapped tasks calling :func:`run_trial`, then :func:`select`)."""
-    from lmchain.train import hpsearch
-
-    trials = [run_trial(cfg, ctx, inputs, i).to_dict() for i in range(hpsearch.trial_count(cfg.search))]
-    return select(cfg, ctx, trials)
-
-
-def run_trial(cfg: FinetuneConfig, ctx: RunContext, inputs: dict, index: int) -> Manifest:
-    """Trial ``index`` of the search, in its own stage folder and MLflow run."""
-    from lmchain.train import hpsearch
-
-    settings = hpsearch.trial_settings(cfg.search)
-    if not settings:  # no search: the single fine-tune is the stage itself
-        return train_stage(cfg, ctx, inputs, "finetune")
-    trial = hpsearch.trial_config(cfg, settings[index])
-    return train_stage(trial, ctx, inputs, hpsearch.trial_stage(index), {"trial": index, "settings": settings[index]})
-
-
-def select(cfg: FinetuneConfig, ctx: RunContext, trials: list[dict]) -> Manifest:
-    """The ``finetune`` stage from the trials' manifests (a single fine-tune passes through)."""
-    from lmchain.train import hpsearch
-
-    if len(trials) == 1 and trials[0]["stage"] == "finetune":
-        return Manifest.from_dict(trials[0])
-    return hpsearch.select(cfg, ctx, trials)
-
-
-def train_stage(cfg: FinetuneConfig, ctx: RunContext, inputs: dict, stage: str,
-                trial: dict | None = None) -> Manifest:
-    """One fine-tune into stage folder ``stage``: the job, MLflow params/curves, the manifest."""
-    labelled = inputs["annotate"]["outputs"]
-    names = json.loads(Path(labelled["labels"]).read_text())["names"]
-    if cfg.base_model == "pretrain":
-        base = models.resolve(inputs["pretrain"]["outputs"]["model"])
-    else:
-        base = models.resolve(cfg.base_model)
-    with StageOutput(ctx, stage, dataclasses.asdict(cfg)) as out:
-        metrics = train_classifier(cfg, base, labelled["train"], labelled.get("validation"), names,
-                                   out.path("model"), out.path("job"))
-        params = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("report_on", "lora_targets", "search")}
-        if cfg.method == "lora":
-            params["lora_targets"] = ",".join(cfg.lora_targets)
-        params.update({"base_model": base["model"] or cfg.base_model, "steps": metrics["steps"]})
-        mlflow_run = registry.log_training(ctx, ctx.experiment, "finetune", metrics, params, run_name=stage)
-        log_curves(mlflow_run, metrics)
-        out.output("model", "model")
-        out.manifest.inputs = {"train": labelled["train"], "validation": labelled.get("validation"),
-                               "base_model": base["model"] or cfg.base_model}
-        keys = ("final_loss", "samples_per_second", "train_seconds", "best_macro_f1", "best_accuracy",
-                "report_accuracy", "report_macro_f1")
-        out.manifest.metrics = {k: metrics[k] for k in keys if metrics.get(k) is not None}
-        out.manifest.info = {"label_names": names, "world_size": metrics["world_size"],
-                             "device": metrics["device"], "steps": metrics["steps"], "method": cfg.method,
-                             "trainable_parameters": metrics["trainable_parameters"],
-                             "best_step": metrics.get("best_step"), "stopped_early": metrics.get("stopped_early"),
-                             "mlflow_run_id": mlflow_run, **(trial or {})}
-    return out.manifest

@@ -1,5 +1,6 @@
-"""Pretrain: masked-LM (BERT-style) or causal-LM (GPT-2-style) training on the gated corpus, as a
-resumable DeepSpeed job.
+"""Pretraining pieces: the corpus, tokenizer choice, world size and step count, the DeepSpeed
+config, the job key, MLflow metrics. The ``pretrain`` stage that puts them together is
+:mod:`lmchain.stages.pretrain`.
 
 Steps: corpus (texts of the labelled validation and test splits left out, so the model never
 sees evaluation text, even unlabelled) -> tokenizer (the base model's, or one trained on the
@@ -18,16 +19,12 @@ import dataclasses
 import hashlib
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
-from lmchain import registry
-from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, sha256_file, sha256_text
+from lmchain.artifacts import read_jsonl, sha256_text
 from lmchain.config import PretrainConfig
 from lmchain.errors import ConfigError
-from lmchain.train import models
-from lmchain.train.launcher import gpu_available, launch
 
 WORKER = "lmchain.train.pretrain_worker"
 # Settings that do not change what is trained: a retry may change them and still resume.
@@ -137,79 +134,6 @@ def job_key(cfg: PretrainConfig, corpus_sha: str, tokenizer_path: str, objective
     blob = json.dumps({"settings": settings, "corpus": corpus_sha, "tokenizer": tokenizer_path,
                        "objective": objective, "world": world}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
-    base = models.resolve(cfg.base_model)
-    with StageOutput(ctx, "pretrain", dataclasses.asdict(cfg)) as out:
-        if not cfg.enabled:
-            out.manifest.outputs = {"model": base["model"] or cfg.base_model}
-            out.manifest.info = {"skipped": True, "base_model": cfg.base_model}
-            return out.manifest
-        objective = models.objective_for(base) if cfg.objective == "auto" else cfg.objective
-
-        # ------------------------------------------------ corpus and tokenizer
-        corpus = inputs["gate"]["outputs"]["records"]
-        n_kept, n_held = write_corpus(corpus, held_out_hashes(inputs.get("annotate")), cfg.max_texts,
-                                      out.path("corpus.jsonl"))
-        corpus_sha = sha256_file(out.path("corpus.jsonl"))
-        tok = choose_tokenizer(cfg, base, objective, out.path("corpus.jsonl"), ctx.home / "tokenizers")
-
-        # ------------------------------------------------ packed blocks (kept across attempts)
-        from lmchain.train import packing
-
-        world = world_size(cfg)
-        work = ctx.run_dir / "pretrain.work" / job_key(cfg, corpus_sha, tok["path"], objective, world)
-        data_dir = work / "data"
-        if (data_dir / packing.META).is_file():
-            meta = json.loads((data_dir / packing.META).read_text())
-        else:
-            meta = packing.pack(out.path("corpus.jsonl"), tok["path"], cfg.block_size, data_dir, objective)
-        steps = total_steps(cfg, meta["n_blocks"], world)
-
-        # ------------------------------------------------ the DeepSpeed job
-        on_gpu = gpu_available()
-        spec = {**base, "size": cfg.base_model if base["model"] is None else None, "objective": objective,
-                "tokenizer": tok["path"], "data_dir": str(data_dir), "max_steps": steps,
-                "checkpoint_dir": str(work / "checkpoints"), "seen_dir": str(work / "seen"),
-                "output_dir": str(out.path("model"))}
-        params = {"base_model": cfg.base_model, "objective": objective, "ranks": cfg.ranks, "world_size": world,
-                  "zero_stage": cfg.zero_stage, "batch_size": cfg.batch_size,
-                  "gradient_accumulation": cfg.gradient_accumulation, "learning_rate": cfg.learning_rate,
-                  "block_size": cfg.block_size, "steps": steps, "texts": n_kept, "blocks": meta["n_blocks"],
-                  "tokenizer": tok["kind"], "vocab_size": meta["vocab_size"], "lr_schedule": cfg.lr_schedule,
-                  "warmup_ratio": cfg.warmup_ratio, "mlm_probability": cfg.mlm_probability,
-                  "precision": "bf16" if on_gpu else cfg.precision}
-        with registry.stage_run(ctx, ctx.experiment, "pretrain", log_system_metrics=True) as mlflow_run:
-            import mlflow
-
-            mlflow.log_params({f"pretrain.{k}": v for k, v in params.items()})
-            metrics = launch(spec, cfg, out.path("job"), module=WORKER, ds=deepspeed_config(cfg, on_gpu, steps))
-            heldout = held_out_texts(inputs.get("annotate"))
-            if heldout:
-                from lmchain.evaluate.lm import clm_metrics, mlm_metrics
-
-                if objective == "mlm":
-                    lm = mlm_metrics(out.path("model"), heldout, cfg.mlm_probability, cfg.max_length, seed=cfg.seed)
-                else:
-                    lm = clm_metrics(out.path("model"), heldout, cfg.max_length)
-                metrics.update({k: v for k, v in lm.items() if k not in ("masked_tokens", "predicted_tokens")})
-            log_metrics(metrics)
-        (work / "checkpoints").exists() and shutil.rmtree(work / "checkpoints")  # the export is the product
-        (out.path("model") / "lmchain-pretrain.json").write_text(json.dumps(
-            {"objective": objective, "base_model": cfg.base_model, "tokenizer": tok, "steps": steps}, indent=2))
-        out.output("model", "model")
-        out.manifest.inputs = {"corpus": corpus}
-        out.manifest.counts = {"texts": n_kept, "held_out_texts": n_held, "blocks": meta["n_blocks"],
-                               "tokens": meta["tokens"]}
-        out.manifest.metrics = {k: metrics[k] for k in (
-            "first_loss", "final_loss", "samples_per_second", "tokens_per_second", "mfu", "train_seconds",
-            "perplexity", "mlm_accuracy", "next_token_accuracy") if metrics.get(k) is not None}
-        out.manifest.info = {"base_model": cfg.base_model, "objective": objective, "world_size": metrics["world_size"],
-                             "device": metrics["device"], "steps": metrics["steps"],
-                             "resumed_from_step": metrics["resumed_from_step"], "tokenizer": tok,
-                             "work_dir": str(work), "mlflow_run_id": mlflow_run.info.run_id}
-    return out.manifest
 
 
 def log_metrics(metrics: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """One pretraining rank (MLM or CLM), launched by the ``deepspeed`` launcher; never imported by a DAG.
 
-Reads the JSON spec written by :mod:`lmchain.train.pretrain`, then: setup -> data -> model ->
+Reads the JSON spec written by :mod:`lmchain.stages.pretrain`, then: setup -> data -> model ->
 engine (optimizer, warm-up schedule, ZeRO and precision all from the DeepSpeed config) ->
 resume -> loop -> export. The data are packed blocks memory-mapped by every rank; the blocks
 of step s on rank r are a function of (seed, s, r) alone (see :mod:`lmchain.train.packing`),

@@ -1,4 +1,4 @@
-"""Register: log the fine-tuned model to MLflow, register a version, move the aliases.
+"""The ``register`` stage: log the fine-tuned model to MLflow, register a version, move the aliases.
 
 Every new version gets the ``challenger`` alias, and the evaluate stage's champion/challenger
 decision as tags (``lmchain.promoted``, ``lmchain.decision``). The ``champion`` alias is moved by
@@ -13,13 +13,15 @@ import dataclasses
 from importlib import metadata
 from pathlib import Path
 
-from lmchain import registry
 from lmchain.artifacts import Manifest, RunContext, StageOutput
 from lmchain.config import RegisterConfig
-from lmchain.lineage import lineage_tags
+
+CONFIG = "register"
+READS = ("finetune", "evaluate")
+ASSETS: tuple[str, ...] = ()
 
 SERVING_REQUIREMENTS = ("torch", "transformers", "tokenizers", "mlflow", "pandas")
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # lmchain/: the pyfunc ships the package
 PYFUNC_MODEL = PACKAGE_DIR / "serve" / "pyfunc_model.py"
 CHALLENGER = "challenger"
 
@@ -31,6 +33,8 @@ def _pip_requirements() -> list[str]:
 
 
 def _existing_version(name: str, run_id: str):
+    from lmchain import registry
+
     for v in registry.client().search_model_versions(f"name = '{name}'"):
         if (v.tags or {}).get(registry.RUN_TAG) == run_id:
             return v
@@ -54,6 +58,8 @@ def _log_model(ctx: RunContext, model_dir: str, name: str, tags: dict[str, str])
     import mlflow
     import pandas as pd
 
+    from lmchain import registry
+
     # The artifact folder is the fine-tuned model as transformers saved it: weights, config and
     # the tokenizer, so the registered version is self-contained.
     with registry.active_run(ctx, ctx.experiment):
@@ -66,6 +72,9 @@ def _log_model(ctx: RunContext, model_dir: str, name: str, tags: dict[str, str])
 
 def run(cfg: RegisterConfig, ctx: RunContext, inputs: dict) -> Manifest:
     import mlflow
+
+    from lmchain import registry
+    from lmchain.lineage import lineage_tags
 
     finetune, evaluate = inputs["finetune"], inputs["evaluate"]
     model_dir = finetune["outputs"]["model"]

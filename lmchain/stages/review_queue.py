@@ -15,12 +15,12 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-import numpy as np
-
-from lmchain.annotate.active import select, uncertainty, write_queue
-from lmchain.annotate.splits import unit
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, safe_run_id
 from lmchain.config import AnnotateConfig
+
+CONFIG = "annotate"
+READS = ("annotate",)
+ASSETS: tuple[str, ...] = ()
 
 EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "label-studio": "json"}
 
@@ -29,7 +29,9 @@ def queue_dir(cfg: AnnotateConfig, lm_home: Path) -> Path:
     return Path(cfg.active.queue_dir) if cfg.active.queue_dir else lm_home / "annotation" / "queue"
 
 
-def _weak_probs(path: str | None, names: list[str]) -> dict[str, np.ndarray]:
+def _weak_probs(path: str | None, names: list[str]) -> dict:
+    import numpy as np
+
     if not path or not Path(path).is_file():
         return {}
     out = {}
@@ -42,6 +44,11 @@ def _weak_probs(path: str | None, names: list[str]) -> dict[str, np.ndarray]:
 
 def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     import json
+
+    import numpy as np
+
+    from lmchain.annotate.active import select, uncertainty, write_queue
+    from lmchain.annotate.splits import unit
 
     act = cfg.active
     labelled = inputs["annotate"]["outputs"]

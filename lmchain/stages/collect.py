@@ -1,0 +1,167 @@
+"""The ``collect`` stage: local files, saved datasets and an HTTP crawl into JSONL text records with provenance.
+
+Output ``records.jsonl``: one record per document with ``id``, ``source``, ``url``, ``text``,
+``fetched_at``, ``sha256`` (of the text) and ``meta`` (a file's other columns, a page's title).
+Crawled pages add ``title``, ``language``, ``status``, ``etag``, ``last_modified``, ``depth``,
+``referrer``, ``html_sha256``, ``text_sha256`` (and ``html`` with ``collect.crawl.keep_html``).
+Anything that could not be read or fetched becomes a line of ``rejects.jsonl`` with its reason.
+
+A crawl is incremental: it emits only pages that are new or whose text changed since the last
+crawl of the same seeds (see ``lmchain.collect.state``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+
+from lmchain.artifacts import Manifest, RunContext, StageOutput, now_iso, sha256_text
+from lmchain.config import CollectConfig, CrawlConfig
+
+CONFIG = "collect"
+READS: tuple[str, ...] = ()
+ASSETS: tuple[str, ...] = ()
+# Users' corrections (the feedback loop's labels file) join the sources.
+READS_FEEDBACK_LABELS = True
+
+
+def run(cfg: CollectConfig, ctx: RunContext, inputs: dict | None = None) -> Manifest:
+    """The pipeline stage: output under the run folder; the crawl is keyed by the run id, so a
+    retried task resumes the crawl (or reuses a finished one) instead of starting another."""
+    with StageOutput(ctx, "collect", dataclasses.asdict(cfg)) as out:
+        _collect(cfg, out, run_key=ctx.run_id)
+    return out.manifest
+
+
+def collect_to(cfg: CollectConfig, folder: str | Path) -> Manifest:
+    """The CLI: output in ``folder`` (replaced whole when done). A crawl killed earlier resumes;
+    otherwise a new, incremental crawl starts."""
+    ctx = RunContext("cli_collect")
+    out = StageOutput(ctx, "collect", dataclasses.asdict(cfg))
+    out.publish_to(Path(folder).resolve())
+    with out:
+        _collect(cfg, out, run_key=None)
+    return out.manifest
+
+
+class _Writer:
+    """records.jsonl and rejects.jsonl, with the counts the manifest needs."""
+
+    def __init__(self, out: StageOutput):
+        self.rec_fh = open(out.output("records", "records.jsonl"), "w", encoding="utf-8")
+        self.rej_fh = open(out.output("rejects", "rejects.jsonl"), "w", encoding="utf-8")
+        self.per_source: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+
+    def keep(self, rec: dict) -> None:
+        rec["sha256"] = sha256_text(rec["text"])
+        rec["id"] = f"{rec['sha256'][:16]}-{self.per_source.total():08d}"
+        self.rec_fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+        self.per_source[rec["source"]] += 1
+
+    def reject(self, rec: dict, reason: str) -> None:
+        self.rej_fh.write(json.dumps({**rec, "reason": reason}, ensure_ascii=False, default=str) + "\n")
+        self.reasons[reason.split(":")[0]] += 1
+
+    def close(self) -> None:
+        self.rec_fh.close()
+        self.rej_fh.close()
+
+
+def _collect(cfg: CollectConfig, out: StageOutput, run_key: str | None) -> None:
+    from lmchain.collect.files import resolve_files
+
+    # Resolve every file before writing anything: a bad path fails fast, naming the file.
+    files = [(src, resolve_files(src)) for src in cfg.files]
+    window = _window(cfg)
+    if window:
+        outside = 0
+        for i, (src, paths) in enumerate(files):
+            if src.windowed:
+                kept = [p for p in paths if window[0] < p.stat().st_mtime <= window[1]]
+                outside += len(paths) - len(kept)
+                files[i] = (src, kept)
+        out.manifest.counts["files_outside_window"] = outside
+        out.manifest.info["window"] = [cfg.modified_after, cfg.modified_before]
+    writer = _Writer(out)
+    try:
+        for src, paths in files:
+            _read_source(src, paths, writer)
+        if cfg.crawl.seeds:
+            _crawl(cfg.crawl, out.manifest, writer, run_key)
+    finally:
+        writer.close()
+    m = out.manifest
+    m.counts = {**m.counts, "records": writer.per_source.total(), "rejects": writer.reasons.total(),
+                **{f"from_{k}": v for k, v in writer.per_source.items()}}
+    m.drop_reasons = dict(writer.reasons)
+    # Resolved paths (globs and ${SST2} expanded): lineage must reach the actual files.
+    m.inputs = {f"files[{i}]": ",".join(str(p.resolve()) for p in paths) or src.path
+                for i, (src, paths) in enumerate(files)}
+    if cfg.crawl.seeds:
+        m.inputs["crawl_seeds"] = ",".join(cfg.crawl.seeds)
+
+
+def _window(cfg: CollectConfig) -> tuple[float, float] | None:
+    """(after, before] as POSIX times, or None when the collection is not windowed."""
+    from datetime import datetime
+
+    if cfg.modified_after is None and cfg.modified_before is None:
+        return None
+    after = datetime.fromisoformat(cfg.modified_after).timestamp() if cfg.modified_after else float("-inf")
+    before = datetime.fromisoformat(cfg.modified_before).timestamp() if cfg.modified_before else float("inf")
+    return after, before
+
+
+def _read_source(src, paths: list[Path], writer: _Writer) -> None:
+    from lmchain.collect import hf
+    from lmchain.collect.files import read_file
+
+    if src.path.startswith(hf.HUB_PREFIX):
+        name = src.path[len(hf.HUB_PREFIX):]
+        units = [(f"{src.path}#{src.split}", hf.read_hub(name, src.text_field, src.split))]
+    else:
+        units = [(path.resolve().as_uri(),
+                  hf.read_saved(path, src.text_field, src.split) if path.is_dir() else read_file(path, src.text_field))
+                 for path in paths]
+    taken = 0
+    for uri, rows in units:
+        fetched_at = now_iso()
+        for line, text, extra, bad in rows:
+            if src.limit is not None and taken >= src.limit:
+                break
+            base = {"source": "file", "url": f"{uri}#L{line}", "fetched_at": fetched_at}
+            if bad:
+                writer.reject({**base, "meta": extra}, bad)
+                continue
+            taken += 1
+            writer.keep({**base, "text": text, "meta": extra})
+
+
+def _crawl(cfg: CrawlConfig, m: Manifest, writer: _Writer, run_key: str | None) -> None:
+    from lmchain.collect.crawler import crawl
+    from lmchain.collect.state import DOC, DUPLICATE, FAILED, SKIPPED, CrawlStore, crawl_lock, state_path
+
+    with crawl_lock(state_path(cfg), run_key):
+        store = CrawlStore(state_path(cfg))
+        try:
+            stats = crawl(cfg, store, run_key)
+            for kind, reason, rec in store.outcomes(stats.crawl_id, (DOC, FAILED, DUPLICATE, SKIPPED)):
+                if kind == DOC:
+                    writer.keep(rec)
+                else:
+                    writer.reject(rec, reason)
+            summary = store.summary(stats.crawl_id)
+        finally:
+            store.close()
+    kinds = summary["kinds"]
+    m.counts.update({"crawl_docs": kinds.get(DOC, 0), "crawl_failed": kinds.get(FAILED, 0),
+                     "crawl_unchanged": kinds.get("unchanged", 0), "crawl_duplicates": kinds.get(DUPLICATE, 0),
+                     "crawl_skipped": kinds.get(SKIPPED, 0), "crawl_queued_left": summary["queued_left"]})
+    m.info["crawl"] = {"crawl_id": stats.crawl_id, "state": stats.state, "state_path": str(state_path(cfg)),
+                       "statuses": summary["statuses"], "failure_reasons": summary["reasons"],
+                       "fetched_this_process": stats.fetched, "seconds": round(stats.seconds, 3),
+                       "pages_per_s": round(stats.pages_per_s, 2), "sitemaps_read": stats.sitemaps_read}
+    m.metrics["crawl_pages_per_s"] = round(stats.pages_per_s, 2)
