@@ -12,11 +12,10 @@ that ``lmchain serve`` run from the repository root after ``lmchain demo`` finds
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import glob
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -242,18 +241,12 @@ def _attempt_is_gone(pid: int, folder: Path) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock (flock) on ``.<name>.lock`` beside ``path``, released when the block ends
-    or the process dies."""
-    lock = path.with_name(f".{path.name}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _locked(path: Path):
+    """An exclusive lock on ``.<name>.lock`` beside ``path`` (released when the block ends or the
+    process dies); publishers wait as long as another takes to swap its folder in."""
+    from lmchain.locking import file_lock
+
+    return file_lock(path.with_name(f".{path.name}"), timeout=math.inf)
 
 
 def publish_dir(tmp: Path, final: Path, unless_published_since: int | None = None) -> bool:

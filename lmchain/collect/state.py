@@ -22,8 +22,7 @@ included) resumes from the frontier rows not yet done, and the output files are 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import math
 import hashlib
 import json
 import sqlite3
@@ -225,20 +224,15 @@ class CrawlStore:
         return _Transaction(self.db)
 
 
-@contextlib.contextmanager
-def crawl_lock(path: str | Path, run_key: str | None) -> Iterator[None]:
-    """Exclusive, per store and run key (None: the CLI's crawl), for the whole crawl; flock is
-    released by the kernel when the process dies, so a killed crawl never leaves it held."""
+def crawl_lock(path: str | Path, run_key: str | None):
+    """Exclusive, per store and run key (None: the CLI's crawl), for the whole crawl, however long
+    it takes; flock is released by the kernel when the process dies, so a killed crawl never
+    leaves it held."""
+    from lmchain.locking import file_lock
+
     path = Path(path)
     key = hashlib.sha256((run_key or "\0cli").encode()).hexdigest()[:16]
-    lock = path.with_name(f".{path.name}.{key}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(path.with_name(f".{path.name}.{key}"), timeout=math.inf)
 
 
 class _Transaction:
