@@ -150,7 +150,8 @@ def fab(tmp_path_factory):
     server = airflow_server.start(root, home, env)
     public_password = secrets.token_urlsafe(24)
     made = server.airflow("users", "create", "--username", "guest", "--role", "Public", "--firstname", "g",
-                          "--lastname", "g", "--email", "guest@localhost", "--password", public_password)
+                          "--lastname", "g", "--email", "guest@localhost",
+                          f"--password={public_password}")  # a password may start with "-"
     assert made.returncode == 0, made.stderr[-2000:]
     yield server, admin_password, public_password
     server.stop()
