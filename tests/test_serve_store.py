@@ -98,6 +98,8 @@ def test_when_the_spill_file_fails_too_rows_wait_in_a_bounded_buffer(tiny_dir, t
         META.create_all(store.engine)  # the database is back
         time.sleep(1.1)  # past the pause after a failure
         assert client.post("/v1/predict", json={"texts": ["back"]}).status_code == 200
+        # The request returns once its own row is stored; the writer drains the buffer right after.
+        assert store.flush(timeout=10)
         assert store.buffered == 0
     check = ServingStore(url, spill_path=tmp_path / "unused.jsonl")
     with check.engine.connect() as conn:
