@@ -87,7 +87,7 @@ def run_bare(spec_path: Path, work: Path, attempt: int) -> dict:
 
     if not torch.cuda.is_available():
         env["DS_ACCELERATOR"] = "cpu"
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(spec["ranks"]),
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(RANKS),
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            str(REPO / "bench" / "bare_pretrain.py"), "--spec", str(bare_spec), "--out", str(out)]
     t0 = time.perf_counter()

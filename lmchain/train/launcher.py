@@ -3,7 +3,8 @@
 The Airflow task (or the CLI) calls :func:`launch`; it writes the job spec and the DeepSpeed
 config, runs ``deepspeed --num_gpus N --module <worker>`` (``--hostfile`` for several machines),
 streams the ranks' output into the task log and ``train.log``, and returns the metrics that rank
-0 wrote. Without a GPU the same launcher runs CPU ranks (``DS_ACCELERATOR=cpu``, gloo), which is
+0 wrote. The spec is a typed job of :mod:`lmchain.train.job`; a rank that fails says why in its
+error file there, which is what decides whether a retry may help. Without a GPU the same launcher runs CPU ranks (``DS_ACCELERATOR=cpu``, gloo), which is
 how tests exercise the real DeepSpeed path. Workers: ``lmchain.train.worker`` (fine-tuning) and
 ``lmchain.train.pretrain_worker`` (MLM/CLM pretraining).
 """
@@ -26,15 +27,16 @@ from typing import Any
 from lmchain.config import TrainCommon
 from lmchain.errors import LmchainError
 from lmchain.netutil import free_port
+from lmchain.train.job import ERRORS_DIR, JOBS, Job, read_errors
 
 
 class TrainingFailed(LmchainError):
     """The training processes exited with an error.
 
-    ``retryable`` is true when no rank reported a cause of its own (a killed or crashed process,
-    a lost machine): a retry may succeed, and a checkpointed job resumes. A cause reported by the
-    worker (``[lmchain.train error]``: too little data, a bad setting) or a timeout would only
-    fail again.
+    ``retryable`` is true unless a rank reported a cause that a retry would not change (a
+    :class:`~lmchain.train.job.JobError`: too little data, a bad setting) or the job ran out of
+    time: a killed or crashed process or a lost machine may succeed on a retry, and a checkpointed
+    job resumes.
     """
 
     def __init__(self, message: str, retryable: bool = False):
@@ -92,39 +94,35 @@ def launcher_cmd(cfg: TrainCommon, module: str, spec_path: Path) -> list[str]:
     return cmd + ["--module", module, "--spec", str(spec_path)]
 
 
-def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path, module: str = "lmchain.train.worker",
-           ds: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run one training job; ``spec`` holds the task-specific fields of the worker's spec, ``ds``
-    the DeepSpeed config (default: :func:`ds_config`)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    on_gpu = gpu_available()
-    spec = {
-        **dataclasses.asdict(cfg),  # every training setting, task-specific ones included
-        **spec,
-        "ds_config": ds if ds is not None else ds_config(cfg, on_gpu),
-        "metrics_file": str(workdir / "metrics.json"),
-    }
-    Path(spec["metrics_file"]).unlink(missing_ok=True)  # a stale one must not pass for this job's
-    spec_path = workdir / "spec.json"
-    spec_path.write_text(json.dumps(spec, indent=2))
+def build_job(spec: dict[str, Any], cfg: TrainCommon, workdir: Path, module: str,
+              ds: dict[str, Any] | None, on_gpu: bool) -> Job:
+    """The typed job of ``module`` from the stage's training settings and task fields ``spec``."""
+    settings = cfg.model_dump() if hasattr(cfg, "model_dump") else dataclasses.asdict(cfg)
+    return JOBS[module].build(settings, spec, ds_config=ds if ds is not None else ds_config(cfg, on_gpu),
+                              metrics_file=str(workdir / "metrics.json"), error_dir=str(workdir / ERRORS_DIR))
 
+
+def rank_env(cfg: TrainCommon, on_gpu: bool) -> dict[str, str]:
+    """The job's environment: ours, CPU ranks where there is no GPU, torch's thread settings left
+    to the rank (the launcher would pass the parent's down), and for a single direct rank the
+    variables the launcher would have set."""
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["PYTHONUNBUFFERED"] = "1"
     if not on_gpu:
         env["DS_ACCELERATOR"] = "cpu"
-    # The launcher reads torch's thread settings from the parent; let the worker pick them.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(var, None)
-    cmd = launcher_cmd(cfg, module, spec_path)
     if single_process(cfg):
         env.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
                     "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())})
+    return env
 
-    log_path = workdir / "train.log"
-    tail: deque[str] = deque(maxlen=40)
-    t0 = time.perf_counter()
-    print("launching:", " ".join(cmd), flush=True)
+
+def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float,
+               tail: deque[str]) -> int:
+    """Run the job's process tree, its output into ``log_path``, the task log and ``tail``; kill
+    the whole tree on a timeout (:class:`TrainingFailed`) or any other way out. -> exit code."""
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 start_new_session=True)
@@ -139,28 +137,62 @@ def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path, module: str = 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
         try:
-            proc.wait(timeout=cfg.timeout_s)
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise TrainingFailed(f"training exceeded timeout_s={cfg.timeout_s}s; raise it or lower the "
+            raise TrainingFailed(f"training exceeded timeout_s={timeout_s}s; raise it or lower the "
                                  f"steps (log: {log_path})") from None
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, 9)  # the whole launcher tree, ranks included
                 proc.wait()
             reader.join(timeout=10)
-    if proc.returncode != 0 or not Path(spec["metrics_file"]).is_file():
-        # The launcher reports a rank's signal as "return code = -N"; a direct rank's shows in ours.
-        killed = next((int(m.group(1)) for l in tail for m in [re.search(r"return code = -(\d+)", l)] if m), None)
-        if killed is None and proc.returncode < 0:
-            killed = -proc.returncode
-        cause = next((l for l in reversed(tail) if "[lmchain.train error]" in l), None) \
-            or (f"a rank was killed by signal {killed} ({signal.Signals(killed).name})" if killed else None) \
-            or next((l for l in reversed(tail) if "Error" in l), tail[-1] if tail else "")
-        reported = any("[lmchain.train error]" in l for l in tail)
-        last = "\n".join(list(tail)[-20:])
-        raise TrainingFailed(f"training job failed (exit {proc.returncode}): {cause.strip()} "
-                             f"-- full log: {log_path}\nlast lines of the log:\n{last}",
-                             retryable=not reported)
-    metrics = json.loads(Path(spec["metrics_file"]).read_text())
+    return proc.returncode
+
+
+def failure(returncode: int, errors: list[dict[str, Any]], tail: list[str], log_path: Path) -> TrainingFailed:
+    """Why the job failed, and whether a retry may help: the first rank's reported cause; else a
+    signal (the deepspeed launcher prints a rank's as "return code = -N"; a direct rank's is our
+    exit code); else the last error-looking line of the log."""
+    reported = next((e for e in errors if not e.get("retryable", True)), errors[0] if errors else None)
+    killed = next((int(m.group(1)) for line in tail for m in [re.search(r"return code = -(\d+)", line)] if m), None)
+    if killed is None and returncode < 0:
+        killed = -returncode
+    if reported is not None and not reported.get("retryable", True):
+        cause = f"rank {reported.get('rank', '?')}: {reported['cause']}"
+    elif killed:
+        cause = f"a rank was killed by signal {killed} ({signal.Signals(killed).name})"
+    elif reported is not None:
+        cause = f"rank {reported.get('rank', '?')}: {reported['cause']}"
+    else:
+        cause = next((line for line in reversed(tail) if "Error" in line), tail[-1] if tail else "")
+    last = "\n".join(tail[-20:])
+    retryable = reported is None or bool(reported.get("retryable", True))
+    return TrainingFailed(f"training job failed (exit {returncode}): {cause.strip()} -- full log: {log_path}\n"
+                          f"last lines of the log:\n{last}", retryable=retryable)
+
+
+def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path, module: str = "lmchain.train.worker",
+           ds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one training job; ``spec`` holds the task-specific fields of the worker's job, ``ds``
+    the DeepSpeed config (default: :func:`ds_config`). -> rank 0's metrics."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    on_gpu = gpu_available()
+    job = build_job(spec, cfg, workdir, module, ds, on_gpu)
+    # A stale metrics or error file of an earlier attempt must not pass for this one's.
+    Path(job.metrics_file).unlink(missing_ok=True)
+    for old in Path(job.error_dir).glob("rank*.json"):
+        old.unlink()
+    spec_path = workdir / "spec.json"
+    job.write(spec_path)
+
+    cmd = launcher_cmd(cfg, module, spec_path)
+    log_path = workdir / "train.log"
+    tail: deque[str] = deque(maxlen=40)
+    t0 = time.perf_counter()
+    print("launching:", " ".join(cmd), flush=True)
+    returncode = run_logged(cmd, rank_env(cfg, on_gpu), log_path, cfg.timeout_s, tail)
+    if returncode != 0 or not Path(job.metrics_file).is_file():
+        raise failure(returncode, read_errors(Path(job.error_dir)), list(tail), log_path)
+    metrics = json.loads(Path(job.metrics_file).read_text())
     metrics["wall_seconds"] = round(time.perf_counter() - t0, 2)
     return metrics

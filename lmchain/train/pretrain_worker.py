@@ -1,6 +1,7 @@
 """One pretraining rank (MLM or CLM), launched by the ``deepspeed`` launcher; never imported by a DAG.
 
-Reads the JSON spec written by :mod:`lmchain.stages.pretrain`, then: setup -> data -> model ->
+Reads the :class:`~lmchain.train.job.PretrainJob` that :mod:`lmchain.stages.pretrain` hands the
+launcher, then: setup -> data -> model ->
 engine (optimizer, warm-up schedule, ZeRO and precision all from the DeepSpeed config) ->
 resume -> loop -> export. The data are packed blocks memory-mapped by every rank; the blocks
 of step s on rank r are a function of (seed, s, r) alone (see :mod:`lmchain.train.packing`),
@@ -17,20 +18,22 @@ import math
 import time
 from pathlib import Path
 
+from lmchain.train.job import JobError, PretrainJob, run_rank
 
-def mask_tokens(input_ids, special, mask_id: int, vocab_size: int, spec: dict, generator):
+
+def mask_tokens(input_ids, special, mask_id: int, vocab_size: int, job: PretrainJob, generator):
     """BERT masking: pick ``mlm_probability`` of the non-special tokens as targets; of those,
     ``mask_token_prob`` become [MASK], ``random_token_prob`` a random token, the rest stay."""
     import torch
 
     labels = input_ids.clone()
-    probs = torch.full(input_ids.shape, spec["mlm_probability"])
+    probs = torch.full(input_ids.shape, job.mlm_probability)
     probs.masked_fill_(special, 0.0)
     targets = torch.bernoulli(probs, generator=generator).bool()
     labels[~targets] = -100
     draw = torch.rand(input_ids.shape, generator=generator)
-    to_mask = targets & (draw < spec["mask_token_prob"])
-    to_random = targets & ~to_mask & (draw < spec["mask_token_prob"] + spec["random_token_prob"])
+    to_mask = targets & (draw < job.mask_token_prob)
+    to_random = targets & ~to_mask & (draw < job.mask_token_prob + job.random_token_prob)
     inputs = input_ids.clone()
     inputs[to_mask] = mask_id
     inputs[to_random] = torch.randint(vocab_size, input_ids.shape, generator=generator)[to_random]
@@ -51,7 +54,7 @@ def open_seen_log(path: Path, start: int):
     return open(path, "a", encoding="utf-8")
 
 
-def main() -> None:
+def main(_rank: int, job: PretrainJob) -> None:
     # ---------------------------------------------------------------- setup
     import deepspeed
     import numpy as np
@@ -61,27 +64,26 @@ def main() -> None:
     from lmchain.train.optim import decay_groups
     from lmchain.train.rank import init_rank
 
-    r = init_rank()
-    spec, rank, world, local_rank, on_gpu, cpu_bf16, autocast, dist = (
-        r.spec, r.rank, r.world, r.local_rank, r.on_gpu, r.cpu_bf16, r.autocast, r.dist)
-    objective, seed = spec["objective"], spec["seed"]
+    r = init_rank(job)
+    rank, world, local_rank, on_gpu, cpu_bf16, autocast, dist = (
+        r.rank, r.world, r.local_rank, r.on_gpu, r.cpu_bf16, r.autocast, r.dist)
+    objective, seed = job.objective, job.seed
     log = r.logger(objective)
 
     # ---------------------------------------------------------------- data
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
-    blocks, meta = packing.load(spec["data_dir"])
-    micro_bs = spec["batch_size"]
-    accum = spec["ds_config"]["gradient_accumulation_steps"]
+    tokenizer = AutoTokenizer.from_pretrained(job.tokenizer)
+    blocks, meta = packing.load(job.data_dir)
+    micro_bs = job.batch_size
+    accum = job.ds_config["gradient_accumulation_steps"]
     micro_per_epoch = packing.rank_share(meta["n_blocks"], world) // micro_bs
     if micro_per_epoch < accum:
-        print(f"[lmchain.train error] {meta['n_blocks']} blocks of {meta['block_size']} tokens over {world} rank(s) "
+        raise JobError(f"{meta['n_blocks']} blocks of {meta['block_size']} tokens over {world} rank(s) "
               f"is less than one optimizer step ({accum} micro-batch(es) of {micro_bs} per rank); lower "
-              "batch_size, gradient_accumulation, block_size or ranks, or give more text", flush=True)
-        raise SystemExit(1)
+              "batch_size, gradient_accumulation, block_size or ranks, or give more text")
     steps_per_epoch = micro_per_epoch // accum
-    total_steps = spec["max_steps"] or max(1, math.ceil(steps_per_epoch * spec["epochs"]))
+    total_steps = job.max_steps or max(1, math.ceil(steps_per_epoch * job.epochs))
     special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
     vocab_size = len(tokenizer)
 
@@ -94,38 +96,21 @@ def main() -> None:
         # Masking drawn from (seed, step, micro, rank): the same on a resumed attempt.
         gen = torch.Generator().manual_seed(hash((seed, step, micro, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
         inputs, labels = mask_tokens(ids, torch.isin(ids, special_ids), tokenizer.mask_token_id, vocab_size,
-                                     spec, gen)
+                                     job, gen)
         return {"input_ids": inputs, "labels": labels, "attention_mask": torch.ones_like(ids)}, idx
 
     # ---------------------------------------------------------------- model
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
-
-    auto = AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
-    if spec["model"]:  # continue from a checkpoint (e.g. domain-adaptive pretraining of MiniLM)
-        model = auto.from_pretrained(spec["model"])
-    else:  # a named size, from scratch, with the vocabulary of the tokenizer it trains with
-        cfg = dict(spec["config"], vocab_size=vocab_size)
-        for key, tok_id in (("pad_token_id", tokenizer.pad_token_id), ("bos_token_id", tokenizer.bos_token_id),
-                            ("eos_token_id", tokenizer.eos_token_id)):
-            if tok_id is not None:
-                cfg[key] = tok_id
-        model = auto.from_config(AutoConfig.for_model(**cfg))
-    if model.get_input_embeddings().num_embeddings < vocab_size:
-        model.resize_token_embeddings(vocab_size)
+    model = build_model(job, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
-    mcfg = model.config
-    n_layers = getattr(mcfg, "num_hidden_layers", None) or getattr(mcfg, "n_layer")
-    hidden = getattr(mcfg, "hidden_size", None) or getattr(mcfg, "n_embd")
-    flops_per_token = flops.train_flops_per_token(flops.non_embedding_params(model), n_layers, hidden,
-                                                  meta["block_size"], vocab_size)
+    flops_per_token = train_flops(model, meta["block_size"], vocab_size)
 
     engine, _, _, scheduler = deepspeed.initialize(
-        model=model, model_parameters=decay_groups(model.named_parameters(), spec["weight_decay"]),
-        config=spec["ds_config"])
-    zero_stage = spec["ds_config"]["zero_optimization"]["stage"]
+        model=model, model_parameters=decay_groups(model.named_parameters(), job.weight_decay),
+        config=job.ds_config)
+    zero_stage = job.ds_config["zero_optimization"]["stage"]
 
     # ---------------------------------------------------------------- resume
-    ckpt_root = Path(spec["checkpoint_dir"])
+    ckpt_root = Path(job.checkpoint_dir)
     tag, state = checkpoint.resume(engine, ckpt_root)
     start = int(state.get("step", 0))
     losses: list[list[float]] = state.get("losses", [])
@@ -134,18 +119,17 @@ def main() -> None:
         log(f"resumed from checkpoint {ckpt_root / tag}: step {start}/{total_steps}, "
             f"{state.get('micro_batches', 0)} micro-batches per rank consumed, lr {scheduler.get_last_lr()[0]:.2e}")
         if start > total_steps:
-            print(f"[lmchain.train error] checkpoint {ckpt_root / tag} is at step {start}, past max_steps "
-                  f"{total_steps}; delete {ckpt_root} to start over", flush=True)
-            raise SystemExit(1)
-    log(f"model {spec['model'] or spec['size']}: {n_params / 1e6:.1f}M parameters, {world} rank(s) on "
+            raise JobError(f"checkpoint {ckpt_root / tag} is at step {start}, past max_steps "
+                  f"{total_steps}; delete {ckpt_root} to start over")
+    log(f"model {job.model or job.size}: {n_params / 1e6:.1f}M parameters, {world} rank(s) on "
         f"{'cuda' if on_gpu else 'cpu'}{' bf16 autocast' if cpu_bf16 else ''}, DeepSpeed ZeRO-{zero_stage}, "
         f"{torch.get_num_threads()} thread(s)/rank; {meta['n_blocks']} blocks of {meta['block_size']} tokens, "
         f"{micro_bs} x {accum} per rank per step, {steps_per_epoch} steps/epoch, {total_steps} steps")
 
     # ---------------------------------------------------------------- loop
-    seen = open_seen_log(Path(spec["seen_dir"]) / f"rank{rank}.tsv", start)
-    every = spec["checkpoint_every"]
-    log_every = max(1, min(spec.get("log_every") or total_steps // 20 or 1, total_steps))
+    seen = open_seen_log(Path(job.seen_dir) / f"rank{rank}.tsv", start)
+    every = job.checkpoint_every
+    log_every = max(1, min(job.log_every or total_steps // 20 or 1, total_steps))
     tokens_per_step = micro_bs * accum * world * meta["block_size"]
     engine.train()
     t0 = time.perf_counter()
@@ -178,7 +162,7 @@ def main() -> None:
             client = {"step": step, "micro_batches": step * accum, "epoch": (step * accum) // micro_per_epoch,
                       "losses": losses, "tokens": tokens_before + (step - start) * tokens_per_step,
                       "train_seconds": elapsed}
-            saved = checkpoint.save(engine, ckpt_root, step, client, spec["keep_checkpoints"],
+            saved = checkpoint.save(engine, ckpt_root, step, client, job.keep_checkpoints,
                                     is_local_leader=local_rank == 0, barrier=dist.barrier)
             log(f"checkpoint {ckpt_root / saved}")
     seen.close()
@@ -190,28 +174,16 @@ def main() -> None:
     tokens_run = steps_run * tokens_per_step
 
     # ---------------------------------------------------------------- export
-    out = Path(spec["output_dir"])
+    out = Path(job.output_dir)
     final_tag = checkpoint.latest_tag(ckpt_root)
     if rank == 0:
-        if zero_stage == 3:  # no rank holds the whole model: consolidate the saved shards
-            state_dict = checkpoint.fp32_state_dict(ckpt_root, final_tag)
-            export = auto.from_config(engine.module.config) if not spec["model"] else \
-                auto.from_pretrained(spec["model"])
-            if export.get_input_embeddings().num_embeddings < vocab_size:
-                export.resize_token_embeddings(vocab_size)
-            missing, unexpected = export.load_state_dict(state_dict, strict=False)
-            export.tie_weights()
-            # A checkpoint stores a tied weight once; anything else missing means a broken export.
-            loaded = {p.data_ptr() for k, p in export.state_dict().items() if k in state_dict}
-            untied = [k for k in missing if export.state_dict()[k].data_ptr() not in loaded]
-            if unexpected or untied:
-                raise RuntimeError(f"ZeRO-3 export: keys missing {untied} / unexpected {unexpected}")
-        else:
-            export = engine.module
+        # ZeRO-3: no rank holds the whole model: consolidate the saved shards.
+        export = consolidated(job, engine.module.config, ckpt_root, final_tag, vocab_size) if zero_stage == 3 \
+            else engine.module
         export.save_pretrained(out, state_dict={k: v.float() for k, v in export.state_dict().items()})
         tokenizer.save_pretrained(out)
         tok_s = tokens_run / train_s if steps_run else 0.0
-        peak = spec.get("peak_tflops") or (flops.gpu_peak_tflops(torch.cuda.get_device_name()) if on_gpu else None)
+        peak = job.peak_tflops or (flops.gpu_peak_tflops(torch.cuda.get_device_name()) if on_gpu else None)
         util = flops.mfu(tok_s, flops_per_token, world, peak)
         metrics = {
             "objective": objective, "losses": losses, "first_loss": losses[0][1] if losses else None,
@@ -226,11 +198,67 @@ def main() -> None:
             "precision": "bf16" if (on_gpu or cpu_bf16) else "fp32", "block_size": meta["block_size"],
             "vocab_size": vocab_size,
         }
-        Path(spec["metrics_file"]).write_text(json.dumps(metrics, indent=2))
+        Path(job.metrics_file).write_text(json.dumps(metrics, indent=2))
         log(f"saved {out}: {metrics['tokens_per_second']:.0f} tokens/s"
             f"{f', MFU {util:.1%} of {peak:g} TFLOP/s x {world}' if util is not None else ''}")
     dist.barrier()
 
 
+def build_model(job: PretrainJob, tokenizer):
+    """The model to pretrain: continued from ``job.model`` (e.g. domain-adaptive pretraining of
+    MiniLM) or a named size from scratch, with the vocabulary of the tokenizer it trains with."""
+    from transformers import AutoConfig
+
+    auto = auto_class(job)
+    vocab_size = len(tokenizer)
+    if job.model:
+        model = auto.from_pretrained(job.model)
+    else:
+        cfg = dict(job.config or {}, vocab_size=vocab_size)
+        for key, tok_id in (("pad_token_id", tokenizer.pad_token_id), ("bos_token_id", tokenizer.bos_token_id),
+                            ("eos_token_id", tokenizer.eos_token_id)):
+            if tok_id is not None:
+                cfg[key] = tok_id
+        model = auto.from_config(AutoConfig.for_model(**cfg))
+    if model.get_input_embeddings().num_embeddings < vocab_size:
+        model.resize_token_embeddings(vocab_size)
+    return model
+
+
+def auto_class(job: PretrainJob):
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    return AutoModelForMaskedLM if job.objective == "mlm" else AutoModelForCausalLM
+
+
+def train_flops(model, block_size: int, vocab_size: int) -> float:
+    """Training FLOPs per token, for the MFU estimate."""
+    from lmchain.train import flops
+
+    mcfg = model.config
+    n_layers = getattr(mcfg, "num_hidden_layers", None) or getattr(mcfg, "n_layer")
+    hidden = getattr(mcfg, "hidden_size", None) or getattr(mcfg, "n_embd")
+    return flops.train_flops_per_token(flops.non_embedding_params(model), n_layers, hidden, block_size, vocab_size)
+
+
+def consolidated(job: PretrainJob, model_config, ckpt_root: Path, tag: str, vocab_size: int):
+    """The whole model from a ZeRO-3 checkpoint's shards (rank 0, after the last step)."""
+    from lmchain.train import checkpoint
+
+    auto = auto_class(job)
+    state_dict = checkpoint.fp32_state_dict(ckpt_root, tag)
+    export = auto.from_config(model_config) if not job.model else auto.from_pretrained(job.model)
+    if export.get_input_embeddings().num_embeddings < vocab_size:
+        export.resize_token_embeddings(vocab_size)
+    missing, unexpected = export.load_state_dict(state_dict, strict=False)
+    export.tie_weights()
+    # A checkpoint stores a tied weight once; anything else missing means a broken export.
+    loaded = {p.data_ptr() for k, p in export.state_dict().items() if k in state_dict}
+    untied = [k for k in missing if export.state_dict()[k].data_ptr() not in loaded]
+    if unexpected or untied:
+        raise RuntimeError(f"ZeRO-3 export: keys missing {untied} / unexpected {unexpected}")
+    return export
+
+
 if __name__ == "__main__":
-    main()
+    run_rank(main, PretrainJob)

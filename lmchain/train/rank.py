@@ -1,22 +1,22 @@
 """The start of every training rank program (:mod:`lmchain.train.worker` and
-:mod:`lmchain.train.pretrain_worker`): read the job spec, join the process group and set up the
-device, threads, precision and seeds the same way for both."""
+:mod:`lmchain.train.pretrain_worker`): join the process group and set up the device, threads,
+precision and seeds the same way for both. The job itself is read by
+:func:`lmchain.train.job.run_rank`."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
+
+from lmchain.train.job import Job
 
 
 @dataclass
 class Rank:
-    spec: dict[str, Any]
+    job: Job
     rank: int
     world: int
     local_rank: int
@@ -27,19 +27,15 @@ class Rank:
     dist: Any  # torch.distributed
 
     def logger(self, tag: str) -> Callable[[str], None]:
-        """Print from rank 0 only, prefixed ``[lmchain.train <tag>]`` (the launcher's log parser reads it)."""
+        """Print from rank 0 only, prefixed ``[lmchain.train <tag>]`` (the line a reader of the task log
+        looks for; failures go to the error files of :mod:`lmchain.train.job`, not to the log)."""
         def log(msg: str) -> None:
             if self.rank == 0:
                 print(f"[lmchain.train {tag}] {msg}", flush=True)
         return log
 
 
-def init_rank() -> Rank:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--spec", required=True)
-    parser.add_argument("--local_rank", type=int, default=0)  # passed by the launcher
-    spec = json.loads(Path(parser.parse_args().spec).read_text())
-
+def init_rank(job: Job) -> Rank:
     import deepspeed
     import torch
     from deepspeed.accelerator import get_accelerator
@@ -54,10 +50,10 @@ def init_rank() -> Rank:
     local_world = int(os.environ.get("LOCAL_SIZE", os.environ.get("LOCAL_WORLD_SIZE", world)))
     if not on_gpu:
         # Ranks share the machine's cores; oversubscribing them slows every rank down.
-        torch.set_num_threads(spec.get("threads") or max(1, (os.cpu_count() or 1) // local_world))
-    cpu_bf16 = not on_gpu and spec.get("precision") == "bf16"
+        torch.set_num_threads(job.threads or max(1, (os.cpu_count() or 1) // local_world))
+    cpu_bf16 = not on_gpu and job.precision == "bf16"
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cpu_bf16 else nullcontext
-    random.seed(spec["seed"])
-    torch.manual_seed(spec["seed"])
+    random.seed(job.seed)
+    torch.manual_seed(job.seed)
     device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")
-    return Rank(spec, rank, world, local_rank, on_gpu, device, cpu_bf16, autocast, dist)
+    return Rank(job, rank, world, local_rank, on_gpu, device, cpu_bf16, autocast, dist)
