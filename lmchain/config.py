@@ -806,7 +806,8 @@ class FeedbackConfig:
 @dataclass
 class PipelineConfig:
     name: str = doc("Name of the recipe, shown in manifests and MLflow.", "lmchain")
-    collect: CollectConfig = doc("Collection.", factory=lambda: CollectConfig(files=[FileSource(path="${SST2}/train.tsv", text_field="sentence")]))
+    collect: CollectConfig = doc("Collection.", factory=lambda: CollectConfig(
+        files=[FileSource(path="${SST2}/train.tsv", text_field="sentence")]))
     curate: CurateConfig = doc("Curation.", factory=CurateConfig)
     gate: GateConfig = doc("Data-quality gate.", factory=GateConfig)
     annotate: AnnotateConfig = doc("Labelling.", factory=lambda: AnnotateConfig(

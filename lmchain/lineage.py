@@ -67,7 +67,8 @@ def trace(run_dir: Path) -> list[str]:
         if stage in m:
             g = m[stage]
             add(stage, f"suites {g.info.get('suites')} passed={g.info.get('passed')}"
-                       f"{' (accepted by hand)' if g.info.get('accepted') else ''}; Data Docs {g.info.get('data_docs')}")
+                       f"{' (accepted by hand)' if g.info.get('accepted') else ''}; "
+                       f"Data Docs {g.info.get('data_docs')}")
 
     add_gate("gate_labels")
     if "annotate" in m:

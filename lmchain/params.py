@@ -27,7 +27,6 @@ import fnmatch
 import glob
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 

@@ -72,7 +72,8 @@ def pipeline_run_id(ctx: RunContext, experiment: str) -> str:
     """The MLflow run of this pipeline run: found by tag, created on first use (idempotent)."""
     c = client()
     exp_id = experiment_id(experiment)
-    found = c.search_runs([exp_id], filter_string=f"tags.`{RUN_TAG}` = '{ctx.run_id}' and tags.`{KIND_TAG}` = 'pipeline'",
+    found = c.search_runs([exp_id],
+                          filter_string=f"tags.`{RUN_TAG}` = '{ctx.run_id}' and tags.`{KIND_TAG}` = 'pipeline'",
                           max_results=1)
     if found:
         return found[0].info.run_id

@@ -62,7 +62,8 @@ def _secret(lm_home: Path, env: dict[str, str], var: str, name: str) -> str:
 def passwords_file(env: dict[str, str]) -> Path:
     """Where the simple auth manager keeps the passwords it generates."""
     configured = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
-    return Path(configured) if configured else Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+    default = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+    return Path(configured) if configured else default
 
 
 def up_env(lm_home: Path, host: str, airflow_port: int, mlflow_port: int, serve_port: int) -> dict[str, str]:
@@ -90,7 +91,8 @@ def mlflow_command(lm_home: Path, env: dict[str, str], host: str, port: int) -> 
     auth_env = {**env, "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{mlflow_root / 'auth.db'}",
                 "MLFLOW_AUTH_CONFIG_DIR": str(mlflow_root / "auth"),
                 "MLFLOW_AUTH_ADMIN_USERNAME": env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin",
-                "MLFLOW_AUTH_ADMIN_PASSWORD": _secret(lm_home, env, "MLFLOW_AUTH_ADMIN_PASSWORD", "mlflow-admin-password"),
+                "MLFLOW_AUTH_ADMIN_PASSWORD": _secret(lm_home, env, "MLFLOW_AUTH_ADMIN_PASSWORD",
+                                                      "mlflow-admin-password"),
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": _secret(lm_home, env, "MLFLOW_FLASK_SERVER_SECRET_KEY",
                                                           "mlflow-flask-secret")}
     compose_init.check({k: auth_env[k] for k in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")})

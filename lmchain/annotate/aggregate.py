@@ -112,7 +112,8 @@ def agreement(votes: list[Vote], n_classes: int, min_shared: int = 10) -> dict:
     for item, voter, label in votes:
         by_item[item][voter] = label
     multi = {i: v for i, v in by_item.items() if len(v) >= 2}
-    report: dict = {"annotators": len({v[1] for v in votes}), "items": len(by_item), "items_with_2plus_votes": len(multi)}
+    report: dict = {"annotators": len({v[1] for v in votes}), "items": len(by_item),
+                    "items_with_2plus_votes": len(multi)}
     if not multi:
         return report
     table = np.zeros((len(multi), n_classes))

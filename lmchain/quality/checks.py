@@ -8,8 +8,8 @@ site. When a critical expectation fails, the batch is copied to
 row with the expectations it failed) and its validation result, the stage still publishes its
 output (the evidence) with ``status: blocked`` in its manifest and then raises :class:`GateFailed`,
 which fails the Airflow task so that nothing downstream runs; the runner refuses a blocked
-manifest as an input and ``lmchain run --run-id`` never reuses past it. ``lmchain gate --accept`` releases a batch. An empty batch is blocked
-before any expectation runs. The feedback loop holds rows instead of batches
+manifest as an input and ``lmchain run --run-id`` never reuses past it. ``lmchain gate --accept``
+releases a batch. An empty batch is blocked before any expectation runs. The feedback loop holds rows instead of batches
 (:func:`lmchain.quality.gate.validate` with ``hold="rows"``).
 
 What a gate publishes (validation.json, Data Docs, MLflow) holds counts, rates and row indices,

@@ -44,7 +44,8 @@ def build(suite: str, cfg: SuiteConfig, label_names: list[str], reference: dict[
                                                            max_value=cfg.max_chars, **s)),
     ]
     if suite in ("raw", "curated", "labelled"):
-        items.append(("expect_column_values_to_be_unique", lambda **s: E.ExpectColumnValuesToBeUnique(column="id", **s)))
+        items.append(("expect_column_values_to_be_unique",
+                      lambda **s: E.ExpectColumnValuesToBeUnique(column="id", **s)))
     if suite in ("curated", "labelled", "feedback"):
         items += [
             ("expect_column_duplicate_rate_to_be_between",

@@ -146,7 +146,7 @@ def infra_validate(cfg: DeployConfig, ctx: RunContext, model_uri: str, variant: 
     t0 = time.perf_counter()
     proc = subprocess.Popen(_serve_command(cfg, model_uri, variant, port), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    threading.Thread(target=lambda: [output.append(l.rstrip()) for l in proc.stdout], daemon=True).start()
+    threading.Thread(target=lambda: [output.append(line.rstrip()) for line in proc.stdout], daemon=True).start()
     try:
         ready = wait_ready(base, proc, cfg.ready_timeout_s, output)
         ready_s = time.perf_counter() - t0

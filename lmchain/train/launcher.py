@@ -4,8 +4,9 @@ The Airflow task (or the CLI) calls :func:`launch`; it writes the job spec and t
 config, runs ``deepspeed --num_gpus N --module <worker>`` (``--hostfile`` for several machines),
 streams the ranks' output into the task log and ``train.log``, and returns the metrics that rank
 0 wrote. The spec is a typed job of :mod:`lmchain.train.job`; a rank that fails says why in its
-error file there, which is what decides whether a retry may help. Without a GPU the same launcher runs CPU ranks (``DS_ACCELERATOR=cpu``, gloo), which is
-how tests exercise the real DeepSpeed path. Workers: ``lmchain.train.worker`` (fine-tuning) and
+error file there, which is what decides whether a retry may help. Without a GPU the same
+launcher runs CPU ranks (``DS_ACCELERATOR=cpu``, gloo), which is how tests exercise the real
+DeepSpeed path. Workers: ``lmchain.train.worker`` (fine-tuning) and
 ``lmchain.train.pretrain_worker`` (MLM/CLM pretraining).
 """
 

@@ -81,8 +81,8 @@ def world_size(cfg: PretrainConfig) -> int:
     """Ranks over all machines: ``ranks`` per machine times the machines of the hostfile used."""
     if not cfg.hostfile:
         return cfg.ranks
-    hosts = [l.split()[0] for l in Path(cfg.hostfile).expanduser().read_text().splitlines()
-             if l.strip() and not l.lstrip().startswith("#")]
+    hosts = [line.split()[0] for line in Path(cfg.hostfile).expanduser().read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
     return cfg.ranks * (min(cfg.num_nodes, len(hosts)) if cfg.num_nodes else len(hosts))
 
 

@@ -27,7 +27,8 @@ def main() -> None:
     rank = torch.tensor([float(dist.get_rank())], device=device)
     dist.all_reduce(rank)
     hosts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(hosts, f"{socket.gethostname()}/{os.environ.get('GROUP_RANK', os.environ.get('NODE_RANK', '?'))}")
+    node = os.environ.get("GROUP_RANK", os.environ.get("NODE_RANK", "?"))
+    dist.all_gather_object(hosts, f"{socket.gethostname()}/{node}")
     if dist.get_rank() == 0:
         with open(args.out, "w") as fh:
             json.dump({"world_size": dist.get_world_size(), "rank_sum": int(rank.item()), "ranks": hosts}, fh)
