@@ -191,23 +191,30 @@ def champion(name: str, alias: str = "champion", home: Home | None = None):
 
 
 def model_dir_from_uri(uri: str, dst: Path | None = None, home: Home | None = None) -> Path:
-    """Download a registered model's files (``models:/name/version``) and return their folder."""
-    import mlflow
+    """Download a registered model's files (``models:/name/version`` or ``models:/name@alias``)
+    into ``dst`` (default: a new temp folder) and return that folder."""
+    import tempfile
+
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     home = Home.of(home)
-    ref = uri[len("models:/"):] if uri.startswith("models:/") else None
-    if ref and ("@" in ref or "/" in ref):
-        # MLflow resolves models:/<name>/... with the process-wide registry URI, whatever
-        # registry_uri download_artifacts is given; resolved here through the home's client instead.
-        c = client(home)
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            version = str(c.get_model_version_by_alias(name, alias).version)
-        else:
-            name, version = ref.rsplit("/", 1)
-        uri = c.get_model_version_download_uri(name, version)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None,
-                                                    tracking_uri=home.tracking_uri, registry_uri=home.registry_uri))
+    ref = uri.removeprefix("models:/")
+    if not uri.startswith("models:/") or not ("@" in ref or "/" in ref):
+        raise ValueError(f"model URI {uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
+    # mlflow.artifacts.download_artifacts resolves models:/ URIs with MLflow's process-wide
+    # registry URI, whatever registry_uri it is given: resolved here with the home's client, then
+    # read from where the version's files are (the same repository MLflow would use).
+    c = client(home)
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = str(c.get_model_version_by_alias(name, alias).version)
+    else:
+        name, version = ref.rsplit("/", 1)
+    repo = get_artifact_repository(c.get_model_version_download_uri(name, version),
+                                   tracking_uri=home.tracking_uri, registry_uri=home.registry_uri)
+    target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="lmchain-model-"))
+    target.mkdir(parents=True, exist_ok=True)
+    return Path(repo.download_artifacts("", dst_path=str(target)))
 
 
 def resolve_model(model_uri: str, home: Home | None = None) -> tuple[str, str, Path]:
