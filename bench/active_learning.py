@@ -68,10 +68,11 @@ def log_to_mlflow(curves: dict[str, list[tuple[int, float]]], summary: dict) -> 
     import mlflow
 
     from lmchain import registry
+    from lmchain.home import Home
 
-    registry.client()
-    exp = registry.experiment_id("lmchain-bench")
-    with mlflow.start_run(experiment_id=exp, run_name="active-learning") as run:
+    home = Home.from_env()
+    exp = registry.experiment_id("lmchain-bench", home)
+    with registry.fluent(home), mlflow.start_run(experiment_id=exp, run_name="active-learning") as run:
         mlflow.log_params({"rounds": ROUNDS, "k": K, "seed_labels": SEED_LABELS, "scored_pool": SCORED,
                            "epochs": EPOCHS, "dev_texts": DEV, "diversity": DIVERSITY, "strategy": "entropy",
                            "learner": LEARNER, "repeats": summary.get("repeats", 1), "pool": POOL})

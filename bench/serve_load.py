@@ -194,17 +194,18 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def default_model(workdir: Path) -> tuple[Path, str]:
-    from lmchain.artifacts import home
+    from lmchain.home import Home
 
-    current = home() / "deployments" / "current.json"
+    home = Home.from_env()
+    current = home.current_deployment
     if current.is_file():
         from lmchain import airflow_env
         from lmchain.registry import local_model
 
-        airflow_env.apply(home())
+        airflow_env.apply(home)
         record = json.loads(current.read_text())
         uri = f"models:/{record['model']}/{record['version']}"
-        return local_model(uri), f"{uri} (the demo's champion)"
+        return local_model(uri, home), f"{uri} (the demo's champion)"
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from lmchain.train.models import packaged_minilm

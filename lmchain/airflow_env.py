@@ -1,4 +1,4 @@
-"""The environment that points Airflow, MLflow and GX at one LMCHAIN_HOME.
+"""The environment that points Airflow, MLflow and GX at one lmchain home.
 
 Values the user already exported win, so the scale-out path (PostgreSQL, Celery, an MLflow
 server) is configured by environment variables alone.
@@ -12,14 +12,16 @@ import sys
 from pathlib import Path
 
 from lmchain.errors import LmchainError
+from lmchain.home import HOME_ENV, TRACKING_URI_ENV, Home
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def airflow_env(lm_home: Path) -> dict[str, str]:
-    ah = lm_home / "airflow"
+def airflow_env(lm_home: Home | Path) -> dict[str, str]:
+    lm_home = Home.of(lm_home)
+    ah = lm_home.airflow
     return {
-        "LMCHAIN_HOME": str(lm_home),
+        HOME_ENV: str(lm_home.root),
         "AIRFLOW_HOME": str(ah),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
@@ -29,17 +31,18 @@ def airflow_env(lm_home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "GX_ANALYTICS_ENABLED": "False",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{lm_home / 'mlflow' / 'mlflow.db'}",
+        TRACKING_URI_ENV: lm_home.tracking_uri,
         "TOKENIZERS_PARALLELISM": "false",
     }
 
 
-def apply(lm_home: Path) -> dict[str, str]:
+def apply(lm_home: Home | Path) -> dict[str, str]:
     """Export the defaults into this process (without overriding the user's own values)."""
+    lm_home = Home.of(lm_home)
     for key, value in airflow_env(lm_home).items():
         os.environ.setdefault(key, value)
-    (lm_home / "airflow").mkdir(parents=True, exist_ok=True)
-    (lm_home / "mlflow").mkdir(parents=True, exist_ok=True)
+    lm_home.airflow.mkdir(parents=True, exist_ok=True)
+    lm_home.mlflow_dir.mkdir(parents=True, exist_ok=True)
     return {k: os.environ[k] for k in airflow_env(lm_home)}
 
 
@@ -58,9 +61,9 @@ def airflow_cli() -> list[str]:
     return [str(Path(sys.executable).with_name("airflow"))]
 
 
-def ensure_db(lm_home: Path) -> None:
+def ensure_db(lm_home: Home | Path) -> None:
     """Create or upgrade the Airflow metadata DB (idempotent; skipped when it is current)."""
-    stamp = lm_home / "airflow" / ".db-migrated"
+    stamp = Home.of(lm_home).airflow / ".db-migrated"
     db_url = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     if stamp.is_file() and stamp.read_text() == db_url:
         return

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from lmchain.home import Home
+
 if TYPE_CHECKING:
     from datetime import timedelta
 
@@ -78,14 +80,14 @@ def _config(params: dict[str, Any], extra: list[str] | None = None):
     return load_config(params.get("recipe") or DEFAULT_RECIPE, to_overrides(params) + list(extra or []))
 
 
-def _record_trigger(context: dict[str, Any]) -> None:
+def _record_trigger(context: dict[str, Any], home: Home) -> None:
     """Why this run exists (schedule, UI, or a feedback asset event and its reason), beside the run."""
-    from lmchain.artifacts import RunContext, write_json
+    from lmchain.artifacts import write_json
 
     events = context.get("triggering_asset_events") or {}
     reasons = [dict(e.extra or {}) for evs in events.values() for e in evs] if events else []
     dag_run = context.get("dag_run")
-    write_json(RunContext(context["run_id"]).run_dir / "trigger.json", {
+    write_json(home.run_dir(context["run_id"]) / "trigger.json", {
         "run_type": str(getattr(dag_run, "run_type", "")), "asset_events": reasons,
         "params": effective_params(context)})
 
@@ -150,10 +152,11 @@ def _run_pipeline_task(fn: Callable, given: dict[str, Any]) -> Any:
     context = get_current_context()
     params = effective_params(context)
     upstream, kwargs = _arguments(fn, given)
+    home = Home.from_env()  # the task's process: its environment names the home
     try:
         cfg = _config(params, window_overrides(context))
         if stage == "collect":
-            _record_trigger(context)
+            _record_trigger(context, home)
             if params.get("dry_run"):
                 from lmchain.cli import preflight
 
@@ -162,14 +165,14 @@ def _run_pipeline_task(fn: Callable, given: dict[str, Any]) -> Any:
         skip = should_skip(stage, params)
         if skip:
             raise AirflowSkipException(f"{stage} skipped: {skip}")
-        manifest = run_stage(fn, cfg, context["run_id"], upstream, **kwargs)
+        manifest = run_stage(fn, cfg, context["run_id"], upstream, home, **kwargs)
         if stage == "collect" and cfg.collect.modified_after and not manifest["counts"].get("records"):
             # A quiet night: nothing arrived, so there is nothing to retrain on (not a failure).
             raise AirflowSkipException(f"no new data between {cfg.collect.modified_after} and "
                                        f"{cfg.collect.modified_before}; the rest of the run is skipped")
         return manifest
     except LmchainError as exc:
-        record_error(context["run_id"], stage, str(exc))
+        record_error(home, context["run_id"], stage, str(exc))
         if getattr(exc, "retryable", False):
             raise
         raise AirflowFailException(f"{stage}: {exc}") from exc
@@ -187,10 +190,11 @@ def _run_feedback_task(fn: Callable, given: dict[str, Any]) -> dict[str, Any]:
     stage = stages.name(stages.module_of(fn))
     context = get_current_context()
     upstream, kwargs = _arguments(fn, given)
+    home = Home.from_env()
     try:
-        manifest = run_stage(fn, _config(context["params"]), context["run_id"], upstream, **kwargs)
+        manifest = run_stage(fn, _config(context["params"]), context["run_id"], upstream, home, **kwargs)
     except LmchainError as exc:
-        record_error(context["run_id"], f"feedback_{stage}", str(exc))
+        record_error(home, context["run_id"], f"feedback_{stage}", str(exc))
         raise AirflowFailException(f"feedback {stage}: {exc}") from exc
     if stage == "decide":
         if not manifest["info"]["trigger"]:
@@ -205,8 +209,8 @@ def _run_feedback_task(fn: Callable, given: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def record_error(run_id: str, stage: str, message: str) -> None:
+def record_error(home: Home, run_id: str, stage: str, message: str) -> None:
     """Keep the user-facing message beside the run, where `lmchain demo` reads it back."""
-    from lmchain.artifacts import RunContext, write_json
+    from lmchain.artifacts import write_json
 
-    write_json(RunContext(run_id).run_dir / "error.json", {"stage": stage, "message": message})
+    write_json(home.run_dir(run_id) / "error.json", {"stage": stage, "message": message})

@@ -1,13 +1,7 @@
-"""Where things live: LMCHAIN_HOME, run folders, atomic stage outputs and manifests.
+"""Run folders, atomic stage outputs and manifests.
 
-Layout under ``LMCHAIN_HOME`` (default ``./.lmchain``, relative to the working directory, so
-that ``lmchain serve`` run from the repository root after ``lmchain demo`` finds the demo)::
-
-    airflow/                Airflow home (SQLite metadata DB, logs)
-    mlflow/mlflow.db        MLflow tracking + registry (SQLite)
-    mlflow/artifacts/       MLflow artifacts
-    gx/                     Great Expectations project (suites, checkpoints, Data Docs)
-    runs/<run_id>/<stage>/  one folder per stage, with manifest.json
+A run lives in ``<home>/runs/<run_id>/``, one folder per stage with its manifest.json beside
+it; :mod:`lmchain.home` knows where the home is and every other path under it.
 """
 
 from __future__ import annotations
@@ -29,23 +23,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from lmchain import __version__
+from lmchain.home import Home, safe_run_id  # noqa: F401  (safe_run_id: imported from here too)
 
 MANIFEST = "manifest.json"
 # A manifest's status: OK, or BLOCKED when a gate stopped the batch (nothing downstream may use it).
 OK = "ok"
 BLOCKED = "blocked"
-
-
-def home() -> Path:
-    """The LMCHAIN_HOME folder (created on first use)."""
-    path = Path(os.environ.get("LMCHAIN_HOME") or Path.cwd() / ".lmchain").resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def safe_run_id(run_id: str) -> str:
-    """Airflow run ids carry ':' and '+'; keep folder names portable."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") or "run"
 
 
 def now_iso() -> str:
@@ -71,17 +54,21 @@ def code_version() -> str:
 
 @dataclass
 class RunContext:
-    """One pipeline run: its id and its folder."""
+    """One pipeline run: its id, its home and its folder. ``home`` may be given as a path (a home
+    at that folder with the embedded defaults); omitted, it is the environment's."""
 
     run_id: str
-    home: Path = field(default_factory=home)
+    home: Home = field(default_factory=Home.from_env)
     experiment: str = "lmchain"  # MLflow experiment of the pipeline run
     model_name: str = "lmchain-classifier"  # MLflow registered model the run competes for
     config_hash: str = ""  # sha256 of the run's resolved config, for lineage
 
+    def __post_init__(self) -> None:
+        self.home = Home.of(self.home)
+
     @property
     def run_dir(self) -> Path:
-        return self.home / "runs" / safe_run_id(self.run_id)
+        return self.home.run_dir(self.run_id)
 
     def stage_dir(self, stage: str) -> Path:
         return self.run_dir / stage
@@ -127,7 +114,7 @@ class StageOutput:
     """Writes a stage's files into a temp folder of its own and publishes them as ``<stage>/``.
 
     The temp folder, ``<stage>.tmp-<host>-<pid>-<random>``, belongs to this attempt alone, so two
-    runs (or two attempts of one run) on one LMCHAIN_HOME never write into each other's files.
+    runs (or two attempts of one run) on one home never write into each other's files.
     The final folder appears only once everything in it, manifest included, is written, so a
     task killed half-way leaves a temp folder (removed by a later attempt once its process is
     gone) and never a half output that looks complete. A rerun replaces the previous output
@@ -212,7 +199,7 @@ def remove_stale_attempts(path: Path) -> list[Path]:
     """Remove the temp siblings of ``path`` left by attempts that are gone; returns them.
 
     Gone: a process of this host that no longer runs, or this process's own finished or failed
-    attempts. Folders of other hosts (a shared LMCHAIN_HOME) are left: their pids mean nothing here.
+    attempts. Folders of other hosts (a shared home) are left: their pids mean nothing here.
     The fixed ``<name>.tmp`` of earlier lmchain versions is removed too.
     """
     removed = []

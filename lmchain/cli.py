@@ -12,7 +12,7 @@
     lmchain collect --seed URL ... --out DIR     crawl (polite, incremental, resumable) into DIR
     lmchain collect --source PATH_OR_GLOB --out DIR   read files, folders or saved datasets into DIR
     lmchain curate --in DIR --out DIR [--config FILE]   clean, filter, redact and dedup collected records
-    lmchain env                  print the environment that points Airflow/MLflow at LMCHAIN_HOME
+    lmchain env                  print the environment that points Airflow/MLflow at the lmchain home
 
 Bad input ends with one line on stderr naming the file or key and what to do (exit 2).
 """
@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from lmchain.errors import LmchainError
+from lmchain.home import Home
 from lmchain.stages import STAGES
 
 
@@ -51,16 +52,16 @@ def cmd_demo(args) -> int:
     import time
 
     from lmchain import airflow_env
-    from lmchain.artifacts import home
     from lmchain.config import load_config
     from lmchain.dagrun import run_pipeline_dag
+    from lmchain.home import HOME_ENV
 
     t0 = time.perf_counter()
-    lm_home = home()
+    lm_home = Home.from_env()
     airflow_env.apply(lm_home)
     cfg = load_config(args.recipe, args.overrides)
     preflight(cfg)
-    print(f"lmchain demo: LMCHAIN_HOME={lm_home}, recipe {args.recipe}", flush=True)
+    print(f"lmchain demo: {HOME_ENV}={lm_home}, recipe {args.recipe}", flush=True)
     airflow_env.ensure_db(lm_home)
     report = run_pipeline_dag(args.recipe, args.overrides)
     from lmchain.summary import print_summary
@@ -73,11 +74,10 @@ def cmd_run(args) -> int:
     from datetime import datetime, timezone
 
     from lmchain import airflow_env
-    from lmchain.artifacts import home
     from lmchain.config import load_config
     from lmchain.stages.runner import run_all
 
-    lm_home = home()
+    lm_home = Home.from_env()
     airflow_env.apply(lm_home)
     cfg = load_config(args.recipe, args.overrides)
     stages = tuple(args.stages.split(",")) if args.stages else STAGES
@@ -86,10 +86,10 @@ def cmd_run(args) -> int:
         raise LmchainError(f"unknown stage(s) {unknown}; stages are: {', '.join(STAGES)}")
     preflight(cfg)
     run_id = args.run_id or "cli_" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    done = run_all(cfg, run_id, stages)
+    done = run_all(cfg, run_id, stages, lm_home)
     for stage, m in done.items():
         print(f"{stage:9s} counts={m['counts']} metrics={m['metrics']}")
-    print(f"run folder: {lm_home / 'runs' / run_id}")
+    print(f"run folder: {lm_home.run_dir(run_id)}")
     return 0
 
 
@@ -110,19 +110,19 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from lmchain import airflow_env
-    from lmchain.artifacts import home
     from lmchain.config import load_config
     from lmchain.serve.app import create_app
 
-    airflow_env.apply(home())
+    lm_home = Home.from_env()
+    airflow_env.apply(lm_home)
     settings = load_config(args.recipe, args.overrides).deploy.service
     given = {k: v for k, v in {"host": args.host, "port": args.port, "variant": args.variant,
                                "api_keys_file": args.api_keys_file, "admin_keys_file": args.admin_keys_file,
                                "insecure_open": args.insecure_open or None}.items() if v is not None}
     settings = dataclasses.replace(settings, **given)
     model_dir = args.model_dir
-    uri = None if model_dir else (args.model_uri or _champion_uri(args.model_name))
-    app = create_app(uri, settings, model_dir=model_dir)  # refuses an open, exposed service before binding
+    uri = None if model_dir else (args.model_uri or _champion_uri(args.model_name, lm_home))
+    app = create_app(uri, settings, model_dir=model_dir, home=lm_home)  # refuses an open, exposed service before binding
     print(f"lmchain serve: {uri or model_dir} on http://{settings.host}:{settings.port} (docs at /docs)",
           flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
@@ -131,22 +131,22 @@ def cmd_serve(args) -> int:
 
 def cmd_feedback(args) -> int:
     from lmchain import airflow_env
-    from lmchain.artifacts import RunContext, home
+    from lmchain.artifacts import RunContext
     from lmchain.config import load_config
     from lmchain.dagrun import run_feedback_dag
 
+    lm_home = Home.from_env()
     if args.action == "quarantine":
-        return _feedback_quarantine(home())
+        return _feedback_quarantine(lm_home)
     if args.action == "release":
-        return _feedback_release(home(), args)
+        return _feedback_release(lm_home, args)
     if args.run_id or args.reason or args.drop:
         raise LmchainError("--run-id, --reason and --drop go with `lmchain feedback release`")
-    lm_home = home()
     airflow_env.apply(lm_home)
     load_config(args.recipe, args.overrides)  # a bad key fails here, with its name
     airflow_env.ensure_db(lm_home)
     report, events = run_feedback_dag(args.recipe, args.overrides)
-    decision_file = RunContext(report.run_id).stage_dir("feedback_decide") / "decision.json"
+    decision_file = RunContext(report.run_id, home=lm_home).stage_dir("feedback_decide") / "decision.json"
     decision = json.loads(decision_file.read_text()) if decision_file.is_file() else {}
     print(f"lmchain_feedback run {report.run_id}: {report.state} in {report.wall_seconds}s")
     for t in report.tasks:
@@ -154,7 +154,7 @@ def cmd_feedback(args) -> int:
     print(f"decision: {'retrain' if decision.get('trigger') else 'wait'}: {decision.get('reason', '?')}")
     for e in events:
         print(f"asset event {e['asset']}: {e['extra'].get('reason')} (schedules lmchain_pipeline)")
-    gate_manifest = RunContext(report.run_id).stage_dir("feedback_gate") / "manifest.json"
+    gate_manifest = RunContext(report.run_id, home=lm_home).stage_dir("feedback_gate") / "manifest.json"
     held = json.loads(gate_manifest.read_text())["info"].get("quarantined_rows") if gate_manifest.is_file() else 0
     if held:
         print(f"quarantined: {held} feedback rows held; see `lmchain feedback quarantine`, release with "
@@ -162,13 +162,13 @@ def cmd_feedback(args) -> int:
     return 0
 
 
-def _feedback_quarantine(lm_home: Path) -> int:
+def _feedback_quarantine(lm_home: Home) -> int:
     """List held feedback rows: row numbers, store ids and reasons (texts stay in the quarantine)."""
     from lmchain.feedback.quarantine import summary
 
     held = summary(lm_home)
     if not held:
-        print(f"no feedback rows in quarantine under {lm_home / 'quarantine'}")
+        print(f"no feedback rows in quarantine under {lm_home.quarantine}")
     for q in held:
         rel = q["release"]
         state = "held" if rel is None else (f"released by {rel['released_by']} on {rel['released_at']} "
@@ -181,7 +181,7 @@ def _feedback_quarantine(lm_home: Path) -> int:
     return 0
 
 
-def _feedback_release(lm_home: Path, args) -> int:
+def _feedback_release(lm_home: Home, args) -> int:
     from lmchain.feedback.quarantine import release
 
     if not args.run_id:
@@ -194,13 +194,11 @@ def _feedback_release(lm_home: Path, args) -> int:
     return 0
 
 
-def _champion_uri(model_name: str | None) -> str:
+def _champion_uri(model_name: str | None, lm_home: Home) -> str:
     """The model the last deploy smoke-tested, else the demo's model name."""
-    from lmchain.artifacts import home
-
     if model_name:
         return f"models:/{model_name}@champion"
-    current = home() / "deployments" / "current.json"
+    current = lm_home.current_deployment
     if current.is_file():
         return json.loads(current.read_text())["model_uri"]
     raise LmchainError(f"no deployment found in {current}; run `lmchain demo` first, or pass --model-uri "
@@ -230,12 +228,12 @@ def cmd_lineage(args) -> int:
     from mlflow.exceptions import MlflowException
 
     from lmchain import airflow_env, registry
-    from lmchain.artifacts import home
     from lmchain.lineage import describe_version
 
-    airflow_env.apply(home())
+    lm_home = Home.from_env()
+    airflow_env.apply(lm_home)
     ref = args.model
-    client = registry.client()
+    client = registry.client(lm_home)
     try:
         if "@" in ref:
             name, alias = ref.split("@", 1)
@@ -246,7 +244,7 @@ def cmd_lineage(args) -> int:
         else:
             name, version = ref, client.get_model_version_by_alias(ref, "champion")
     except MlflowException as exc:
-        raise LmchainError(f"no model version '{ref}' in {registry.tracking_uri()}: {exc.message}") from None
+        raise LmchainError(f"no model version '{ref}' in {lm_home.tracking_uri}: {exc.message}") from None
     print("\n".join(describe_version(name, version)))
     return 0
 
@@ -256,14 +254,14 @@ def cmd_gate(args) -> int:
     import json as _json
 
     from lmchain import airflow_env
-    from lmchain.artifacts import RunContext, home
+    from lmchain.artifacts import RunContext
     from lmchain.config import load_config
     from lmchain.errors import GateFailed
     from lmchain.quality.checks import check
     from lmchain.quality.batches import labelled_files, labelled_frame, records_frame
     from lmchain.quality.gate import accept
 
-    lm_home = home()
+    lm_home = Home.from_env()
     airflow_env.apply(lm_home)
     if args.accept:
         record = accept(lm_home, args.accept, args.suite, args.reason or "")
@@ -323,7 +321,7 @@ def cmd_collect(args) -> int:
     cfg = build(CollectConfig, data, "collect")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress
-    m = collect_to(cfg, args.out)
+    m = collect_to(cfg, args.out, Home.from_env())
     print(f"collect: {m.counts.get('records', 0)} records, {m.counts.get('rejects', 0)} rejects "
           f"{m.drop_reasons or ''} in {m.duration_s:.1f}s -> {Path(args.out).resolve()}")
     if "crawl" in m.info:
@@ -350,7 +348,7 @@ def cmd_curate(args) -> int:
             raise LmchainError(f"lmchain curate takes curate.* overrides only, not {unknown}")
         cfg = build(CurateConfig, extra.get("curate", {}), "curate")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    m = curate_to(cfg, args.input, args.out)
+    m = curate_to(cfg, args.input, args.out, Home.from_env())
     print(f"curate: {m.counts['input']} in -> {m.counts['records']} kept, {m.counts['rejects']} rejected "
           f"{m.drop_reasons or ''} in {m.duration_s:.1f}s ({m.metrics['docs_per_second']:.0f} docs/s) "
           f"-> {Path(args.out).resolve()}")
@@ -388,9 +386,8 @@ def cmd_ner(args) -> int:
 
 def cmd_env(args) -> int:
     from lmchain.airflow_env import airflow_env
-    from lmchain.artifacts import home
 
-    for key, value in airflow_env(home()).items():
+    for key, value in airflow_env(Home.from_env()).items():
         print(f"export {key}={os.environ.get(key, value)!s}")
     return 0
 
@@ -489,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, help="requests in flight over all hosts")
     p.add_argument("--timeout", type=float, help="deadline of one request, in seconds")
     p.add_argument("--user-agent", help="User-Agent header and robots.txt name")
-    p.add_argument("--state", metavar="PATH", help="SQLite crawl state (default under LMCHAIN_HOME/crawl/)")
+    p.add_argument("--state", metavar="PATH", help="SQLite crawl state (default under <home>/crawl/)")
     p.add_argument("--extract-workers", type=int, help="processes for HTML-to-text (0: a thread)")
     p.add_argument("--keep-html", action="store_true", help="keep the raw HTML in each record")
     p.add_argument("--ignore-robots", action="store_true", help="do not read robots.txt (your own sites only)")
@@ -518,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", action="append", default=[], help="a sentence to tag (repeatable; words split on spaces)")
     p.set_defaults(func=cmd_ner)
 
-    p = sub.add_parser("env", help="print exports that point Airflow and MLflow at LMCHAIN_HOME")
+    p = sub.add_parser("env", help="print exports that point Airflow and MLflow at the lmchain home")
     p.set_defaults(func=cmd_env)
     return parser
 

@@ -96,7 +96,7 @@ class CrawlConfig:
     incremental: bool = doc("Send conditional requests and emit only new or changed pages, using the state "
                             "store; false: fetch and emit everything.", True)
     state_path: str = doc("SQLite crawl state (validators, hashes, frontier). Empty: "
-                          "LMCHAIN_HOME/crawl/<hash of the seeds>.sqlite.", "")
+                          "<home>/crawl/<hash of the seeds>.sqlite.", "")
     extract_workers: int = doc("Processes that turn HTML into text (0: one thread of the crawler's own process).", 0)
     progress_every_s: float = doc("Log a progress line (fetched, queued, failed, pages/s) this often.", 10.0)
 
@@ -328,7 +328,7 @@ class CurateConfig:
     dedup: bool = doc("Drop exact duplicates of the normalised text.", True)
     near_dedup: NearDedupConfig = doc("Near-duplicate removal.", factory=NearDedupConfig)
     history: str = doc("Dedup against texts kept by earlier runs: the name of an index under "
-                       "LMCHAIN_HOME/curate_index/ that each run reads and adds to (a rerun of the same "
+                       "<home>/curate_index/ that each run reads and adds to (a rerun of the same "
                        "run replaces its own part). Empty: each run dedups on its own.", "")
     workers: int = doc("Worker processes (0: one per CPU core; 1: in the calling process).", 0)
     chunk_size: int = doc("Records per work unit sent to a worker.", 500)
@@ -444,9 +444,9 @@ class ActiveConfig:
                            "word-overlap cosine to the items already queued (0: off).", 0.0)
     format: str = doc("'jsonl', 'csv', or 'label-studio' (import JSON with the model's suggestion).", "jsonl")
     pool_limit: int = doc("Score at most this many unlabelled texts (a hash-ordered, stable sample).", 5000)
-    queue_dir: str = doc("Where queues are published. Empty: LMCHAIN_HOME/annotation/queue.", "")
+    queue_dir: str = doc("Where queues are published. Empty: <home>/annotation/queue.", "")
     returned_dir: str = doc("Labelled queue files dropped here (CSV/TSV/JSONL or a Label Studio export) are "
-                            "read as human labels on the next run. Empty: LMCHAIN_HOME/annotation/returned.", "")
+                            "read as human labels on the next run. Empty: <home>/annotation/returned.", "")
 
     def __post_init__(self) -> None:
         _check(self.k >= 1, "annotate.active.k", "must be >= 1")
@@ -726,7 +726,7 @@ class ServeConfig:
     feedback_burst: int = doc("Token bucket size of feedback_rate_per_s.", 100)
     log_texts: bool = doc("Write request texts to the log (off: texts stay out of logs).", False)
     store_url: str | None = doc("SQLAlchemy URL of the prediction and feedback store (None: SQLite in "
-                                "LMCHAIN_HOME/serving/store.db; e.g. postgresql+psycopg2://host/db).", None)
+                                "<home>/serving/store.db; e.g. postgresql+psycopg2://host/db).", None)
     store_texts: bool = doc("Keep prediction texts in the store (the feedback loop needs them; off: "
                             "feedback must send the text, checked against its stored SHA-256).", True)
     store_wait_s: float = doc("How long /v1/predict waits for its predictions to be stored (or spilled) "
@@ -735,7 +735,7 @@ class ServeConfig:
     recent_predictions: int = doc("Predictions kept in memory so feedback finds them even before (or "
                                   "without) the database write.", 10_000)
     spill_path: str | None = doc("JSONL file for predictions the database refuses (None: "
-                                 "LMCHAIN_HOME/serving/unstored_predictions.jsonl).", None)
+                                 "<home>/serving/unstored_predictions.jsonl).", None)
     spill_buffer_rows: int = doc("Predictions held in memory when the spill file cannot be written either "
                                  "(the oldest are dropped, and counted, beyond this).", 10_000)
     shutdown_timeout_s: float = doc("Longest wait for the prediction writer at shutdown; what it has not "
@@ -790,7 +790,7 @@ class DeployConfig:
 class FeedbackConfig:
     """The feedback loop: corrections posted to the service become labels of the next run."""
 
-    include_in_training: bool = doc("Add the merged feedback labels (LMCHAIN_HOME/feedback/labels.jsonl) to "
+    include_in_training: bool = doc("Add the merged feedback labels (<home>/feedback/labels.jsonl) to "
                                     "collect and annotate; a correction wins over the original label.", True)
     min_new_labels: int = doc("Trigger lmchain_pipeline once this many new corrected labels have arrived.", 50)
     max_error_rate: float = doc("Drift: also trigger when the share of feedback that corrects the model "

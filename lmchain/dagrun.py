@@ -10,11 +10,10 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lmchain.airflow_env import REPO_ROOT
-from lmchain.artifacts import RunContext
+from lmchain.home import Home
 from lmchain.errors import LmchainError
 
 DAG_ID = "lmchain_pipeline"
@@ -102,10 +101,11 @@ def run_feedback_dag(recipe: str, overrides: list[str]) -> tuple[DagRunReport, l
 
 def failure_message(report: DagRunReport, dag_id: str = DAG_ID) -> str:
     failed = [t["task_id"] for t in report.tasks if t["state"] == "failed"]
-    error_file = RunContext(report.run_id).run_dir / "error.json"
+    home = Home.from_env()
+    error_file = home.run_dir(report.run_id) / "error.json"
     if error_file.is_file():
         err = json.loads(error_file.read_text())
         return f"{dag_id} run {report.run_id} failed at stage {err['stage']}: {err['message']}"
-    logs = Path(os.environ.get("AIRFLOW_HOME", "")) / "logs" / f"dag_id={dag_id}" / f"run_id={report.run_id}"
+    logs = home.airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id={report.run_id}"
     return (f"{dag_id} run {report.run_id} ended {report.state}; failed tasks: {', '.join(failed) or 'none'}. "
             f"Task logs: {logs}")

@@ -2,9 +2,9 @@
 
 ``${SST2}`` in a recipe path is the SST-2 folder (``train.tsv``, ``dev.tsv``), looked up in
 ``$LMCHAIN_DATA/sst2`` or ``$LMCHAIN_DATA``, then ``../shared/data/sst2`` beside the
-repository or the working directory, then ``LMCHAIN_HOME/data/sst2`` (where a download goes).
+repository or the working directory, then ``<home>/data/sst2`` (where a download goes).
 When none has it and the machine is online, GLUE SST-2 is fetched from the Hugging Face hub
-once into ``LMCHAIN_HOME/data/sst2``; offline, the error says where to put the files.
+once into ``<home>/data/sst2``; offline, the error says where to put the files.
 """
 
 from __future__ import annotations
@@ -14,25 +14,24 @@ from pathlib import Path
 
 from lmchain.airflow_env import REPO_ROOT
 from lmchain.errors import InputError
+from lmchain.home import Home
 
 SST2_FILES = ("train.tsv", "dev.tsv")
 
 
-def _sst2_candidates() -> list[Path]:
+def _sst2_candidates(home: Home) -> list[Path]:
     out = []
-    if os.environ.get("LMCHAIN_DATA"):
-        data = Path(os.environ["LMCHAIN_DATA"])
-        out += [data / "sst2", data]
+    if home.data is not None:
+        out += [home.data / "sst2", home.data]
     out += [REPO_ROOT.parent / "shared" / "data" / "sst2", Path.cwd().parent / "shared" / "data" / "sst2"]
-    from lmchain.artifacts import home
-
-    out.append(home() / "data" / "sst2")
+    out.append(home.sst2_download)
     return out
 
 
-def sst2_dir(download: bool = True) -> Path:
-    """The folder holding SST-2's ``train.tsv`` and ``dev.tsv``."""
-    candidates = _sst2_candidates()
+def sst2_dir(download: bool = True, home: Home | None = None) -> Path:
+    """The folder holding SST-2's ``train.tsv`` and ``dev.tsv`` (``home``: whose LMCHAIN_DATA and
+    download folder; None: the environment's)."""
+    candidates = _sst2_candidates(Home.of(home))
     for cand in candidates:
         if all((cand / f).is_file() for f in SST2_FILES):
             return cand

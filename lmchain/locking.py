@@ -1,4 +1,4 @@
-"""File locks for state that several runs on one LMCHAIN_HOME share.
+"""File locks for state that several runs on one home share.
 
 ``file_lock(path)`` takes an ``fcntl.flock`` on ``<path>.lock``, a sibling file that is never
 removed: deleting a lock file while another process waits on it would let two holders in. The

@@ -18,13 +18,13 @@ WEBHOOK_ENV = "LMCHAIN_WEBHOOK_URL"
 
 
 def failure_message(context: dict[str, Any]) -> dict[str, Any]:
-    from lmchain.artifacts import RunContext
+    from lmchain.home import Home
 
     ti = context.get("task_instance") or context.get("ti")
     dag_id = getattr(ti, "dag_id", "?")
     task_id = getattr(ti, "task_id", "?")
     run_id = context.get("run_id", "?")
-    error_file = RunContext(run_id).run_dir / "error.json"
+    error_file = Home.from_env().run_dir(run_id) / "error.json"
     detail = json.loads(error_file.read_text())["message"] if error_file.is_file() else str(context.get("exception"))
     return {"dag_id": dag_id, "task_id": task_id, "run_id": run_id, "try_number": getattr(ti, "try_number", None),
             "message": f"lmchain: {dag_id} run {run_id}: task {task_id} failed: {detail}"}

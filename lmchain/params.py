@@ -9,7 +9,7 @@ Two fields reach further than a choice, so the deployer bounds them:
 
 - ``sources`` must be absolute paths under ``LMCHAIN_SOURCE_ROOTS`` (folders separated by
   ``:``; default: ``$LMCHAIN_DATA`` when set, ``../shared/data`` beside the repository and
-  ``LMCHAIN_HOME/inbox``). ``..``, ``$VARIABLES`` and ``~`` are refused in the form already; at
+  ``<home>/inbox``). ``..``, ``$VARIABLES`` and ``~`` are refused in the form already; at
   run time every path is resolved (symbolic links and ``..``) and every file a glob or folder
   names is checked again, so a link inside a root cannot lead outside it.
 - ``overrides`` may set only the keys in ``LMCHAIN_OVERRIDE_KEYS`` (comma-separated, ``*``
@@ -30,6 +30,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lmchain.home import Home
 from lmchain.stages import STAGES
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -57,18 +58,18 @@ DEFAULT_OVERRIDE_KEYS = (
 _REGEX_SPECIAL = set(".^$*+?()[]{}|\\")
 
 
-def source_roots() -> list[Path]:
+def source_roots(home: Home | None = None) -> list[Path]:
     """The folders form ``sources`` must lie under (``LMCHAIN_SOURCE_ROOTS``, else the data folders
-    the recipes already use and ``LMCHAIN_HOME/inbox``)."""
+    the recipes already use and ``<home>/inbox``; ``home`` None: the environment's)."""
     raw = os.environ.get(SOURCE_ROOTS_ENV, "").strip()
     if raw:
         roots = [Path(os.path.expanduser(p.strip())) for p in raw.split(os.pathsep) if p.strip()]
     else:
         from lmchain.airflow_env import REPO_ROOT
-        from lmchain.artifacts import home
 
-        roots = [Path(os.environ["LMCHAIN_DATA"])] if os.environ.get("LMCHAIN_DATA") else []
-        roots += [REPO_ROOT.parent / "shared" / "data", home() / "inbox"]
+        home = Home.of(home)
+        roots = [home.data] if home.data is not None else []
+        roots += [REPO_ROOT.parent / "shared" / "data", home.inbox]
     return list(dict.fromkeys(Path(os.path.abspath(r)) for r in roots))
 
 

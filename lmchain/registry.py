@@ -1,8 +1,13 @@
 """MLflow: the tracking store, one MLflow run per pipeline run, model versions and aliases.
 
-Embedded default: an SQLite tracking/registry store at ``LMCHAIN_HOME/mlflow/mlflow.db`` with
-artifacts under ``LMCHAIN_HOME/mlflow/artifacts``. Set ``MLFLOW_TRACKING_URI`` to use a tracking
-server instead (the scale-out path); nothing else changes.
+Embedded default: an SQLite tracking/registry store at ``<home>/mlflow/mlflow.db`` with
+artifacts under ``<home>/mlflow/artifacts``. With a tracking server configured (``Home.mlflow_uri``,
+from MLFLOW_TRACKING_URI) the same calls go there instead (the scale-out path).
+
+Every client is built with the home's URIs; nothing here sets MLflow's process-wide URIs. The
+fluent API (``mlflow.start_run``, ``mlflow.log_*``, ``mlflow.pyfunc.log_model``) takes no
+client, so the blocks that use it run inside :func:`fluent`, which points it at the home for
+that block only.
 """
 
 from __future__ import annotations
@@ -16,37 +21,83 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from lmchain.artifacts import RunContext, home
+from lmchain.artifacts import RunContext
+from lmchain.errors import LmchainError
+from lmchain.home import DEPLOY_KEY_ENV, Home
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 RUN_TAG = "lmchain.run_id"
 KIND_TAG = "lmchain.kind"  # "pipeline" on the parent run, "stage" on its children
 # Set by the deploy stage on a model version that passed infra validation; the service follows
 # an alias only onto versions that carry a valid one (see validation_problem).
 VALIDATED_TAG = "lmchain.validated"
-DEPLOY_KEY_ENV = "LMCHAIN_DEPLOY_KEY"
+# MLflow's fluent API reads these when no process-wide URI is set (see fluent()).
+_FLUENT_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow' / 'mlflow.db'}"
+def tracking_uri(home: Home | None = None) -> str:
+    return Home.of(home).tracking_uri
 
 
-def artifact_root() -> str:
-    return (home() / "mlflow" / "artifacts").as_uri()
+def artifact_root(home: Home | None = None) -> str:
+    return Home.of(home).mlflow_artifacts.as_uri()
 
 
-def client():
-    import mlflow
-
+def _quiet() -> None:
     # Creating the SQLite store logs schema migrations at INFO on stderr: noise for a CLI whose
     # stderr is reserved for the one error line a user must read.
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    (home() / "mlflow").mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_registry_uri(tracking_uri())
-    return mlflow.MlflowClient()
+
+
+def client(home: Home | None = None) -> MlflowClient:
+    """A client of the home's tracking store and registry (MLflow's global URIs are left alone)."""
+    from mlflow import MlflowClient
+
+    home = Home.of(home)
+    _quiet()
+    home.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=home.tracking_uri, registry_uri=home.registry_uri)
+
+
+@contextlib.contextmanager
+def fluent(home: Home) -> Iterator[None]:
+    """Point MLflow's fluent API at ``home``'s store for the block, then restore what was there.
+
+    ``mlflow.start_run``, ``mlflow.log_*`` and ``mlflow.pyfunc.log_model`` take no client: each
+    call resolves the URIs from MLflow's process-wide setting (its ``set_*_uri`` functions) or,
+    without one, from MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI. Setting the process-wide URIs
+    for good (as ``client()`` once did on every call) leaked one home's store into every later
+    caller in the process; so the block gets the environment variables, restored on the way out
+    (subprocesses started inside it, such as a training launch, inherit them as before).
+
+    Scoped in time, not per thread: a block is one stage attempt in its own process (an Airflow
+    task, a CLI command), where nothing else uses the fluent API meanwhile. A process-wide URI
+    set by someone else would silently win over the environment, so it is refused.
+    """
+    import mlflow
+
+    home.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    _quiet()
+    saved = {key: os.environ.get(key) for key in _FLUENT_ENV}
+    os.environ.update(dict(zip(_FLUENT_ENV, (home.tracking_uri, home.registry_uri))))
+    try:
+        found = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+        if found != (home.tracking_uri, home.registry_uri):
+            raise LmchainError(f"MLflow's process-wide tracking/registry URIs {found}, set in this process, "
+                               f"override this home's store {home.tracking_uri}: lmchain logs to the home's store; "
+                               "reset both to None (mlflow.set_*_uri(None)) before calling it")
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def is_local_store(uri: str) -> bool:
@@ -54,24 +105,25 @@ def is_local_store(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "databricks"))
 
 
-def experiment_id(name: str) -> str:
+def experiment_id(name: str, home: Home | None = None) -> str:
     """Get or create the experiment.
 
     With a local store MLflow would put artifacts in ./mlruns of whatever directory the
-    process runs in; they belong under LMCHAIN_HOME. A tracking server decides for itself.
+    process runs in; they belong under the home. A tracking server decides for itself.
     """
-    c = client()
+    home = Home.of(home)
+    c = client(home)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = artifact_root() if is_local_store(tracking_uri()) else None
+    location = artifact_root(home) if is_local_store(home.tracking_uri) else None
     return c.create_experiment(name, artifact_location=location)
 
 
 def pipeline_run_id(ctx: RunContext, experiment: str) -> str:
     """The MLflow run of this pipeline run: found by tag, created on first use (idempotent)."""
-    c = client()
-    exp_id = experiment_id(experiment)
+    c = client(ctx.home)
+    exp_id = experiment_id(experiment, ctx.home)
     found = c.search_runs([exp_id],
                           filter_string=f"tags.`{RUN_TAG}` = '{ctx.run_id}' and tags.`{KIND_TAG}` = 'pipeline'",
                           max_results=1)
@@ -84,11 +136,12 @@ def pipeline_run_id(ctx: RunContext, experiment: str) -> str:
 
 @contextlib.contextmanager
 def active_run(ctx: RunContext, experiment: str) -> Iterator[Any]:
-    """Resume the pipeline's MLflow run so that ``mlflow.log_*`` calls land in it."""
+    """Resume the pipeline's MLflow run so that ``mlflow.log_*`` calls in the block land in it
+    (the block runs inside :func:`fluent` for the run's home)."""
     import mlflow
 
     run_id = pipeline_run_id(ctx, experiment)
-    with mlflow.start_run(run_id=run_id) as run:
+    with fluent(ctx.home), mlflow.start_run(run_id=run_id) as run:
         yield run
 
 
@@ -104,7 +157,7 @@ def stage_run(ctx: RunContext, experiment: str, stage: str, log_system_metrics: 
 
     with active_run(ctx, experiment):
         # Without experiment_id a nested run lands in MLflow's Default experiment.
-        with mlflow.start_run(run_name=stage, nested=True, experiment_id=experiment_id(experiment),
+        with mlflow.start_run(run_name=stage, nested=True, experiment_id=experiment_id(experiment, ctx.home),
                               tags={RUN_TAG: ctx.run_id, KIND_TAG: "stage", "lmchain.stage": stage},
                               log_system_metrics=log_system_metrics or None) as run:
             yield run
@@ -128,44 +181,64 @@ def log_training(ctx: RunContext, experiment: str, prefix: str, metrics: dict[st
         return run.info.run_id
 
 
-def champion(name: str, alias: str = "champion"):
+def champion(name: str, alias: str = "champion", home: Home | None = None):
     """The version holding ``alias``, or None."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client().get_model_version_by_alias(name, alias)
+        return client(home).get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
 
 
-def model_dir_from_uri(uri: str, dst: Path | None = None) -> Path:
-    """Download a registered model's files (``models:/name/version``) and return their folder."""
-    import mlflow
+def model_dir_from_uri(uri: str, dst: Path | None = None, home: Home | None = None) -> Path:
+    """Download a registered model's files (``models:/name/version`` or ``models:/name@alias``)
+    into ``dst`` (default: a new temp folder) and return that folder."""
+    import tempfile
 
-    client()
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None))
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    home = Home.of(home)
+    ref = uri.removeprefix("models:/")
+    if not uri.startswith("models:/") or not ("@" in ref or "/" in ref):
+        raise ValueError(f"model URI {uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
+    # mlflow.artifacts.download_artifacts resolves models:/ URIs with MLflow's process-wide
+    # registry URI, whatever registry_uri it is given: resolved here with the home's client, then
+    # read from where the version's files are (the same repository MLflow would use).
+    c = client(home)
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = str(c.get_model_version_by_alias(name, alias).version)
+    else:
+        name, version = ref.rsplit("/", 1)
+    repo = get_artifact_repository(c.get_model_version_download_uri(name, version),
+                                   tracking_uri=home.tracking_uri, registry_uri=home.registry_uri)
+    target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="lmchain-model-"))
+    target.mkdir(parents=True, exist_ok=True)
+    return Path(repo.download_artifacts("", dst_path=str(target)))
 
 
-def resolve_model(model_uri: str) -> tuple[str, str, Path]:
+def resolve_model(model_uri: str, home: Home | None = None) -> tuple[str, str, Path]:
     """``models:/name@alias`` or ``models:/name/version`` -> (name, version, local model folder).
 
-    Downloads once into ``LMCHAIN_HOME/serving/<name>/v<version>``; later calls reuse it.
+    Downloads once into ``<home>/serving/<name>/v<version>``; later calls reuse it.
     """
     from lmchain.artifacts import attempt_path, publish_dir
 
+    home = Home.of(home)
     if not model_uri.startswith("models:/"):
         raise ValueError(f"model URI {model_uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
     ref = model_uri[len("models:/"):]
     if "@" in ref:
         name, alias = ref.split("@", 1)
-        version = str(client().get_model_version_by_alias(name, alias).version)
+        version = str(client(home).get_model_version_by_alias(name, alias).version)
     else:
         name, version = ref.rsplit("/", 1)
-    target = home() / "serving" / name / f"v{version}"
+    target = home.model_cache(name, version)
     if not target.is_dir():
         tmp = attempt_path(target)  # services resolving the same version at once: one download each
         tmp.mkdir(parents=True)
-        model_dir_from_uri(f"models:/{name}/{version}", tmp)
+        model_dir_from_uri(f"models:/{name}/{version}", tmp, home)
         if target.is_dir():  # another one finished first: keep its folder (variants may be built in it)
             shutil.rmtree(tmp, ignore_errors=True)
         else:
@@ -176,9 +249,9 @@ def resolve_model(model_uri: str) -> tuple[str, str, Path]:
     return name, version, configs[0].parent
 
 
-def local_model(model_uri: str) -> Path:
+def local_model(model_uri: str, home: Home | None = None) -> Path:
     """The local transformers folder of a registered model."""
-    return resolve_model(model_uri)[2]
+    return resolve_model(model_uri, home)[2]
 
 
 # --------------------------------------------------------------------------- deploy validation tags
@@ -189,15 +262,16 @@ def local_model(model_uri: str) -> Path:
 # validated, nor copy a tag from a validated version onto another.
 
 
-def deploy_key_file() -> Path:
-    return home() / "secrets" / "deploy.key"
+def deploy_key_file(home: Home | None = None) -> Path:
+    return Home.of(home).deploy_key_file
 
 
-def deploy_key(create: bool = False) -> bytes | None:
-    """LMCHAIN_DEPLOY_KEY, else the key file under LMCHAIN_HOME (made, mode 0600, when ``create``)."""
-    if os.environ.get(DEPLOY_KEY_ENV):
-        return os.environ[DEPLOY_KEY_ENV].encode()
-    path = deploy_key_file()
+def deploy_key(create: bool = False, home: Home | None = None) -> bytes | None:
+    """The home's deploy key (LMCHAIN_DEPLOY_KEY), else its key file (made, mode 0600, when ``create``)."""
+    home = Home.of(home)
+    if home.deploy_key_value:
+        return home.deploy_key_value.encode()
+    path = home.deploy_key_file
     if not path.is_file() and create:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(f".deploy.key.{os.getpid()}.{secrets.token_hex(4)}")
@@ -219,29 +293,32 @@ def _validation_digest(key: bytes, name: str, mv, claims: dict) -> str:
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
-def mark_validated(name: str, version: str, *, pipeline_run: str, by: str = "deploy") -> dict:
+def mark_validated(name: str, version: str, *, pipeline_run: str, by: str = "deploy",
+                   home: Home | None = None) -> dict:
     """Tag ``version`` as validated by the deploy stage (call it before moving an alias onto it)."""
     from lmchain.artifacts import now_iso
 
-    c = client()
+    home = Home.of(home)
+    c = client(home)
     mv = c.get_model_version(name, str(version))
     claims = {"by": by, "pipeline_run": pipeline_run, "at": now_iso()}
-    tag = {**claims, "hmac": _validation_digest(deploy_key(create=True), name, mv, claims)}
+    tag = {**claims, "hmac": _validation_digest(deploy_key(create=True, home=home), name, mv, claims)}
     c.set_model_version_tag(name, str(version), VALIDATED_TAG, json.dumps(tag, sort_keys=True))
     return tag
 
 
-def validation_problem(name: str, version: str) -> str | None:
+def validation_problem(name: str, version: str, home: Home | None = None) -> str | None:
     """Why ``version`` must not be served from an alias (None: the deploy stage validated it)."""
-    mv = client().get_model_version(name, str(version))
+    home = Home.of(home)
+    mv = client(home).get_model_version(name, str(version))
     raw = (mv.tags or {}).get(VALIDATED_TAG)
     if not raw:
         return f"it has no {VALIDATED_TAG} tag: only the deploy stage, after infra validation, may put a version " \
                "into service (run the pipeline's deploy stage, not a bare alias move)"
-    key = deploy_key()
+    key = deploy_key(home=home)
     if key is None:
         return f"no deploy key to check its {VALIDATED_TAG} tag: set {DEPLOY_KEY_ENV} to the deploy stage's key " \
-               f"(or share {deploy_key_file()})"
+               f"(or share {home.deploy_key_file})"
     try:
         tag = json.loads(raw)
         claims = {k: tag[k] for k in ("by", "pipeline_run", "at")}

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from lmchain.stages import STAGES
 from lmchain.artifacts import Manifest, RunContext
+from lmchain.home import Home
 from lmchain.quality import data_docs_dir
 
 
@@ -51,7 +50,7 @@ def stage_line(m: Manifest) -> str:
     return str(c)
 
 
-def print_summary(report, lm_home: Path, total_seconds: float) -> None:
+def print_summary(report, lm_home: Home, total_seconds: float) -> None:
     ctx = RunContext(report.run_id, home=lm_home)
     durations = {t["task_id"]: t["duration"] for t in report.tasks}
     print("\n" + "=" * 78)

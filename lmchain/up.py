@@ -1,13 +1,13 @@
 """`lmchain up`: Airflow, the MLflow UI and the model service, together, on 127.0.0.1.
 
-Each runs as a child process with the LMCHAIN_HOME environment; Ctrl-C stops them all.
+Each runs as a child process with the home's environment; Ctrl-C stops them all.
 Airflow's components are started one by one (not `airflow standalone`) so that every listening
 socket binds where ``--host`` says: the api-server on ``--host``, and no log server at all (the
 scheduler and triggerer run with ``--skip-serve-logs``: with LocalExecutor the api-server reads
 task logs from the local folder). Airflow's UI needs a login (the simple auth manager; the
 generated password file is mode 0600). On a non-loopback ``--host`` MLflow runs its basic-auth
 app, with an admin password from MLFLOW_AUTH_ADMIN_PASSWORD or generated under
-LMCHAIN_HOME/secrets, and the service needs API keys (it refuses to start without).
+<home>/secrets, and the service needs API keys (it refuses to start without).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from lmchain import airflow_env
-from lmchain.artifacts import home
+from lmchain.home import Home
 
 LOOPBACK = "127.0.0.1"
 
@@ -52,10 +52,10 @@ def private_file(path: Path, make=None) -> Path:
     return path
 
 
-def _secret(lm_home: Path, env: dict[str, str], var: str, name: str) -> str:
+def _secret(lm_home: Home, env: dict[str, str], var: str, name: str) -> str:
     if env.get(var):
         return env[var]
-    path = private_file(lm_home / "secrets" / name, lambda: secrets.token_urlsafe(32) + "\n")
+    path = private_file(lm_home.secrets / name, lambda: secrets.token_urlsafe(32) + "\n")
     return path.read_text().strip()
 
 
@@ -66,7 +66,7 @@ def passwords_file(env: dict[str, str]) -> Path:
     return Path(configured) if configured else default
 
 
-def up_env(lm_home: Path, host: str, airflow_port: int, mlflow_port: int, serve_port: int) -> dict[str, str]:
+def up_env(lm_home: Home | Path, host: str, airflow_port: int, mlflow_port: int, serve_port: int) -> dict[str, str]:
     bin_dir = Path(sys.executable).parent
     url_host = shown_host(host)
     return {**os.environ, **airflow_env.apply(lm_home), **airflow_env.api_port_env(airflow_port, host),
@@ -77,19 +77,20 @@ def up_env(lm_home: Path, host: str, airflow_port: int, mlflow_port: int, serve_
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-def mlflow_command(lm_home: Path, env: dict[str, str], host: str, port: int) -> tuple[list[str], dict[str, str]]:
+def mlflow_command(lm_home: Home | Path, env: dict[str, str], host: str, port: int
+                   ) -> tuple[list[str], dict[str, str]]:
     """The MLflow server's command and environment: basic-auth when it listens beyond loopback."""
+    lm_home = Home.of(lm_home)
     bin_dir = Path(sys.executable).parent
-    mlflow_root = lm_home / "mlflow"
     cmd = [str(bin_dir / "mlflow"), "server", "--host", host, "--port", str(port),
            "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
-           "--default-artifact-root", (mlflow_root / "artifacts").as_uri()]
+           "--default-artifact-root", lm_home.mlflow_artifacts.as_uri()]
     if is_loopback(host):
         return cmd, env
     from lmchain import compose_init
 
-    auth_env = {**env, "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{mlflow_root / 'auth.db'}",
-                "MLFLOW_AUTH_CONFIG_DIR": str(mlflow_root / "auth"),
+    auth_env = {**env, "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{lm_home.mlflow_auth_db}",
+                "MLFLOW_AUTH_CONFIG_DIR": str(lm_home.mlflow_auth_dir),
                 "MLFLOW_AUTH_ADMIN_USERNAME": env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin",
                 "MLFLOW_AUTH_ADMIN_PASSWORD": _secret(lm_home, env, "MLFLOW_AUTH_ADMIN_PASSWORD",
                                                       "mlflow-admin-password"),
@@ -99,7 +100,7 @@ def mlflow_command(lm_home: Path, env: dict[str, str], host: str, port: int) -> 
     return cmd[:2] + ["--app-name", "basic-auth"] + cmd[2:], compose_init.prepare_mlflow(auth_env)
 
 
-def service_commands(lm_home: Path, env: dict[str, str], host: str, airflow_port: int, mlflow_port: int,
+def service_commands(lm_home: Home | Path, env: dict[str, str], host: str, airflow_port: int, mlflow_port: int,
                      serve_port: int, with_serve: bool) -> dict[str, tuple[list[str], dict[str, str]]]:
     airflow = str(Path(sys.executable).parent / "airflow")
     services = {
@@ -116,14 +117,14 @@ def service_commands(lm_home: Path, env: dict[str, str], host: str, airflow_port
     return services
 
 
-def ensure_mlflow_store(env: dict[str, str], lm_home: Path) -> None:
+def ensure_mlflow_store(env: dict[str, str], lm_home: Home) -> None:
     """Create or upgrade a local MLflow database before the server and the service both open it:
     two processes migrating one fresh SQLite file at once fail ("table ... already exists")."""
     uri = env["MLFLOW_TRACKING_URI"]
     if uri.startswith("sqlite:"):
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-        SqlAlchemyStore(uri, (lm_home / "mlflow" / "artifacts").as_uri())
+        SqlAlchemyStore(uri, lm_home.mlflow_artifacts.as_uri())
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -132,17 +133,17 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 
 def run_services(airflow_port: int, mlflow_port: int, serve_port: int, host: str = LOOPBACK) -> int:
-    lm_home = home()
+    lm_home = Home.from_env()
     env = up_env(lm_home, host, airflow_port, mlflow_port, serve_port)
     airflow_env.ensure_db(lm_home)
     ensure_mlflow_store(env, lm_home)
     # The simple auth manager appends to this file; made first, it keeps mode 0600.
     passwords = private_file(passwords_file(env))
-    with_serve = (lm_home / "deployments" / "current.json").is_file()
+    with_serve = lm_home.current_deployment.is_file()
     if not with_serve:
         print("no deployed model yet (run `lmchain demo`): starting without the service")
     services = service_commands(lm_home, env, host, airflow_port, mlflow_port, serve_port, with_serve)
-    logs = lm_home / "logs"
+    logs = lm_home.logs
     logs.mkdir(exist_ok=True)
     procs = {}
     for name, (cmd, cmd_env) in services.items():
@@ -152,7 +153,7 @@ def run_services(airflow_port: int, mlflow_port: int, serve_port: int, host: str
         print(f"started {name} (pid {procs[name].pid}), log {logs / f'{name}.log'}")
     url_host = shown_host(host)
     print(f"\nAirflow UI   http://{url_host}:{airflow_port}  (user admin; password in {passwords})")
-    mlflow_login = "" if is_loopback(host) else f"  (user admin; password in {lm_home / 'secrets'})"
+    mlflow_login = "" if is_loopback(host) else f"  (user admin; password in {lm_home.secrets})"
     print(f"MLflow UI    http://{url_host}:{mlflow_port}{mlflow_login}")
     if "serve" in procs:
         print(f"service      http://{url_host}:{serve_port}/docs")

@@ -113,7 +113,7 @@ def _pages_app(resolve):
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse
 
-    from lmchain.artifacts import home
+    from lmchain.home import Home
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
@@ -121,7 +121,7 @@ def _pages_app(resolve):
     def page(path: str, user=Depends(_authorized_user)):
         # Decoded path: an encoded '/' only makes more segments, and each one is checked; an empty
         # one (a trailing '/', '//') names a folder, and folders are never listed.
-        found = resolve(home(), path.split("/") if path else [])
+        found = resolve(Home.from_env(), path.split("/") if path else [])
         if found is None:
             raise HTTPException(404, "no such report page")
         return FileResponse(found, media_type=MEDIA_TYPES[found.suffix.lower()])
@@ -142,7 +142,7 @@ def _data_docs_file(home, parts):
 def _report_file(home, parts):
     if not parts or len(parts) != 3 or parts[1] != "evaluate" or not REPORT_FILE.fullmatch(parts[2]):
         return None
-    return _file_under(home / "runs", parts)
+    return _file_under(home.runs, parts)
 
 
 class StageReportLink(BaseOperatorLink):

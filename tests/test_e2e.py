@@ -79,8 +79,8 @@ def test_evaluation_report_and_stage_runs_in_mlflow(demo_run):
     (run_dir,) = list((home / "runs").iterdir())
     report = (run_dir / "evaluate" / "report.html").read_text()
     assert "Decision: PROMOTE" in report and "no champion yet" in report
-    code = ("import json, mlflow; from lmchain import registry; registry.client(); "
-            "runs = mlflow.search_runs(experiment_names=['lmchain'], output_format='list'); "
+    code = ("import json; from lmchain import registry; c = registry.client(); "
+            "runs = c.search_runs([c.get_experiment_by_name('lmchain').experiment_id]); "
             "print(json.dumps(sorted(r.data.tags.get('lmchain.stage', 'pipeline') for r in runs)))")
     out = subprocess.run([lmchain_cmd()[0], "-c", code], env=_env(home), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

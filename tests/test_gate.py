@@ -197,14 +197,12 @@ def test_data_docs_render_in_headless_chromium(tmp_path):
 
 
 def test_the_runs_data_docs_pages_are_logged_to_mlflow(tmp_path):
-    import mlflow
-
     from lmchain import registry
 
     ctx = RunContext("docs-in-mlflow", home=tmp_path / "home")
     m, _ = gate_curated(tmp_path, ctx, CLEAN)
-    registry.client()
-    (run,) = mlflow.search_runs(experiment_names=["lmchain"], output_format="list",
+    client = registry.client(ctx.home)  # the run's home's store
+    (run,) = client.search_runs([client.get_experiment_by_name("lmchain").experiment_id],
                                 filter_string="tags.`lmchain.run_id` = 'docs-in-mlflow' and tags.`lmchain.stage` = 'gate'")
-    listed = mlflow.artifacts.list_artifacts(run_id=run.info.run_id, artifact_path="gate/data_docs/curated")
+    listed = client.list_artifacts(run.info.run_id, "gate/data_docs/curated")
     assert listed and all(not a.path.endswith("index.html") for a in listed)

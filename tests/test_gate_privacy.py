@@ -48,16 +48,15 @@ def files_holding_secrets(folder, skip=()):
 
 def mlflow_artifacts_of(run_id, dest):
     """Download every artifact of every MLflow run tagged with this lmchain run (the published view)."""
-    import mlflow
-
     from lmchain import registry
 
-    registry.client()
-    runs = mlflow.search_runs(experiment_names=["lmchain"], output_format="list",
+    client = registry.client()
+    runs = client.search_runs([client.get_experiment_by_name("lmchain").experiment_id],
                               filter_string=f"tags.`lmchain.run_id` = '{run_id}'")
     assert runs, "the gate logged nothing to MLflow"
     for run in runs:
-        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(dest / run.info.run_id))
+        (dest / run.info.run_id).mkdir(parents=True)
+        client.download_artifacts(run.info.run_id, "", str(dest / run.info.run_id))
     return dest
 
 

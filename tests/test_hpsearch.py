@@ -49,8 +49,8 @@ def test_search_runs_one_mapped_task_per_trial_and_keeps_the_best(tmp_path):
     env = subprocess_env(home)
     overrides = ["pretrain.enabled=false", "finetune.base_model=tiny-bert", "finetune.search.method=grid",
                  "finetune.search.space={learning_rate: [1.0e-3, 1.0e-6]}"]
-    code = ("import json, sys; from lmchain import airflow_env; from lmchain.artifacts import home; "
-            "airflow_env.apply(home()); airflow_env.ensure_db(home()); "
+    code = ("import json, sys; from lmchain import airflow_env; from lmchain.home import Home; "
+            "airflow_env.apply(Home.from_env()); airflow_env.ensure_db(Home.from_env()); "
             "from lmchain.dagrun import run_pipeline_dag; "
             "r = run_pipeline_dag('tiny', json.loads(sys.argv[1]), {'stop_after': 'finetune'}); "
             "print(json.dumps({'run_id': r.run_id, 'tasks': r.tasks}, default=str))")

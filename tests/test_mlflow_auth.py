@@ -78,7 +78,6 @@ def as_user(server, monkeypatch):
 
     yield login
     monkeypatch.undo()
-    registry.client()  # back to the session's store for the tests that follow
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +102,6 @@ def champion_version(server):
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        registry.client()
     return str(version)
 
 

@@ -178,7 +178,7 @@ def test_two_cpu_ranks_zero2_pretrain(ctx, tmp_path, monkeypatch, size, objectiv
 
     from lmchain import registry
 
-    run = registry.client().get_run(m.info["mlflow_run_id"])
+    run = registry.client(ctx.home).get_run(m.info["mlflow_run_id"])
     assert run.data.params["pretrain.objective"] == objective and run.data.params["pretrain.zero_stage"] == "2"
     for key in ("pretrain/loss", "pretrain/tokens_per_second", "pretrain/perplexity", f"pretrain/{accuracy}"):
         assert key in run.data.metrics, key

@@ -100,18 +100,10 @@ def test_the_model_landed_in_the_mlflow_server(stack, rest_run, tmp_path):
     # Its files came through the server's artifact proxy, and the embedded SQLite store was never used.
     run = client.get_run(champion.run_id)
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    import mlflow
-
-    # Both URIs: an earlier test in the same process may have pointed MLflow's registry elsewhere.
-    mlflow.set_tracking_uri(stack.mlflow_url)
-    mlflow.set_registry_uri(stack.mlflow_url)
-    try:
-        local = Path(download_artifacts(artifact_uri=f"models:/lmchain-tiny/{champion.version}",
-                                        dst_path=str(tmp_path)))
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+    # The version's files through this client's server (a models:/ URI would be resolved with
+    # MLflow's process-wide registry URI, whatever download_artifacts is told).
+    source = client.get_model_version_download_uri("lmchain-tiny", champion.version)
+    local = Path(download_artifacts(artifact_uri=source, dst_path=str(tmp_path), tracking_uri=stack.mlflow_url))
     assert list(local.rglob("config.json")) and list(local.rglob("model.safetensors"))
     assert not (stack.home / "mlflow" / "mlflow.db").exists()
     deployed = json.loads((stack.home / "deployments" / "current.json").read_text())

@@ -68,7 +68,7 @@ def test_tiny_finetune_learns_and_scores_a_report_file(ctx, tmp_path):
 
     from lmchain import registry
 
-    history = registry.client().get_metric_history(m.info["mlflow_run_id"], "finetune/val_macro_f1")
+    history = registry.client(ctx.home).get_metric_history(m.info["mlflow_run_id"], "finetune/val_macro_f1")
     assert [h.step for h in history] == [8, 16, 24, 32, 40, 48]
 
 

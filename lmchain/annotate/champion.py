@@ -19,10 +19,10 @@ def champion_predict(ctx: RunContext, max_length: int = 64, batch_size: int = 12
     from lmchain import registry
 
     try:
-        version = registry.champion(ctx.model_name)
+        version = registry.champion(ctx.model_name, home=ctx.home)
         if version is None:
             return None, {"champion": None, "reason": f"no champion of {ctx.model_name} yet"}
-        folder = registry.local_model(f"models:/{ctx.model_name}/{version.version}")
+        folder = registry.local_model(f"models:/{ctx.model_name}/{version.version}", ctx.home)
         from lmchain.serve.predictor import Predictor
 
         predictor = Predictor(folder, max_length=max_length, batch_size=batch_size)

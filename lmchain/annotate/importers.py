@@ -19,6 +19,7 @@ from typing import Iterator
 
 from lmchain.config import AnnotateConfig, FileSource, LabelSource
 from lmchain.errors import InputError
+from lmchain.home import Home
 
 
 @dataclass(frozen=True)
@@ -194,11 +195,11 @@ def write_label_studio_export(rows: list[dict], path: Path, from_name: str = "la
     return path
 
 
-def returned_dir(cfg: AnnotateConfig, lm_home: Path) -> Path:
-    return Path(cfg.active.returned_dir) if cfg.active.returned_dir else lm_home / "annotation" / "returned"
+def returned_dir(cfg: AnnotateConfig, lm_home: Home | Path) -> Path:
+    return Path(cfg.active.returned_dir) if cfg.active.returned_dir else Home.of(lm_home).annotation_returned
 
 
-def label_sources(cfg: AnnotateConfig, lm_home: Path) -> list[LabelSource]:
+def label_sources(cfg: AnnotateConfig, lm_home: Home | Path) -> list[LabelSource]:
     """The recipe's label files plus review-queue files people returned (lenient: rows they left
     unlabelled become rejects, not errors)."""
     sources = list(cfg.labels)

@@ -10,7 +10,7 @@ Tables:
 ``outcomes``  what processing a URL produced in one crawl: a document, a failure with its
               reason, an unchanged page or a duplicate, with the full output record.
 
-Several processes may share one store (runs at once on one LMCHAIN_HOME): SQLite's locks
+Several processes may share one store (runs at once on one home): SQLite's locks
 serialise the transactions, and :func:`crawl_lock` lets only one process at a time work one run
 key's crawl, so a second attempt of the same run waits and then reuses the finished crawl.
 
@@ -29,6 +29,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from lmchain.home import Home
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
@@ -246,12 +248,10 @@ class _Transaction:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def state_path(crawl) -> Path:
-    """Where the state of a crawl (a CrawlConfig) lives: one store per set of seeds, so a re-crawl
-    finds its validators."""
-    from lmchain.artifacts import home
-
+def state_path(crawl, home: Home) -> Path:
+    """Where the state of a crawl (a CrawlConfig) lives: ``crawl.state_path``, else one store per
+    set of seeds under the home, so a re-crawl finds its validators."""
     if crawl.state_path:
         return Path(crawl.state_path)
     key = hashlib.sha256("\n".join(sorted(crawl.seeds)).encode()).hexdigest()[:12]
-    return home() / "crawl" / f"{key}.sqlite"
+    return home.crawl_state(key)

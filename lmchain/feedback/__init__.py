@@ -1,5 +1,5 @@
 """The feedback loop's files and pieces: users' corrections merged into
-``LMCHAIN_HOME/feedback/labels.jsonl`` (which the pipeline's collect and annotate stages read,
+``<home>/feedback/labels.jsonl`` (which the pipeline's collect and annotate stages read,
 see :func:`with_feedback_labels`), the watermark (:mod:`~lmchain.feedback.watermark`) and the
 row quarantine (:mod:`~lmchain.feedback.quarantine`). The ``lmchain_feedback`` DAG's stages are
 in :mod:`lmchain.stages.feedback`.
@@ -10,19 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lmchain.home import Home
+
 if TYPE_CHECKING:
     from lmchain.config import PipelineConfig
 
 
-def feedback_dir(home: Path) -> Path:
-    return home / "feedback"
+def feedback_dir(home: Home | Path) -> Path:
+    return Home.of(home).feedback
 
 
-def labels_path(home: Path) -> Path:
-    return feedback_dir(home) / "labels.jsonl"
+def labels_path(home: Home | Path) -> Path:
+    return Home.of(home).feedback_labels
 
 
-def with_feedback_labels(cfg: PipelineConfig, lm_home: Path) -> PipelineConfig:
+def with_feedback_labels(cfg: PipelineConfig, lm_home: Home | Path) -> PipelineConfig:
     """The config with the merged feedback labels added to collect and annotate (when enabled)."""
     import dataclasses
 

@@ -20,14 +20,15 @@ from typing import Any
 
 from lmchain.artifacts import now_iso, read_jsonl
 from lmchain.errors import InputError
+from lmchain.home import Home
 
 SUITE = "feedback"
 ROWS = "rows.jsonl"
 RELEASE = "release.json"
 
 
-def held_dirs(home: Path) -> list[Path]:
-    root = home / "quarantine"
+def held_dirs(home: Home | Path) -> list[Path]:
+    root = Home.of(home).quarantine
     return sorted(p.parent for p in root.glob(f"*/{SUITE}/{ROWS}")) if root.is_dir() else []
 
 
@@ -40,7 +41,7 @@ def release_record(qdir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def summary(home: Path) -> list[dict[str, Any]]:
+def summary(home: Home | Path) -> list[dict[str, Any]]:
     """Every feedback quarantine: run, rows held, why, and whether (and when) they were released."""
     out = []
     for qdir in held_dirs(home):
@@ -55,7 +56,7 @@ def summary(home: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _qdir(home: Path, run_id: str) -> Path:
+def _qdir(home: Home | Path, run_id: str) -> Path:
     from lmchain.quality.gate import quarantine_dir
 
     qdir = quarantine_dir(home, run_id, SUITE)
@@ -66,7 +67,7 @@ def _qdir(home: Path, run_id: str) -> Path:
     return qdir
 
 
-def release(home: Path, run_id: str, reason: str, drop: list[int] | None = None) -> Path:
+def release(home: Home | Path, run_id: str, reason: str, drop: list[int] | None = None) -> Path:
     """Release the held rows of ``run_id`` (all but ``drop``) for the next merge; recorded with ``reason``."""
     from lmchain.feedback import labels_path
     from lmchain.locking import file_lock
@@ -104,7 +105,7 @@ class Pending:
     rows: list[dict[str, Any]]
 
 
-def pending(home: Path) -> list[Pending]:
+def pending(home: Home | Path) -> list[Pending]:
     """Released rows that no merge has folded in yet (call with the labels lock held)."""
     out = []
     for qdir in held_dirs(home):

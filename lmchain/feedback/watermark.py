@@ -9,10 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmchain.artifacts import write_json
-from lmchain.feedback import feedback_dir
-
-WATERMARK = "watermark.json"
-
+from lmchain.home import Home
 
 def read_json(path: Path, default: dict) -> dict:
     return json.loads(path.read_text()) if path.is_file() else dict(default)
@@ -34,13 +31,13 @@ class Watermark:
     counts: dict[str, int] | None = None
 
     @classmethod
-    def read(cls, home: Path) -> "Watermark":
-        data = read_json(feedback_dir(home) / WATERMARK, {})
+    def read(cls, home: Home | Path) -> "Watermark":
+        data = read_json(Home.of(home).watermark, {})
         return cls(int(data.get("last_id", 0)), [list(s) for s in data.get("spans", [])], data.get("run_id"),
                    data.get("counts"))
 
-    def write(self, home: Path) -> None:
-        write_json(feedback_dir(home) / WATERMARK, {**dataclasses.asdict(self), "at": time.time()})
+    def write(self, home: Home | Path) -> None:
+        write_json(Home.of(home).watermark, {**dataclasses.asdict(self), "at": time.time()})
 
     def covers(self, store_id: int) -> bool:
         return store_id <= self.last_id or any(a < store_id <= b for a, b in self.spans)

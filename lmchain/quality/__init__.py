@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lmchain.home import Home
 
-def data_docs_dir(home: Path) -> Path:
+
+def data_docs_dir(home: Home | Path) -> Path:
     """The static Data Docs site that the checkpoints rebuild."""
-    return home / "gx" / "uncommitted" / "data_docs" / "local_site"
+    return Home.of(home).data_docs

@@ -2,9 +2,9 @@
 
 The ``gate`` stage validates the collected records (suite ``raw``) and the curated corpus
 (suite ``curated``); ``gate_labels`` validates the labelled splits (suite ``labelled``). Each
-suite runs as a GX checkpoint in the project at ``LMCHAIN_HOME/gx`` that rebuilds the Data Docs
+suite runs as a GX checkpoint in the project at ``<home>/gx`` that rebuilds the Data Docs
 site. When a critical expectation fails, the batch is copied to
-``LMCHAIN_HOME/quarantine/<run_id>/<suite>/`` with its failing rows (``failing_rows.jsonl``: each
+``<home>/quarantine/<run_id>/<suite>/`` with its failing rows (``failing_rows.jsonl``: each
 row with the expectations it failed) and its validation result, the stage still publishes its
 output (the evidence) with ``status: blocked`` in its manifest and then raises :class:`GateFailed`,
 which fails the Airflow task so that nothing downstream runs; the runner refuses a blocked

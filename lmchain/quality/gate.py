@@ -1,6 +1,6 @@
 """Running a suite as a GX checkpoint; quarantine, acceptance and reference distributions.
 
-State under LMCHAIN_HOME:
+State under the home (:class:`lmchain.home.Home`):
 
     gx/                                GX project: suites, checkpoints, results, Data Docs
     quarantine/<run_id>/<suite>/       a blocked batch: its files, failing_rows.jsonl, validation.json,
@@ -28,6 +28,7 @@ from typing import Any
 
 from lmchain.artifacts import now_iso, sha256_file, write_json
 from lmchain.config import SuiteConfig
+from lmchain.home import Home
 from lmchain.errors import InputError
 
 
@@ -88,14 +89,12 @@ def _short(kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k not in ("reference", "batch_id")}
 
 
-def quarantine_dir(home: Path, run_id: str, suite: str) -> Path:
-    from lmchain.artifacts import safe_run_id
-
-    return home / "quarantine" / safe_run_id(run_id) / suite
+def quarantine_dir(home: Home | Path, run_id: str, suite: str) -> Path:
+    return Home.of(home).quarantine_dir(run_id, suite)
 
 
-def reference_path(home: Path, suite: str) -> Path:
-    return home / "quality" / "reference" / f"{suite}.json"
+def reference_path(home: Home | Path, suite: str) -> Path:
+    return Home.of(home).quality_reference / f"{suite}.json"
 
 
 def batch_hash(files: list[Path]) -> str:
@@ -104,12 +103,12 @@ def batch_hash(files: list[Path]) -> str:
     return sha256_text("".join(sha256_file(f) for f in sorted(files)))
 
 
-def context(home: Path):
+def context(home: Home | Path):
     import great_expectations as gx
 
     import lmchain.quality.expectations  # noqa: F401 - registers the custom expectations
 
-    ctx = gx.get_context(mode="file", project_root_dir=str(home))  # -> <home>/gx/
+    ctx = gx.get_context(mode="file", project_root_dir=str(Home.of(home).root))  # GX's project: Home.gx
     bars = ctx.variables.progress_bars
     # A new project holds None; a reloaded one a plain dict read back from great_expectations.yml.
     enabled = bars is None or (bars.get("globally", True) if isinstance(bars, dict) else bars.globally)
@@ -180,7 +179,7 @@ def _checks(result, df) -> tuple[list[dict[str, Any]], dict[int, list[str]]]:
     return checks, blamed
 
 
-def validate(home: Path, run_id: str, suite: str, df, files: list[Path], cfg: SuiteConfig,
+def validate(home: Home | Path, run_id: str, suite: str, df, files: list[Path], cfg: SuiteConfig,
              label_names: list[str], hold: str = "batch") -> SuiteResult:
     """Run ``suite`` on ``df`` (read from ``files``) and quarantine what failed.
 
@@ -285,9 +284,9 @@ def _write_held(qdir: Path, rows_file: str, run_id: str, result: SuiteResult, fi
     return qdir
 
 
-def _quarantine(home: Path, run_id: str, qdir: Path, files: list[Path], result: SuiteResult, df) -> Path:
+def _quarantine(home: Home | Path, run_id: str, qdir: Path, files: list[Path], result: SuiteResult, df) -> Path:
     """Copy the batch aside with its failing rows and validation result; the originals stay."""
-    private_dir(qdir, home / "quarantine")
+    private_dir(qdir, Home.of(home).quarantine)
     for f in files:
         target = qdir / f.name
         shutil.copyfile(f, target)
@@ -297,19 +296,19 @@ def _quarantine(home: Path, run_id: str, qdir: Path, files: list[Path], result: 
     return _write_held(qdir, "failing_rows.jsonl", run_id, result, files, df, "batch")
 
 
-def _quarantine_rows(home: Path, run_id: str, qdir: Path, files: list[Path], result: SuiteResult, df) -> Path:
+def _quarantine_rows(home: Home | Path, run_id: str, qdir: Path, files: list[Path], result: SuiteResult, df) -> Path:
     """Hold the failing rows only; a rerun of the same run replaces them (same batch, same rows)."""
-    private_dir(qdir, home / "quarantine")
+    private_dir(qdir, Home.of(home).quarantine)
     return _write_held(qdir, "rows.jsonl", run_id, result, files, df, "rows")
 
 
-def accept(home: Path, run_id: str, suite: str, reason: str) -> Path:
+def accept(home: Home | Path, run_id: str, suite: str, reason: str) -> Path:
     """Release a quarantined batch: a recorded decision that the next gate run honours."""
+    root = Home.of(home).quarantine
     qdir = quarantine_dir(home, run_id, suite)
     batch = qdir / "batch.json"
     if not batch.is_file():
-        held = sorted(str(p.relative_to(home / "quarantine")) for p in (home / "quarantine").glob("*/*")) \
-            if (home / "quarantine").is_dir() else []
+        held = sorted(str(p.relative_to(root)) for p in root.glob("*/*")) if root.is_dir() else []
         raise InputError(f"no quarantined {suite} batch for run {run_id} in {qdir}; quarantined: {held or 'none'}")
     if not reason.strip():
         raise InputError("accepting a quarantined batch needs a --reason, which is recorded with it")

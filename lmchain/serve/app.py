@@ -26,8 +26,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, StringConstraints
 
-from lmchain.artifacts import home, sha256_text
+from lmchain.artifacts import sha256_text
 from lmchain.config import ServeConfig
+from lmchain.home import Home
 from lmchain.serve.auth import ApiKeys, check_exposure, hash_key
 from lmchain.serve.batcher import MicroBatcher, Overloaded
 from lmchain.serve.feedback import FeedbackRejected, feedback_record
@@ -129,14 +130,17 @@ class MetricsMiddleware:
 
 
 def create_app(model_uri: str | None = None, settings: ServeConfig | None = None,
-               model_dir: str | Path | None = None) -> FastAPI:
+               model_dir: str | Path | None = None, home: Home | None = None) -> FastAPI:
+    """The service. ``home`` (default: the environment's) holds its registry, model downloads,
+    variants and, unless ``settings`` name others, its store and spill file."""
     s = settings or ServeConfig()
+    home = Home.of(home)
     keys = ApiKeys.load(s.api_keys_file)
     admin_keys = ApiKeys.load_admin(s.admin_keys_file)
     check_exposure(s.host, keys, s.insecure_open)  # before anything is opened
     metrics = ServiceMetrics()
-    slot = ModelSlot(s, model_uri=model_uri, model_dir=Path(model_dir) if model_dir else None)
-    store = ServingStore(s.store_url or default_url(home()), spill_path=s.spill_path,
+    slot = ModelSlot(s, model_uri=model_uri, model_dir=Path(model_dir) if model_dir else None, home=home)
+    store = ServingStore(s.store_url or default_url(home), spill_path=s.spill_path or home.spill_file,
                          buffer_rows=s.spill_buffer_rows, recent_rows=s.recent_predictions)
     metrics.watch_store(store)
     predict_limit = RateLimiter(s.rate_limit_per_s, s.rate_limit_burst)

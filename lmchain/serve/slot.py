@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lmchain.config import ServeConfig
 from lmchain.errors import LmchainError
+from lmchain.home import Home
 from lmchain.serve import variants
 from lmchain.serve.predictor import BasePredictor
 
@@ -56,20 +57,22 @@ def parse_alias(model_uri: str) -> tuple[str, str] | None:
     return None
 
 
-def chosen_variant(name: str, version: str, requested: str) -> str:
+def chosen_variant(name: str, version: str, requested: str, home: Home | None = None) -> str:
     """The configured variant, or with 'auto' the one the deploy stage tagged on the version."""
     if requested != "auto":
         return requested
     from lmchain import registry
 
-    tags = registry.client().get_model_version(name, version).tags or {}
+    tags = registry.client(home).get_model_version(name, version).tags or {}
     return tags.get(VARIANT_TAG, "fp32")
 
 
 class ModelSlot:
-    def __init__(self, settings: ServeConfig, model_uri: str | None = None, model_dir: Path | None = None):
+    def __init__(self, settings: ServeConfig, model_uri: str | None = None, model_dir: Path | None = None,
+                 home: Home | None = None):
         if not (model_uri or model_dir):
             raise ValueError("give a model URI or a model folder")
+        self.home = Home.of(home)  # its registry, its model downloads and variants
         self.settings = settings
         self.model_uri = model_uri
         self.model_dir = model_dir
@@ -84,7 +87,7 @@ class ModelSlot:
         s = self.settings
         t0 = time.perf_counter()
         predictor = variants.load(folder, variant, max_length=s.max_length, batch_size=s.model_batch_size,
-                                  threads=s.threads)
+                                  threads=s.threads, cache=self.home.variants)
         predictor.predict(WARM_TEXTS)
         log.warning("loaded %s version %s (%s) in %.1fs", name, version, variant, time.perf_counter() - t0)
         return Loaded(name, version, variant, predictor, time.time())
@@ -106,14 +109,14 @@ class ModelSlot:
             self.check_validated(version)
         if version is not None:
             uri = f"models:/{self.registered_name()}/{version}"
-        name, version, folder = resolve_model(uri)
-        return self._build(name, version, folder, chosen_variant(name, version, self.settings.variant))
+        name, version, folder = resolve_model(uri, self.home)
+        return self._build(name, version, folder, chosen_variant(name, version, self.settings.variant, self.home))
 
     def check_validated(self, version: str) -> None:
         from lmchain import registry
 
         name = self.registered_name()
-        problem = registry.validation_problem(name, version)
+        problem = registry.validation_problem(name, version, self.home)
         if problem is None:
             return
         why = f"refusing {name} version {version} from {self.model_uri}: {problem}"
@@ -135,7 +138,7 @@ class ModelSlot:
             return None
         from lmchain import registry
 
-        held = registry.champion(alias[0], alias[1])
+        held = registry.champion(alias[0], alias[1], self.home)
         return str(held.version) if held else None
 
     async def initial_load(self) -> None:

@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
+from lmchain.home import Home
+
 log = logging.getLogger("lmchain.serve")
 
 META = sa.MetaData()
@@ -74,8 +76,8 @@ class DuplicateFeedback(Exception):
     """This prediction already has its feedback."""
 
 
-def default_url(home: Path) -> str:
-    return f"sqlite:///{home / 'serving' / 'store.db'}"
+def default_url(home: Home | Path) -> str:
+    return Home.of(home).store_url
 
 
 def _engine(url: str) -> sa.Engine:
@@ -140,10 +142,9 @@ class ServingStore:
     def __init__(self, url: str, queue_size: int = 10_000, spill_path: Path | str | None = None, *,
                  buffer_rows: int = 10_000, recent_rows: int = 10_000,
                  retry_delays: tuple[float, ...] = (0.1, 0.3, 1.0), pause_after_failure_s: float = 5.0):
-        from lmchain.artifacts import home
-
         self.url = url
-        self.spill_path = Path(spill_path) if spill_path else home() / "serving" / "unstored_predictions.jsonl"
+        # Without one given: the environment's home's (lmchain's callers give their home's).
+        self.spill_path = Path(spill_path) if spill_path else Home.from_env().spill_file
         self.engine = _engine(url)
         META.create_all(self.engine)
         _upgrade(self.engine)

@@ -80,7 +80,8 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout_s: float, output: dequ
 # --------------------------------------------------------------------------- variant choice
 
 
-def choose_variant(folder: Path, test: list[dict], cfg: DeployConfig) -> tuple[str, dict[str, Any]]:
+def choose_variant(folder: Path, test: list[dict], cfg: DeployConfig,
+                   cache: Path | None = None) -> tuple[str, dict[str, Any]]:
     """Score every configured variant; the fastest one within the accuracy budget wins."""
     from lmchain.serve import variants
 
@@ -90,7 +91,8 @@ def choose_variant(folder: Path, test: list[dict], cfg: DeployConfig) -> tuple[s
     report: dict[str, Any] = {}
     for name in dict.fromkeys(["fp32", *cfg.variants]):  # fp32 first: it is the reference
         predictor = variants.load(folder, name, max_length=cfg.service.max_length,
-                                  batch_size=cfg.service.model_batch_size, threads=cfg.service.threads)
+                                  batch_size=cfg.service.model_batch_size, threads=cfg.service.threads,
+                                  cache=cache)
         preds = predictor.predict(texts)
         accuracy = sum(p["label_id"] == g for p, g in zip(preds, gold)) / max(1, len(gold))
         predictor.predict(probe[:5])
@@ -135,7 +137,7 @@ def infra_validate(cfg: DeployConfig, ctx: RunContext, model_uri: str, variant: 
 
     port = free_port(cfg.host)
     base = f"http://{cfg.host}:{port}"
-    env = {**os.environ, "LMCHAIN_HOME": str(ctx.home)}
+    env = {**os.environ, **ctx.home.env()}  # the candidate serves from this run's home and registry
     headers: dict[str, str] = {}
     if ApiKeys.load(cfg.service.api_keys_file).enabled:
         # A one-off key known only to this validation, added to the candidate's key set.

@@ -4,7 +4,8 @@ Measured on this project's 2-core CPU with MiniLM-L6 (SST-2 sentences, one per c
 fp32 7.0 ms, ONNX Runtime fp32 2.6 ms, ONNX Runtime with dynamic int8 weights 1.1 ms. The
 variants are derived from the registered fp32 folder deterministically, so the deploy stage can
 measure a variant's accuracy once and the service can rebuild the same file from the same
-folder. Files are cached in ``LMCHAIN_HOME/serving/variants/<key>/<variant>/model.onnx``.
+folder. Files are cached in ``<home>/serving/variants/<key>/<variant>/model.onnx`` (``cache``: that
+variants folder; None: the environment's home's).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from lmchain.config import SERVING_VARIANTS
 from lmchain.errors import LmchainError
+from lmchain.home import Home
 from lmchain.serve.predictor import BasePredictor, Predictor, labels_of
 
 log = logging.getLogger(__name__)
@@ -39,16 +41,17 @@ def _check(variant: str) -> None:
         raise VariantError(f"unknown serving variant {variant!r}; choose one of {', '.join(VARIANTS)}")
 
 
-def variant_file(model_dir: str | Path, variant: str) -> Path:
-    """Where the variant of this model folder is cached: under LMCHAIN_HOME, keyed by the folder
-    and its weights' size and mtime, so a folder retrained in place gets a fresh variant."""
-    from lmchain.artifacts import home, sha256_text
+def variant_file(model_dir: str | Path, variant: str, cache: Path | None = None) -> Path:
+    """Where the variant of this model folder is cached: under ``cache`` (the home's variants
+    folder), keyed by the folder and its weights' size and mtime, so a folder retrained in place
+    gets a fresh variant."""
+    from lmchain.artifacts import sha256_text
 
     folder = Path(model_dir).resolve()
     stamps = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
               for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))]
     key = sha256_text("|".join([RECIPE, str(folder), *stamps]))[:16]
-    return home() / "serving" / "variants" / key / variant / "model.onnx"
+    return (cache or Home.from_env().variants) / key / variant / "model.onnx"
 
 
 def _export_onnx(model_dir: Path, target: Path) -> None:
@@ -71,20 +74,20 @@ def _export_onnx(model_dir: Path, target: Path) -> None:
                           output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
 
 
-def build(model_dir: str | Path, variant: str) -> Path | None:
+def build(model_dir: str | Path, variant: str, cache: Path | None = None) -> Path | None:
     """Create (or reuse) the variant's ONNX file; None for the PyTorch fp32 variant."""
     _check(variant)
     if variant == "fp32":
         return None
     model_dir = Path(model_dir)
-    target = variant_file(model_dir, variant)
+    target = variant_file(model_dir, variant, cache)
     if target.is_file():
         return target
     tmp = target.parent.with_name(target.parent.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        fp32 = variant_file(model_dir, "onnx")
+        fp32 = variant_file(model_dir, "onnx", cache)
         if not fp32.is_file():
             _export_onnx(model_dir, tmp / "fp32.onnx")
             fp32 = tmp / "fp32.onnx"
@@ -117,12 +120,12 @@ def build(model_dir: str | Path, variant: str) -> Path | None:
 
 class OnnxPredictor(BasePredictor):
     def __init__(self, model_dir: str | Path, variant: str, max_length: int = 128, batch_size: int = 64,
-                 threads: int | None = None):
+                 threads: int | None = None, cache: Path | None = None):
         import onnxruntime as ort
         from transformers import AutoConfig
 
         self.variant = variant
-        path = build(model_dir, variant)
+        path = build(model_dir, variant, cache)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         # Idle inference threads sleep instead of spinning: in a service the event loop, the
@@ -138,7 +141,7 @@ class OnnxPredictor(BasePredictor):
 
 
 def load(model_dir: str | Path, variant: str = "fp32", max_length: int = 128, batch_size: int = 64,
-         threads: int | None = None) -> BasePredictor:
+         threads: int | None = None, cache: Path | None = None) -> BasePredictor:
     _check(variant)
     if variant == "fp32":
         if threads:
@@ -146,4 +149,5 @@ def load(model_dir: str | Path, variant: str = "fp32", max_length: int = 128, ba
 
             torch.set_num_threads(threads)
         return Predictor(model_dir, max_length=max_length, batch_size=batch_size)
-    return OnnxPredictor(model_dir, variant, max_length=max_length, batch_size=batch_size, threads=threads)
+    return OnnxPredictor(model_dir, variant, max_length=max_length, batch_size=batch_size, threads=threads,
+                         cache=cache)

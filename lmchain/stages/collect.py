@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, now_iso, sha256_text
 from lmchain.config import CollectConfig, CrawlConfig
+from lmchain.home import Home
 
 CONFIG = "collect"
 READS: tuple[str, ...] = ()
@@ -35,10 +36,10 @@ def run(cfg: CollectConfig, ctx: RunContext, inputs: dict | None = None) -> Mani
     return out.manifest
 
 
-def collect_to(cfg: CollectConfig, folder: str | Path) -> Manifest:
+def collect_to(cfg: CollectConfig, folder: str | Path, home: Home | None = None) -> Manifest:
     """The CLI: output in ``folder`` (replaced whole when done). A crawl killed earlier resumes;
-    otherwise a new, incremental crawl starts."""
-    ctx = RunContext("cli_collect")
+    otherwise a new, incremental crawl starts (its state under ``home``)."""
+    ctx = RunContext("cli_collect", home=Home.of(home))
     out = StageOutput(ctx, "collect", dataclasses.asdict(cfg))
     out.publish_to(Path(folder).resolve())
     with out:
@@ -90,7 +91,7 @@ def _collect(cfg: CollectConfig, out: StageOutput, run_key: str | None) -> None:
         for src, paths in files:
             _read_source(src, paths, writer)
         if cfg.crawl.seeds:
-            _crawl(cfg.crawl, out.manifest, writer, run_key)
+            _crawl(cfg.crawl, out.manifest, writer, run_key, out.ctx.home)
     finally:
         writer.close()
     m = out.manifest
@@ -140,12 +141,13 @@ def _read_source(src, paths: list[Path], writer: _Writer) -> None:
             writer.keep({**base, "text": text, "meta": extra})
 
 
-def _crawl(cfg: CrawlConfig, m: Manifest, writer: _Writer, run_key: str | None) -> None:
+def _crawl(cfg: CrawlConfig, m: Manifest, writer: _Writer, run_key: str | None, home: Home) -> None:
     from lmchain.collect.crawler import crawl
     from lmchain.collect.state import DOC, DUPLICATE, FAILED, SKIPPED, CrawlStore, crawl_lock, state_path
 
-    with crawl_lock(state_path(cfg), run_key):
-        store = CrawlStore(state_path(cfg))
+    state = state_path(cfg, home)
+    with crawl_lock(state, run_key):
+        store = CrawlStore(state)
         try:
             stats = crawl(cfg, store, run_key)
             for kind, reason, rec in store.outcomes(stats.crawl_id, (DOC, FAILED, DUPLICATE, SKIPPED)):
@@ -160,7 +162,7 @@ def _crawl(cfg: CrawlConfig, m: Manifest, writer: _Writer, run_key: str | None) 
     m.counts.update({"crawl_docs": kinds.get(DOC, 0), "crawl_failed": kinds.get(FAILED, 0),
                      "crawl_unchanged": kinds.get("unchanged", 0), "crawl_duplicates": kinds.get(DUPLICATE, 0),
                      "crawl_skipped": kinds.get(SKIPPED, 0), "crawl_queued_left": summary["queued_left"]})
-    m.info["crawl"] = {"crawl_id": stats.crawl_id, "state": stats.state, "state_path": str(state_path(cfg)),
+    m.info["crawl"] = {"crawl_id": stats.crawl_id, "state": stats.state, "state_path": str(state),
                        "statuses": summary["statuses"], "failure_reasons": summary["reasons"],
                        "fetched_this_process": stats.fetched, "seconds": round(stats.seconds, 3),
                        "pages_per_s": round(stats.pages_per_s, 2), "sitemaps_read": stats.sitemaps_read}

@@ -19,6 +19,7 @@ from pathlib import Path
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl
 from lmchain.config import CurateConfig
 from lmchain.errors import InputError
+from lmchain.home import Home
 
 CONFIG = "curate"
 READS = ("collect",)
@@ -33,7 +34,7 @@ def run(cfg: CurateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     return out.manifest
 
 
-def curate_to(cfg: CurateConfig, source: str | Path, folder: str | Path) -> Manifest:
+def curate_to(cfg: CurateConfig, source: str | Path, folder: str | Path, home: Home | None = None) -> Manifest:
     """The CLI: records from ``source`` (a records.jsonl, or a folder holding one) into ``folder``
     (replaced whole when done)."""
     path = Path(source)
@@ -41,7 +42,7 @@ def curate_to(cfg: CurateConfig, source: str | Path, folder: str | Path) -> Mani
         path = path / "records.jsonl"
     if not path.is_file():
         raise InputError(f"curate: no records at {path}; pass a records.jsonl or the folder collect wrote")
-    ctx = RunContext("cli_curate")
+    ctx = RunContext("cli_curate", home=Home.of(home))
     out = StageOutput(ctx, "curate", dataclasses.asdict(cfg))
     out.publish_to(Path(folder).resolve())
     with out:
@@ -70,14 +71,14 @@ def _eval_texts(cfg: CurateConfig) -> list[str]:
     return texts
 
 
-def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Path, run_id: str) -> None:
+def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Home, run_id: str) -> None:
     from lmchain.curate.dedup import Deduper
     from lmchain.curate.pipeline import Progress, map_chunks, pii_counts, worker_count
 
     t0 = time.perf_counter()
     near = cfg.near_dedup
     deduper = Deduper(cfg.dedup, near.enabled, near.bands, near.bands * near.rows, near.threshold)
-    history_dir = home / "curate_index" / cfg.history if cfg.history else None
+    history_dir = home.curate_index / cfg.history if cfg.history else None
     run_key = _history_run_key(run_id)
     history_docs = deduper.load_history(history_dir, run_key, minhash_signature(cfg)) if history_dir else 0
     eval_texts = _eval_texts(cfg)

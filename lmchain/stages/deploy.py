@@ -43,21 +43,21 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
     reg = inputs["register"]["info"]
     name = reg["model_name"]
-    client = registry.client()
-    previous = registry.champion(name, CHAMPION)
+    client = registry.client(ctx.home)
+    previous = registry.champion(name, CHAMPION, home=ctx.home)
     promote = bool(reg["promoted"])
     candidate = str(reg["version"]) if promote else (str(previous.version) if previous else None)
     if candidate is None:
         raise DeployFailed(f"nothing to deploy: version {reg['version']} was not promoted and {name} has no "
                            "champion yet")
     model_uri = f"models:/{name}/{candidate}"
-    folder = registry.local_model(model_uri)
+    folder = registry.local_model(model_uri, ctx.home)
 
     test = list(read_jsonl(inputs["annotate"]["outputs"]["test"]))[:cfg.variant_eval_examples]
     tags = client.get_model_version(name, candidate).tags or {}
     report = json.loads(tags["lmchain.variant_report"]) if "lmchain.variant_report" in tags else None
     if report is None or tags.get(VARIANT_TAG) not in cfg.variants:
-        variant, report = choose_variant(folder, test, cfg)
+        variant, report = choose_variant(folder, test, cfg, ctx.home.variants)
         client.set_model_version_tag(name, candidate, VARIANT_TAG, variant)
         client.set_model_version_tag(name, candidate, "lmchain.variant_report", json.dumps(
             {n: {k: v for k, v in r.items() if k != "labels"} for n, r in report.items()}))
@@ -69,7 +69,7 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
     validation = infra_validate(cfg, ctx, model_uri, variant, probe, expected)
     # Tag first: a service that sees the alias move must find the tag already there.
-    validated = registry.mark_validated(name, candidate, pipeline_run=ctx.run_id)
+    validated = registry.mark_validated(name, candidate, pipeline_run=ctx.run_id, home=ctx.home)
     if promote:
         client.set_registered_model_alias(name, CHAMPION, candidate)
 
@@ -96,5 +96,5 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
         out.manifest.info = {"version": candidate, "model": name, "variant": variant, "promoted": promote,
                              "previous_champion": record["previous_champion"], "ready": validation["ready"],
                              "predictions": [p["label"] for p in validation["smoke"]["predictions"]]}
-    write_json(ctx.home / "deployments" / "current.json", record)
+    write_json(ctx.home.current_deployment, record)
     return out.manifest

@@ -46,10 +46,10 @@ def _predict(model_dir, test: list[dict], cfg: EvaluateConfig) -> dict[str, Any]
 def _champion(ctx: RunContext, test: list[dict], cfg: EvaluateConfig) -> dict[str, Any] | None:
     from lmchain import registry
 
-    version = registry.champion(ctx.model_name)
+    version = registry.champion(ctx.model_name, home=ctx.home)
     if version is None:
         return None
-    folder = registry.local_model(f"models:/{ctx.model_name}/{version.version}")
+    folder = registry.local_model(f"models:/{ctx.model_name}/{version.version}", ctx.home)
     result = _predict(folder, test, cfg)
     result.update(name=f"{ctx.model_name} v{version.version}", version=str(version.version),
                   run_id=(version.tags or {}).get(registry.RUN_TAG))

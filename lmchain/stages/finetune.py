@@ -81,7 +81,7 @@ def _train(cfg: FinetuneConfig, ctx: RunContext, inputs: dict, stage: str, trial
             params["lora_targets"] = ",".join(cfg.lora_targets)
         params.update({"base_model": base["model"] or cfg.base_model, "steps": metrics["steps"]})
         mlflow_run = registry.log_training(ctx, ctx.experiment, "finetune", metrics, params, run_name=stage)
-        log_curves(mlflow_run, metrics)
+        log_curves(mlflow_run, metrics, ctx.home)
         out.output("model", "model")
         out.manifest.inputs = {"train": labelled["train"], "validation": labelled.get("validation"),
                                "base_model": base["model"] or cfg.base_model}

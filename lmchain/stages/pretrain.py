@@ -48,7 +48,7 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
         n_kept, n_held = write_corpus(corpus, held_out_hashes(inputs.get("annotate")), cfg.max_texts,
                                       out.path("corpus.jsonl"))
         corpus_sha = sha256_file(out.path("corpus.jsonl"))
-        tok = choose_tokenizer(cfg, base, objective, out.path("corpus.jsonl"), ctx.home / "tokenizers")
+        tok = choose_tokenizer(cfg, base, objective, out.path("corpus.jsonl"), ctx.home.tokenizers)
 
         # ------------------------------------------------ packed blocks (kept across attempts)
         from lmchain.train import packing

@@ -32,10 +32,11 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in SERVING_REQUIREMENTS]
 
 
-def _existing_version(name: str, run_id: str):
+def _existing_version(ctx: RunContext, name: str):
     from lmchain import registry
 
-    for v in registry.client().search_model_versions(f"name = '{name}'"):
+    run_id = ctx.run_id
+    for v in registry.client(ctx.home).search_model_versions(f"name = '{name}'"):
         if (v.tags or {}).get(registry.RUN_TAG) == run_id:
             return v
     return None
@@ -67,7 +68,8 @@ def _log_model(ctx: RunContext, model_dir: str, name: str, tags: dict[str, str])
             name="model", python_model=str(PYFUNC_MODEL), artifacts={"model_dir": model_dir},
             code_paths=[str(PACKAGE_DIR)], pip_requirements=_pip_requirements(), signature=signature(),
             input_example=pd.DataFrame({"text": ["a gripping film", "dull and far too long"]}))
-    return mlflow.register_model(info.model_uri, name, tags=tags)
+    with registry.fluent(ctx.home):  # register_model resolves the logged model's URI through the fluent API
+        return mlflow.register_model(info.model_uri, name, tags=tags)
 
 
 def run(cfg: RegisterConfig, ctx: RunContext, inputs: dict) -> Manifest:
@@ -79,15 +81,15 @@ def run(cfg: RegisterConfig, ctx: RunContext, inputs: dict) -> Manifest:
     finetune, evaluate = inputs["finetune"], inputs["evaluate"]
     model_dir = finetune["outputs"]["model"]
     decision = evaluate["info"]["decision"]
-    client = registry.client()
+    client = registry.client(ctx.home)
 
-    version = _existing_version(cfg.model_name, ctx.run_id)
+    version = _existing_version(ctx, cfg.model_name)
     if version is None:
         tags = {registry.RUN_TAG: ctx.run_id, **lineage_tags(ctx),
                 **{f"metric.{k}": str(v) for k, v in evaluate["metrics"].items()}}
         version = _log_model(ctx, model_dir, cfg.model_name, tags)
     number = str(version.version)
-    previous = registry.champion(cfg.model_name)
+    previous = registry.champion(cfg.model_name, home=ctx.home)
     client.set_registered_model_alias(cfg.model_name, CHALLENGER, number)
     client.set_model_version_tag(cfg.model_name, number, "lmchain.decision", decision["reason"][:5000])
     client.set_model_version_tag(cfg.model_name, number, "lmchain.promoted", str(decision["promote"]).lower())
@@ -103,5 +105,5 @@ def run(cfg: RegisterConfig, ctx: RunContext, inputs: dict) -> Manifest:
         out.manifest.info = {"model_name": cfg.model_name, "version": int(number), "promoted": decision["promote"],
                              "alias": CHALLENGER, "reason": decision["reason"],
                              "previous_champion": int(previous.version) if previous else None,
-                             "tracking_uri": registry.tracking_uri()}
+                             "tracking_uri": ctx.home.tracking_uri}
     return out.manifest

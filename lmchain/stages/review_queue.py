@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, safe_run_id
 from lmchain.config import AnnotateConfig
+from lmchain.home import Home
 
 CONFIG = "annotate"
 READS = ("annotate",)
@@ -25,8 +26,8 @@ ASSETS: tuple[str, ...] = ()
 EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "label-studio": "json"}
 
 
-def queue_dir(cfg: AnnotateConfig, lm_home: Path) -> Path:
-    return Path(cfg.active.queue_dir) if cfg.active.queue_dir else lm_home / "annotation" / "queue"
+def queue_dir(cfg: AnnotateConfig, lm_home: Home | Path) -> Path:
+    return Path(cfg.active.queue_dir) if cfg.active.queue_dir else Home.of(lm_home).annotation_queue
 
 
 def _weak_probs(path: str | None, names: list[str]) -> dict:

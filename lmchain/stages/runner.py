@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from lmchain.artifacts import BLOCKED, MANIFEST, Manifest, RunContext, home, sha256_text
+from lmchain.artifacts import BLOCKED, MANIFEST, Manifest, RunContext, sha256_text
 from lmchain.config import PipelineConfig
 from lmchain.errors import GateFailed
+from lmchain.home import Home
 from lmchain.stages import PIPELINE, STAGES, by_name, dag_of, module_of, name, task_id
 
 
@@ -36,7 +37,7 @@ def extra_parameters(fn: Callable) -> list[str]:
 
 
 def run_stage(fn: Callable, cfg: PipelineConfig, run_id: str, upstream: dict[str, dict[str, Any]],
-              lmchain_home: Path | None = None, **kwargs: Any) -> Any:
+              lmchain_home: Home | Path | None = None, **kwargs: Any) -> Any:
     """Run ``fn`` (a stage's ``run``, or another of its task functions) for run ``run_id``; returns
     its manifest as a dict (what goes to XCom), or what else it returns (``finetune.trials``).
 
@@ -48,7 +49,7 @@ def run_stage(fn: Callable, cfg: PipelineConfig, run_id: str, upstream: dict[str
     missing = [u for u in needed if u not in upstream]
     if missing:
         raise ValueError(f"stage {task_id(fn)} needs the manifests of {missing}")
-    ctx = RunContext(run_id, home=lmchain_home or home(), experiment=cfg.register.experiment,
+    ctx = RunContext(run_id, home=Home.of(lmchain_home), experiment=cfg.register.experiment,
                      model_name=cfg.register.model_name, config_hash=config_hash(cfg))
     for u in needed:
         if upstream[u].get("status") == BLOCKED:
@@ -73,14 +74,15 @@ def blocked_message(stage: str, gate: str, manifest: dict[str, Any], ctx: RunCon
 
 
 def run_all(cfg: PipelineConfig, run_id: str, stages: tuple[str, ...] = STAGES,
-            lmchain_home: Path | None = None) -> dict[str, dict[str, Any]]:
+            lmchain_home: Home | Path | None = None) -> dict[str, dict[str, Any]]:
     """Run ``stages`` in order in this process (no Airflow): for the CLI's ``lmchain run``.
 
     A stage not asked for is taken from an earlier run of ``run_id`` when its folder holds a
     manifest. Nothing is reused past a blocked gate: a stage asked for that depends, directly or
     through reused outputs, on a blocked manifest stops with :class:`GateFailed`.
     """
-    ctx = RunContext(run_id, home=lmchain_home or home())
+    lmchain_home = Home.of(lmchain_home)
+    ctx = RunContext(run_id, home=lmchain_home)
     done: dict[str, dict[str, Any]] = {}
     stopped: dict[str, str] = {}  # reused stage -> the blocked gate its output came through
     for module in PIPELINE:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lmchain import registry
 from lmchain.config import FinetuneConfig, LabelSource
+from lmchain.home import Home
 from lmchain.train.launcher import launch
 
 
@@ -55,9 +56,10 @@ def train_classifier(cfg: FinetuneConfig, base: dict, train: str, validation: st
     return launch(spec, cfg, job_dir)
 
 
-def log_curves(run_id: str, metrics: dict) -> None:
-    """Validation curve and best-checkpoint figures, beside the loss curve log_training wrote."""
-    c = registry.client()
+def log_curves(run_id: str, metrics: dict, home: Home) -> None:
+    """Validation curve and best-checkpoint figures, beside the loss curve log_training wrote
+    (into the run ``run_id`` of ``home``'s store)."""
+    c = registry.client(home)
     for step, f1, acc in metrics.get("validation_curve", []):
         c.log_metric(run_id, "finetune/val_macro_f1", f1, step=int(step))
         c.log_metric(run_id, "finetune/val_accuracy", acc, step=int(step))

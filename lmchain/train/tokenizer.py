@@ -1,7 +1,7 @@
 """Tokenizer training with Hugging Face ``tokenizers``: WordPiece for BERT-style models, byte-level
 BPE for GPT-2-style models.
 
-A trained tokenizer is cached under ``LMCHAIN_HOME/tokenizers/`` by the hash of its corpus and
+A trained tokenizer is cached under ``<home>/tokenizers/`` by the hash of its corpus and
 settings: a later run (or a retry) on the same corpus reuses it instead of training again, and
 token ids stay comparable between runs. The pretrain stage saves it beside the model.
 """

@@ -10,15 +10,11 @@ import time
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, write_json
 from lmchain.config import PipelineConfig
-from lmchain.feedback import feedback_dir
 
 CONFIG = None  # the whole recipe: feedback.*
 READS = ("merge",)
 # Emitted by the DAG task only when the decision is to retrain (the task is skipped otherwise).
 ASSETS = ("lmchain_feedback_labels",)
-
-TRIGGER_STATE = "trigger_state.json"
-
 
 def run(cfg: PipelineConfig, ctx: RunContext, inputs: dict) -> Manifest:
     """Retrain or not, and why. Counts accumulate across feedback runs until a trigger."""
@@ -26,7 +22,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
     fb = cfg.feedback
     counts = inputs["merge"]["counts"]
-    state_file = feedback_dir(ctx.home) / TRIGGER_STATE
+    state_file = ctx.home.trigger_state
     state = read_json(state_file, {"pending_labels": 0, "pending_records": 0, "pending_corrections": 0})
     if state.get("last_run_id") != ctx.run_id:  # a rerun of this run must not count its batch twice
         state["pending_labels"] += counts["new_labels"] + counts["changed_labels"]

@@ -29,7 +29,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, inputs: dict) -> Manifest:
     if (done / "manifest.json").is_file():  # a retried or re-run task: the same batch again
         return Manifest.read(done)
     mark = Watermark.read(ctx.home)
-    store = ServingStore(_store_url(cfg, ctx.home))
+    store = ServingStore(_store_url(cfg, ctx.home), spill_path=ctx.home.spill_file)
     try:
         rows = [r for r in store.feedback_since(mark.last_id) if not mark.covers(r["id"])]
     finally:

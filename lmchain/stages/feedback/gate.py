@@ -1,5 +1,5 @@
 """The feedback ``gate`` task: the GX ``feedback`` suite (label set, PII, language, ...), row by
-row. Failing rows go to ``LMCHAIN_HOME/quarantine/<run_id>/feedback/rows.jsonl`` (operator-only)
+row. Failing rows go to ``<home>/quarantine/<run_id>/feedback/rows.jsonl`` (operator-only)
 with the expectations they failed; the others go on. ``lmchain feedback release`` lets a person
 release held rows (with a reason, dropping some); they merge in the next run. A failure no row
 is to blame for (too few rows) holds the batch back (``status: blocked``): it is exported again

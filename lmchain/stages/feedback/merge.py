@@ -1,4 +1,4 @@
-"""The feedback ``merge`` task: corrected labels go into ``LMCHAIN_HOME/feedback/labels.jsonl``,
+"""The feedback ``merge`` task: corrected labels go into ``<home>/feedback/labels.jsonl``,
 one row per normalised text (the latest correction wins), with provenance ``feedback``. Then,
 and only then, the watermark moves past the batch: every row up to it is in the labels or held
 in a quarantine. Labels, watermark and release records change under one file lock."""
@@ -12,7 +12,6 @@ from typing import Any
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, write_jsonl
 from lmchain.config import PipelineConfig
-from lmchain.feedback import labels_path
 
 CONFIG = None  # the whole recipe
 READS = ("gate",)
@@ -32,7 +31,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, inputs: dict) -> Manifest:
         return Manifest.read(done)
     gated = inputs["gate"]
     batch = list(read_jsonl(gated["outputs"]["batch"]))
-    target = labels_path(ctx.home)
+    target = ctx.home.feedback_labels
     with file_lock(target):
         mark = Watermark.read(ctx.home)
         if mark.run_id == ctx.run_id and mark.counts is not None:
