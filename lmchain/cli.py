@@ -122,7 +122,8 @@ def cmd_serve(args) -> int:
     settings = dataclasses.replace(settings, **given)
     model_dir = args.model_dir
     uri = None if model_dir else (args.model_uri or _champion_uri(args.model_name, lm_home))
-    app = create_app(uri, settings, model_dir=model_dir, home=lm_home)  # refuses an open, exposed service before binding
+    # create_app refuses an open, exposed service before anything binds.
+    app = create_app(uri, settings, model_dir=model_dir, home=lm_home)
     print(f"lmchain serve: {uri or model_dir} on http://{settings.host}:{settings.port} (docs at /docs)",
           flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
