@@ -191,6 +191,19 @@ def champion(name: str, alias: str = "champion", home: Home | None = None):
         return None
 
 
+def model_version(uri: str, c: MlflowClient) -> tuple[str, str]:
+    """``models:/name@alias`` or ``models:/name/version`` -> (name, version), an alias resolved
+    with ``c``."""
+    ref = uri.removeprefix("models:/")
+    if not uri.startswith("models:/") or not ("@" in ref or "/" in ref):
+        raise ValueError(f"model URI {uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, str(c.get_model_version_by_alias(name, alias).version)
+    name, version = ref.rsplit("/", 1)
+    return name, version
+
+
 def model_dir_from_uri(uri: str, dst: Path | None = None, home: Home | None = None) -> Path:
     """Download a registered model's files (``models:/name/version`` or ``models:/name@alias``)
     into ``dst`` (default: a new temp folder) and return that folder."""
@@ -199,18 +212,11 @@ def model_dir_from_uri(uri: str, dst: Path | None = None, home: Home | None = No
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     home = Home.of(home)
-    ref = uri.removeprefix("models:/")
-    if not uri.startswith("models:/") or not ("@" in ref or "/" in ref):
-        raise ValueError(f"model URI {uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
     # mlflow.artifacts.download_artifacts resolves models:/ URIs with MLflow's process-wide
     # registry URI, whatever registry_uri it is given: resolved here with the home's client, then
     # read from where the version's files are (the same repository MLflow would use).
     c = client(home)
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        version = str(c.get_model_version_by_alias(name, alias).version)
-    else:
-        name, version = ref.rsplit("/", 1)
+    name, version = model_version(uri, c)
     repo = get_artifact_repository(c.get_model_version_download_uri(name, version),
                                    tracking_uri=home.tracking_uri, registry_uri=home.registry_uri)
     target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="lmchain-model-"))
@@ -226,14 +232,7 @@ def resolve_model(model_uri: str, home: Home | None = None) -> tuple[str, str, P
     from lmchain.artifacts import attempt_path, publish_dir
 
     home = Home.of(home)
-    if not model_uri.startswith("models:/"):
-        raise ValueError(f"model URI {model_uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
-    ref = model_uri[len("models:/"):]
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        version = str(client(home).get_model_version_by_alias(name, alias).version)
-    else:
-        name, version = ref.rsplit("/", 1)
+    name, version = model_version(model_uri, client(home))
     target = home.model_cache(name, version)
     if not target.is_dir():
         tmp = attempt_path(target)  # services resolving the same version at once: one download each

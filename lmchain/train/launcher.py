@@ -154,20 +154,20 @@ def failure(returncode: int, errors: list[dict[str, Any]], tail: list[str], log_
     """Why the job failed, and whether a retry may help: the first rank's reported cause; else a
     signal (the deepspeed launcher prints a rank's as "return code = -N"; a direct rank's is our
     exit code); else the last error-looking line of the log."""
-    reported = next((e for e in errors if not e.get("retryable", True)), errors[0] if errors else None)
+    stop = next((e for e in errors if not e.get("retryable", True)), None)  # a retry would fail the same way
     killed = next((int(m.group(1)) for line in tail for m in [re.search(r"return code = -(\d+)", line)] if m), None)
     if killed is None and returncode < 0:
         killed = -returncode
-    if reported is not None and not reported.get("retryable", True):
-        cause = f"rank {reported.get('rank', '?')}: {reported['cause']}"
+    if stop is not None:
+        cause = f"rank {stop.get('rank', '?')}: {stop['cause']}"
     elif killed:
         cause = f"a rank was killed by signal {killed} ({signal.Signals(killed).name})"
-    elif reported is not None:
-        cause = f"rank {reported.get('rank', '?')}: {reported['cause']}"
+    elif errors:
+        cause = f"rank {errors[0].get('rank', '?')}: {errors[0]['cause']}"
     else:
         cause = next((line for line in reversed(tail) if "Error" in line), tail[-1] if tail else "")
     last = "\n".join(tail[-20:])
-    retryable = reported is None or bool(reported.get("retryable", True))
+    retryable = stop is None
     return TrainingFailed(f"training job failed (exit {returncode}): {cause.strip()} -- full log: {log_path}\n"
                           f"last lines of the log:\n{last}", retryable=retryable)
 

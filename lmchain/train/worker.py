@@ -25,11 +25,14 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lmchain.train.batching import length_grouped_batches, sorted_batches, word_dropout
 from lmchain.train.job import FinetuneJob, JobError, run_rank
 from lmchain.train.optim import accuracy, balanced_class_weights, decay_groups, lr_factor, macro_f1
+
+if TYPE_CHECKING:
+    from lmchain.train.rank import Rank
 
 TASKS = ("cls", "ner")
 
@@ -168,8 +171,7 @@ class Scorer:
     pad: Callable
     job: FinetuneJob
     filler: list[dict]  # a feature to pad the short ranks' passes with
-    autocast: Callable[[], Any]
-    dist: Any
+    r: Rank
 
     def __call__(self, feats: list[dict]) -> tuple[float, float]:
         import torch
@@ -179,12 +181,12 @@ class Scorer:
         counts = torch.zeros(k * k if task == "cls" else 5, dtype=torch.long)
         own = sorted_batches([len(f["input_ids"]) for f in feats], self.job.eval_batch_size)
         n = torch.tensor([len(own)])
-        self.dist.all_reduce(n, op=self.dist.ReduceOp.MAX)
+        self.r.dist.all_reduce(n, op=self.r.dist.ReduceOp.MAX)
         engine = self.engine
         engine.eval()
         # no_grad, not inference_mode: ZeRO-3 gathers weights inside forward, and inference
         # tensors made there break the next backward pass.
-        with torch.no_grad(), self.autocast():
+        with torch.no_grad(), self.r.autocast():
             for i in range(int(n)):
                 batch = self.pad([feats[j] for j in own[i]] if i < len(own) else self.filler)
                 labels = batch.pop("labels")
@@ -198,7 +200,7 @@ class Scorer:
 
                     counts += torch.tensor(span_counts(labels.tolist(), pred.tolist(), names))
         engine.train()
-        self.dist.all_reduce(counts)
+        self.r.dist.all_reduce(counts)
         if task == "ner":
             from lmchain.train.ner import f1_from_counts
 
@@ -224,7 +226,7 @@ class Progress:
 
 
 def train(engine, schedule, plan: Plan, features: list[dict], collate: Callable, loss_fn, score: Scorer | None,
-          val_features: list[dict], best, job: FinetuneJob, world: int, autocast, dist, log) -> Progress:
+          val_features: list[dict], best, job: FinetuneJob, r: Rank, log) -> Progress:
     """The engine loop: steps over the epochs' batches, a loss line about every 5% of the steps,
     validation every ``eval_every`` steps (default: once per epoch) with early stopping."""
     def batches():
@@ -241,7 +243,7 @@ def train(engine, schedule, plan: Plan, features: list[dict], collate: Callable,
     engine.train()
     for p.step, (epoch, batch) in zip(range(1, total + 1), batches()):
         batch = {k: v.to(engine.device) for k, v in batch.items()}
-        with autocast():
+        with r.autocast():
             if loss_fn is not None:
                 labels = batch.pop("labels")
                 loss = loss_fn(engine(**batch).logits.float(), labels)
@@ -249,11 +251,11 @@ def train(engine, schedule, plan: Plan, features: list[dict], collate: Callable,
                 loss = engine(**batch).loss
         engine.backward(loss)
         engine.step()
-        p.seen += batch["input_ids"].shape[0] * world
+        p.seen += batch["input_ids"].shape[0] * r.world
         if p.step % log_every == 0 or p.step == total:
             mean = loss.detach().float().clone()
-            dist.all_reduce(mean)
-            p.losses.append((p.step, mean.item() / world))
+            r.dist.all_reduce(mean)
+            p.losses.append((p.step, mean.item() / r.world))
             rate = p.seen / (time.perf_counter() - t0 - p.eval_s)
             log(f"step {p.step}/{total} epoch {epoch} loss {p.losses[-1][1]:.4f} "
                 f"lr {schedule.get_last_lr()[0]:.2e} {rate:.1f} samples/s")
@@ -339,11 +341,11 @@ def main(_rank: int, job: FinetuneJob) -> None:
             log(f"class weights {[round(w, 3) for w in weights.tolist()]}")
         loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
 
-    score = Scorer(engine, pad, job, features[:1], r.autocast, dist)
+    score = Scorer(engine, pad, job, features[:1], r)
     best = BestWeights(engine.module, zero3)
     has_validation = dist_sum(len(val_features), torch) > 0
     progress = train(engine, schedule, plan, features, collate, loss_fn, score if has_validation else None,
-                     val_features, best, job, world, r.autocast, dist, log)
+                     val_features, best, job, r, log)
     if best.state is not None:
         best.restore()
         log(f"restored the best weights: step {best.step}, macro-F1 {best.score:.4f}")
