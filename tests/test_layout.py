@@ -39,6 +39,13 @@ def test_nothing_in_lmchain_sets_mlflows_process_wide_uris(call):
     assert package_files_holding(call) == []
 
 
+@pytest.mark.parametrize("call", ["unicodedata.normalize", "import ftfy", 'r"[^\\w\\s]'])
+def test_only_text_py_normalises_text(call):
+    """One definition of the normalised text and of the dedup key: a second, slightly different
+    copy would let a test sentence leak into training or a label miss its corpus text."""
+    assert package_files_holding(call) == ["lmchain/text.py"]
+
+
 def test_every_path_of_a_home_lies_under_its_root(tmp_path):
     home = Home.at(tmp_path / "home")
     paths = {name: getattr(home, name) for name, attr in vars(Home).items() if isinstance(attr, property)}

@@ -138,7 +138,7 @@ def raw_labels(src: LabelSource) -> set[str]:
 def read_votes(src: LabelSource, names: list[str]) -> tuple[list[Vote], list[dict], list[str]]:
     """All votes of one label source -> (votes, rejects, files read)."""
     from lmchain.collect.files import resolve_files
-    from lmchain.curate.steps import normalize_text
+    from lmchain.text import normalize_text
 
     resolve = LabelResolver(names, src.label_map)
     votes: list[Vote] = []

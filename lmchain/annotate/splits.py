@@ -7,8 +7,8 @@ import random
 from collections import defaultdict
 
 from lmchain.config import AnnotateConfig
-from lmchain.curate.steps import normalise_for_dedup
 from lmchain.errors import InputError
+from lmchain.text import normalise_for_dedup
 
 SPLITS = ("train", "validation", "test")
 
