@@ -46,6 +46,15 @@ def test_only_text_py_normalises_text(call):
     assert package_files_holding(call) == ["lmchain/text.py"]
 
 
+@pytest.mark.parametrize("call,owner", [("csv.reader", "lmchain/sources/files.py"),
+                                        ("import pyarrow.parquet", "lmchain/sources/files.py"),
+                                        ("load_from_disk", "lmchain/sources/hf.py")])
+def test_user_files_are_read_in_lmchain_sources(call, owner):
+    """Collect, curate, annotate and fine-tune read the files a user names through one reader, so
+    a bad row is handled (and reported) the same way whichever stage reads it."""
+    assert package_files_holding(call) == [owner]
+
+
 def test_every_path_of_a_home_lies_under_its_root(tmp_path):
     home = Home.at(tmp_path / "home")
     paths = {name: getattr(home, name) for name, attr in vars(Home).items() if isinstance(attr, property)}

@@ -72,10 +72,10 @@ class _Writer:
 
 
 def _collect(cfg: CollectConfig, out: StageOutput, run_key: str | None) -> None:
-    from lmchain.collect.files import resolve_files
+    from lmchain.sources.files import resolve_files
 
     # Resolve every file before writing anything: a bad path fails fast, naming the file.
-    files = [(src, resolve_files(src)) for src in cfg.files]
+    files = [(src, resolve_files(src.path)) for src in cfg.files]
     window = _window(cfg)
     if window:
         outside = 0
@@ -117,8 +117,8 @@ def _window(cfg: CollectConfig) -> tuple[float, float] | None:
 
 
 def _read_source(src, paths: list[Path], writer: _Writer) -> None:
-    from lmchain.collect import hf
-    from lmchain.collect.files import read_file
+    from lmchain.sources import hf
+    from lmchain.sources.files import read_file
 
     if src.path.startswith(hf.HUB_PREFIX):
         name = src.path[len(hf.HUB_PREFIX):]

@@ -61,12 +61,11 @@ def _history_run_key(run_id: str) -> str:
 
 
 def _eval_texts(cfg: CurateConfig) -> list[str]:
-    from lmchain.collect.files import read_file, resolve_files
-    from lmchain.config import FileSource
+    from lmchain.sources.files import read_file, resolve_files
 
     texts: list[str] = []
     for path_glob in cfg.decontaminate.paths:
-        for path in resolve_files(FileSource(path=path_glob, text_field=cfg.decontaminate.text_field)):
+        for path in resolve_files(path_glob):
             texts.extend(text for _, text, _, bad in read_file(path, cfg.decontaminate.text_field) if not bad)
     return texts
 
