@@ -1,8 +1,8 @@
 """Cleaning steps: small objects with one method.
 
-A step's ``__call__(record)`` returns ``None`` to keep the record (possibly after changing its
-text in place) or a short reason string to drop it. The reasons are counted in the manifest and
-stored with each rejected record.
+A step's ``__call__(record)`` (a :class:`~lmchain.records.Document`) returns ``None`` to keep
+the record (possibly after changing its text in place) or a short reason string to drop it. The
+reasons are counted in the manifest and stored with each rejected record.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from lmchain.records import Document
 from lmchain.text import normalize_text
 
 
@@ -39,7 +40,7 @@ class Normalize:
     def __post_init__(self) -> None:
         self._boiler = re.compile(r"^\W*(?:" + "|".join(self.patterns) + r")\W*$", re.IGNORECASE)
 
-    def __call__(self, rec: dict) -> str | None:
+    def __call__(self, rec: Document) -> str | None:
         text = normalize_text(rec["text"]) if self.normalize else rec["text"]
         if self.boilerplate and text:
             lines = text.split("\n")
@@ -61,7 +62,7 @@ class LengthFilter:
     min_words: int
     name: str = "length"
 
-    def __call__(self, rec: dict) -> str | None:
+    def __call__(self, rec: Document) -> str | None:
         n = len(rec["text"])
         if n < self.min_chars:
             return "too_short"

@@ -20,6 +20,7 @@ from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl
 from lmchain.config import CurateConfig
 from lmchain.errors import InputError
 from lmchain.home import Home
+from lmchain.records import Rejected
 
 CONFIG = "curate"
 READS = ("collect",)
@@ -101,8 +102,9 @@ def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Home, run_id
                     reason, owner = verdict
                     rec = result.records[i]
                     result.reasons[i] = reason
-                    result.records[i] = {**rec, "text": rec.pop("_original", rec["text"]), "reason": reason,
-                                         "duplicate_of": "earlier run" if owner < 0 else kept_ids[owner]}
+                    rejected: Rejected = {**rec, "text": rec.pop("_original", rec["text"]), "reason": reason,
+                                          "duplicate_of": "earlier run" if owner < 0 else kept_ids[owner]}
+                    result.records[i] = rejected
             for i, (rec, reason) in enumerate(zip(result.records, result.reasons)):
                 rec.pop("_original", None)
                 if reason:
