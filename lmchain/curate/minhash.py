@@ -141,8 +141,3 @@ class LshIndex:
             pos = np.minimum(np.searchsorted(seg_keys, flat), len(seg_keys) - 1)
             best = np.where(seg_keys[pos] == flat, np.minimum(best, seg_owners[pos]), best)
         return np.where(best == np.iinfo(np.int64).max, -1, best).reshape(keys.shape)
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self._segments:
-            return np.empty(0, np.uint64), np.empty(0, np.int64)
-        return (np.concatenate([k for k, _ in self._segments]), np.concatenate([o for _, o in self._segments]))
