@@ -22,7 +22,7 @@ NAMES = ["negative", "positive"]
 
 def sst2_rows(split: str) -> list[dict]:
     """SST-2 ``split`` as {text, label} rows (texts normalised like the pipeline does)."""
-    from lmchain.curate.steps import normalize_text
+    from lmchain.text import normalize_text
     from lmchain.datasets import sst2_dir
 
     rows = []

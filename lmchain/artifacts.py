@@ -262,6 +262,15 @@ def _published_ns(final: Path) -> int:
         return -1
 
 
+def read_json(path: str | Path, default: Any = None) -> Any:
+    """The JSON value in ``path``, or ``default`` when there is no such file (a dict default is
+    copied, so a caller may fill it in)."""
+    path = Path(path)
+    if not path.is_file():
+        return dict(default) if isinstance(default, dict) else default
+    return json.loads(path.read_text())
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (a temp file of this attempt + rename)."""
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))

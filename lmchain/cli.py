@@ -39,13 +39,10 @@ def _config_args(p: argparse.ArgumentParser, default_recipe: str | None = "demo"
 
 def preflight(cfg) -> None:
     """Fail before starting anything when an input file is missing or unreadable."""
-    from lmchain.collect.files import resolve_files
-    from lmchain.config import FileSource
+    from lmchain.sources.files import resolve_files
 
-    for src in cfg.collect.files:
-        resolve_files(src)
-    for src in cfg.annotate.labels:
-        resolve_files(FileSource(path=src.path, text_field=src.text_field))
+    for src in [*cfg.collect.files, *cfg.annotate.labels]:
+        resolve_files(src.path)
 
 
 def cmd_demo(args) -> int:

@@ -39,6 +39,22 @@ def test_nothing_in_lmchain_sets_mlflows_process_wide_uris(call):
     assert package_files_holding(call) == []
 
 
+@pytest.mark.parametrize("call", ["unicodedata.normalize", "import ftfy", 'r"[^\\w\\s]'])
+def test_only_text_py_normalises_text(call):
+    """One definition of the normalised text and of the dedup key: a second, slightly different
+    copy would let a test sentence leak into training or a label miss its corpus text."""
+    assert package_files_holding(call) == ["lmchain/text.py"]
+
+
+@pytest.mark.parametrize("call,owner", [("csv.reader", "lmchain/sources/files.py"),
+                                        ("import pyarrow.parquet", "lmchain/sources/files.py"),
+                                        ("load_from_disk", "lmchain/sources/hf.py")])
+def test_user_files_are_read_in_lmchain_sources(call, owner):
+    """Collect, curate, annotate and fine-tune read the files a user names through one reader, so
+    a bad row is handled (and reported) the same way whichever stage reads it."""
+    assert package_files_holding(call) == [owner]
+
+
 def test_every_path_of_a_home_lies_under_its_root(tmp_path):
     home = Home.at(tmp_path / "home")
     paths = {name: getattr(home, name) for name, attr in vars(Home).items() if isinstance(attr, property)}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from lmchain.config import AnnotateConfig, FileSource, LabelSource
+from lmchain.config import AnnotateConfig, LabelSource
 from lmchain.errors import InputError
 from lmchain.home import Home
 
@@ -33,6 +33,10 @@ class Vote:
 
 
 def detect_format(path: Path, declared: str = "auto") -> str:
+    """'label-studio' for a Label Studio export; otherwise the reader's format for the file's
+    extension (:data:`lmchain.sources.files.FORMATS`), which is how its rows are read."""
+    from lmchain.sources.files import FORMATS
+
     if declared != "auto":
         return declared
     suffix = path.suffix.lower()
@@ -40,7 +44,7 @@ def detect_format(path: Path, declared: str = "auto") -> str:
         with open(path, encoding="utf-8") as fh:
             head = fh.read(4096).lstrip()
         return "label-studio" if head.startswith("[") else "jsonl"
-    return {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}.get(suffix, "tsv" if suffix == ".txt" else suffix[1:])
+    return FORMATS.get(suffix, suffix[1:])
 
 
 class LabelResolver:
@@ -97,7 +101,7 @@ _MISSING = object()
 
 
 def _delimited_rows(path: Path, src: LabelSource) -> Iterator[tuple[str, object, object, object, str | None]]:
-    from lmchain.collect.files import read_file
+    from lmchain.sources.files import read_file
 
     label_seen = False
     for line, text, extra, bad in read_file(path, src.text_field):
@@ -123,11 +127,11 @@ def _rows(path: Path, src: LabelSource):
 
 def raw_labels(src: LabelSource) -> set[str]:
     """The distinct labels of a source (after its label_map): label names when none are configured."""
-    from lmchain.collect.files import resolve_files
+    from lmchain.sources.files import resolve_files
 
     mapping = {str(k).strip().lower(): str(v).strip() for k, v in (src.label_map or {}).items()}
     seen = set()
-    for path in resolve_files(FileSource(path=src.path, text_field=src.text_field)):
+    for path in resolve_files(src.path):
         for _, text, raw, _, problem in _rows(path, src):
             if problem is None and raw is not _MISSING and raw is not None and not isinstance(raw, list) \
                     and str(raw).strip():
@@ -137,13 +141,13 @@ def raw_labels(src: LabelSource) -> set[str]:
 
 def read_votes(src: LabelSource, names: list[str]) -> tuple[list[Vote], list[dict], list[str]]:
     """All votes of one label source -> (votes, rejects, files read)."""
-    from lmchain.collect.files import resolve_files
-    from lmchain.curate.steps import normalize_text
+    from lmchain.sources.files import resolve_files
+    from lmchain.text import normalize_text
 
     resolve = LabelResolver(names, src.label_map)
     votes: list[Vote] = []
     rejects: list[dict] = []
-    files = resolve_files(FileSource(path=src.path, text_field=src.text_field))
+    files = resolve_files(src.path)
     for path in files:
         rows = _rows(path, src)
         default_annotator = path.name

@@ -7,8 +7,9 @@ import random
 from collections import defaultdict
 
 from lmchain.config import AnnotateConfig
-from lmchain.curate.steps import normalise_for_dedup
 from lmchain.errors import InputError
+from lmchain.records import Example
+from lmchain.text import normalise_for_dedup
 
 SPLITS = ("train", "validation", "test")
 
@@ -33,7 +34,7 @@ def split_of(text: str, cfg: AnnotateConfig) -> str:
         else "train"
 
 
-def stratified_split(examples: list[dict], cfg: AnnotateConfig) -> dict[str, list[dict]]:
+def stratified_split(examples: list[Example], cfg: AnnotateConfig) -> dict[str, list[Example]]:
     """Split by a hash of each sentence, so a sentence keeps its split in every run.
 
     The split depends on the text alone, not on the rest of the data, so when feedback, a
@@ -44,7 +45,7 @@ def stratified_split(examples: list[dict], cfg: AnnotateConfig) -> dict[str, lis
     subsamples each label in proportion, by another hash, so the choice is stable too.
     """
     rng = random.Random(cfg.seed)
-    groups: dict[str, list[dict]] = defaultdict(list)
+    groups: dict[str, list[Example]] = defaultdict(list)
     for ex in sorted(examples, key=lambda e: e["id"]):
         groups[split_key(ex["text"])].append(ex)
     keys = sorted(groups)
@@ -56,7 +57,7 @@ def stratified_split(examples: list[dict], cfg: AnnotateConfig) -> dict[str, lis
         keys = sorted(k for label_keys in by_label.values()
                       for k in sorted(label_keys, key=lambda k: unit(k, f"sample{cfg.seed}"))
                       [: max(1, round(len(label_keys) * share))])
-    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    splits: dict[str, list[Example]] = {s: [] for s in SPLITS}
     for key in keys:
         splits[split_of(groups[key][0]["text"], cfg)] += groups[key]
     for items in splits.values():
@@ -64,7 +65,7 @@ def stratified_split(examples: list[dict], cfg: AnnotateConfig) -> dict[str, lis
     return splits
 
 
-def check_leakage(splits: dict[str, list[dict]]) -> None:
+def check_leakage(splits: dict[str, list[Example]]) -> None:
     """Raise when a normalised text sits in two splits (a model would be scored on its training data)."""
     where: dict[str, str] = {}
     for split, items in splits.items():

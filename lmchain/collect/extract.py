@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import lxml.html
 from lxml import etree
 
+from lmchain.text import collapse_whitespace
+
 _SPACE = re.compile(r"[ \t\r\f\v]+")
 _NON_CONTENT = ("script", "style", "noscript", "template", "svg", "head")
 # Permalink anchors next to headings ("¶" in Sphinx and MkDocs sites): markup, not text.
@@ -61,7 +63,7 @@ def _page_metadata(tree, url: str, content_language: str) -> Extracted:
     base = url
     for href in tree.xpath("//base/@href")[:1]:
         base = _join(url, href) or url
-    out.title = " ".join(" ".join(tree.xpath("//title//text()")).split())
+    out.title = collapse_whitespace(" ".join(tree.xpath("//title//text()")))
     out.language = (tree.get("lang") or tree.get("{http://www.w3.org/XML/1998/namespace}lang")
                     or content_language or "").split(",")[0].strip().lower()
     for meta in tree.xpath("//meta[@name and @content]"):

@@ -63,10 +63,6 @@ def host_of(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def hostname_of(url: str) -> str:
-    return urlsplit(url).hostname or ""
-
-
 @dataclass(frozen=True)
 class ScopeRule:
     scheme: str | None  # None: http or https

@@ -13,6 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from lmchain.errors import InputError
+from lmchain.text import collapse_whitespace
 
 _models: dict[str, object] = {}
 
@@ -36,7 +37,7 @@ def load_model(path: str | None = None):
 
 def detect(text: str, model_path: str | None = None) -> tuple[str, float]:
     """(ISO 639 code, probability) of the most likely language of ``text``."""
-    labels, probs = load_model(model_path).predict(" ".join(text.split()), k=1)
+    labels, probs = load_model(model_path).predict(collapse_whitespace(text), k=1)  # fastText reads one line
     if not labels:
         return "unknown", 0.0
     return labels[0].removeprefix("__label__"), float(probs[0])

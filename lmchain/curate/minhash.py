@@ -14,22 +14,17 @@ Speed: the n-gram hashes of many documents go through the hash functions as one 
 
 from __future__ import annotations
 
-import re
 import zlib
 
 import numpy as np
 
+from lmchain.text import shingle_words
+
 MERSENNE = np.uint64((1 << 61) - 1)
 MAX_HASH = np.uint64(0xFFFFFFFF)
-_NON_WORD = re.compile(r"[^\w\s]+")
-_DIGITS = re.compile(r"\d+")
 _MULT = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
 _MATRIX_CELLS = 1 << 22  # n-grams x hash functions per slice: ~32 MiB of uint64
-
-
-def shingle_words(text: str) -> list[str]:
-    return _DIGITS.sub("0", _NON_WORD.sub(" ", text.lower())).split()
 
 
 _word_hash: dict[str, int] = {}
@@ -146,8 +141,3 @@ class LshIndex:
             pos = np.minimum(np.searchsorted(seg_keys, flat), len(seg_keys) - 1)
             best = np.where(seg_keys[pos] == flat, np.minimum(best, seg_owners[pos]), best)
         return np.where(best == np.iinfo(np.int64).max, -1, best).reshape(keys.shape)
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self._segments:
-            return np.empty(0, np.uint64), np.empty(0, np.int64)
-        return (np.concatenate([k for k, _ in self._segments]), np.concatenate([o for _, o in self._segments]))

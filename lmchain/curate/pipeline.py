@@ -29,6 +29,7 @@ from lmchain.curate.langid import LanguageFilter
 from lmchain.curate.minhash import MinHasher
 from lmchain.curate.pii import PiiRedactor
 from lmchain.curate.steps import LengthFilter, Normalize
+from lmchain.records import Document, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def build_steps(cfg: CurateConfig, eval_texts: list[str] | None = None) -> list:
 class ChunkResult:
     """A chunk after the document steps: per record, its output form and the reason if dropped."""
 
-    records: list[dict]
+    records: list[Document | Rejected]  # in input order, each kept (cleaned) or rejected (as read)
     reasons: list[str | None]
     exact_keys: list[int]  # of survivors, in order
     band_keys: np.ndarray | None  # (survivors, bands)
@@ -85,7 +86,7 @@ class ChunkWorker:
         near = cfg.near_dedup
         self.minhasher = MinHasher(near.ngram, near.bands, near.rows, near.seed) if near.enabled else None
 
-    def __call__(self, chunk: list[dict]) -> ChunkResult:
+    def __call__(self, chunk: list[Document]) -> ChunkResult:
         out, reasons, survivors = [], [], []
         for rec in chunk:
             original = rec["text"]
@@ -119,11 +120,11 @@ def _init_worker(cfg: CurateConfig, eval_texts: list[str]) -> None:
     _worker = ChunkWorker(cfg, eval_texts)
 
 
-def _run_chunk(chunk: list[dict]) -> ChunkResult:
+def _run_chunk(chunk: list[Document]) -> ChunkResult:
     return _worker(chunk)
 
 
-def _chunks(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
+def _chunks(records: Iterable[Document], size: int) -> Iterator[list[Document]]:
     it = iter(records)
     while chunk := list(islice(it, size)):
         yield chunk
@@ -135,7 +136,7 @@ def worker_count(cfg: CurateConfig) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def map_chunks(cfg: CurateConfig, records: Iterable[dict], eval_texts: list[str]) -> Iterator[ChunkResult]:
+def map_chunks(cfg: CurateConfig, records: Iterable[Document], eval_texts: list[str]) -> Iterator[ChunkResult]:
     """ChunkResults in input order, computed by ``workers`` processes with at most two chunks per
     worker in flight."""
     workers = worker_count(cfg)
@@ -149,11 +150,11 @@ def map_chunks(cfg: CurateConfig, records: Iterable[dict], eval_texts: list[str]
     # spawn, not fork: Airflow's task process has threads, and forking a threaded process can
     # deadlock the child on a lock some thread held.
     ctx = multiprocessing.get_context("spawn")
-    pending: list[tuple[list[dict], Any]] = []
+    pending: list[tuple[list[Document], Any]] = []
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(cfg, eval_texts)) as pool:
-            def submit(chunk: list[dict]) -> None:
+            def submit(chunk: list[Document]) -> None:
                 pending.append((chunk, None))  # listed before submit, which can raise
                 pending[-1] = (chunk, pool.submit(_run_chunk, chunk))
 
@@ -190,7 +191,7 @@ class Progress:
                      100 * kept / max(seen, 1), rate)
 
 
-def pii_counts(records: list[dict]) -> Counter:
+def pii_counts(records: list[Document]) -> Counter:
     found: Counter[str] = Counter()
     for rec in records:
         found.update(rec.get("pii", {}))

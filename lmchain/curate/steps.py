@@ -1,43 +1,17 @@
 """Cleaning steps: small objects with one method.
 
-A step's ``__call__(record)`` returns ``None`` to keep the record (possibly after changing its
-text in place) or a short reason string to drop it. The reasons are counted in the manifest and
-stored with each rejected record.
+A step's ``__call__(record)`` (a :class:`~lmchain.records.Document`) returns ``None`` to keep
+the record (possibly after changing its text in place) or a short reason string to drop it. The
+reasons are counted in the manifest and stored with each rejected record.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 
-import ftfy
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
-_SPACES = re.compile(r"[ \t\u00a0]+")
-_BLANK_LINES = re.compile(r"\n\s*\n+")
-
-
-def fix_unicode(text: str) -> str:
-    """Mojibake and broken escapes repaired (ftfy); curly quotes are kept, they are not errors."""
-    if text.isascii() and "&" not in text:
-        return text  # nothing ftfy would change: no mojibake without non-ASCII, no HTML entity
-    return ftfy.fix_text(text, uncurl_quotes=False)
-
-
-def normalize_text(text: str) -> str:
-    """Unicode repaired, NFKC, no control or zero-width characters, single spaces, paragraphs
-    separated by one blank line (Gopher's paragraph checks need them). Annotate joins labels onto
-    the corpus through this same function."""
-    text = unicodedata.normalize("NFKC", fix_unicode(text))
-    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n\n", text).strip()
-
-
-def normalise_for_dedup(text: str) -> str:
-    """Case and punctuation folded: the key under which two texts count as the same sentence."""
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+from lmchain.records import Document
+from lmchain.text import normalize_text
 
 
 # Lines that web pages repeat around their content: navigation, cookie and share prompts,
@@ -66,7 +40,7 @@ class Normalize:
     def __post_init__(self) -> None:
         self._boiler = re.compile(r"^\W*(?:" + "|".join(self.patterns) + r")\W*$", re.IGNORECASE)
 
-    def __call__(self, rec: dict) -> str | None:
+    def __call__(self, rec: Document) -> str | None:
         text = normalize_text(rec["text"]) if self.normalize else rec["text"]
         if self.boilerplate and text:
             lines = text.split("\n")
@@ -88,7 +62,7 @@ class LengthFilter:
     min_words: int
     name: str = "length"
 
-    def __call__(self, rec: dict) -> str | None:
+    def __call__(self, rec: Document) -> str | None:
         n = len(rec["text"])
         if n < self.min_chars:
             return "too_short"

@@ -16,10 +16,6 @@ if TYPE_CHECKING:
     from lmchain.config import PipelineConfig
 
 
-def feedback_dir(home: Home | Path) -> Path:
-    return Home.of(home).feedback
-
-
 def labels_path(home: Home | Path) -> Path:
     return Home.of(home).feedback_labels
 

@@ -13,12 +13,11 @@ that record, so a row is merged once.
 from __future__ import annotations
 
 import getpass
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmchain.artifacts import now_iso, read_jsonl
+from lmchain.artifacts import now_iso, read_json, read_jsonl
 from lmchain.errors import InputError
 from lmchain.home import Home
 
@@ -37,8 +36,7 @@ def held_rows(qdir: Path) -> list[dict[str, Any]]:
 
 
 def release_record(qdir: Path) -> dict[str, Any] | None:
-    path = qdir / RELEASE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(qdir / RELEASE)
 
 
 def summary(home: Home | Path) -> list[dict[str, Any]]:
@@ -48,7 +46,7 @@ def summary(home: Home | Path) -> list[dict[str, Any]]:
         rows = held_rows(qdir)
         record = release_record(qdir)
         batch = qdir / "batch.json"
-        run_id = json.loads(batch.read_text()).get("run_id") if batch.is_file() else None
+        run_id = read_json(batch, {}).get("run_id")
         out.append({"run_id": run_id or qdir.parent.name,
                     "folder": str(qdir), "rows": [{"row": r["row"], "store_id": r.get("store_id"),
                                                    "reasons": r["reasons"]} for r in rows],

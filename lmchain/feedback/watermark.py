@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmchain.artifacts import write_json
+from lmchain.artifacts import read_json, write_json
 from lmchain.home import Home
-
-def read_json(path: Path, default: dict) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else dict(default)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
 
 from lmchain.curate.pii import pii_kinds
-from lmchain.curate.steps import normalise_for_dedup
+from lmchain.text import normalise_for_dedup
 
 # ---------------------------------------------------------------------------- detectors
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmchain.artifacts import now_iso, sha256_file, write_json
+from lmchain.artifacts import now_iso, read_json, sha256_file, write_json
 from lmchain.config import SuiteConfig
 from lmchain.home import Home
 from lmchain.errors import InputError
@@ -195,7 +195,7 @@ def validate(home: Home | Path, run_id: str, suite: str, df, files: list[Path], 
         raise InputError(f"gate: the {suite} batch {', '.join(map(str, files))} lacks column(s) {missing}; "
                          f"the {suite} suite needs {COLUMNS[suite]}")
     ref_file = reference_path(home, suite)
-    reference = json.loads(ref_file.read_text()) if ref_file.is_file() else {}
+    reference = read_json(ref_file, {})
     df = df.reset_index(drop=True)  # GX reports failing rows by index: make it the row's position
     df["chars"] = df["text"].astype(str).str.len()
     ctx = context(home)

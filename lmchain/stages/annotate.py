@@ -12,7 +12,8 @@ is the ``review_queue`` stage).
    pre-labels (:mod:`lmchain.annotate.lfs`), combined by a label model or a weighted vote.
 5. Split by a hash of the normalised text (:mod:`lmchain.annotate.splits`), check for leakage, and write the splits.
 
-Every example carries ``provenance`` (human, feedback, rule, model, rule+model) and ``confidence``.
+Every example (:class:`~lmchain.records.Example`) carries ``provenance`` (human, feedback, rule, model,
+rule+model) and ``confidence``.
 Rows that cannot be used are kept in ``rejects.jsonl`` with their reason; conflicting votes are
 listed in ``conflicts.jsonl`` (kept when a majority or the model resolves them, rejected on a tie).
 """
@@ -25,6 +26,7 @@ from collections import Counter
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, sha256_text, write_json, write_jsonl
 from lmchain.config import AnnotateConfig
 from lmchain.errors import InputError
+from lmchain.records import Document, Example
 
 CONFIG = "annotate"
 READS = ("gate",)
@@ -33,8 +35,8 @@ ASSETS: tuple[str, ...] = ()
 READS_FEEDBACK_LABELS = True
 
 
-def _weak_examples(cfg: AnnotateConfig, ctx: RunContext, names: list[str], pool: list[dict],
-                   gold: list[dict]) -> tuple[list[dict], list[dict], dict]:
+def _weak_examples(cfg: AnnotateConfig, ctx: RunContext, names: list[str], pool: list[Document],
+                   gold: list[Example]) -> tuple[list[Example], list[Example], dict]:
     """Semi-automatic labels for ``pool`` records -> (kept examples, every decision, info)."""
     from lmchain.annotate.champion import champion_predict
     from lmchain.annotate.lfs import build_lfs, provenance, weak_labels
@@ -55,11 +57,10 @@ def _weak_examples(cfg: AnnotateConfig, ctx: RunContext, names: list[str], pool:
     for j, rec in enumerate(pool):
         i = len(gold) + j
         label, conf = int(probs[i].argmax()), float(probs[i].max())
-        ex = {"id": rec["id"], "text": rec["text"], "label": label, "label_name": names[label],
-              "source": rec.get("source", "unknown"), "provenance": provenance(votes[i], lfs, label),
-              "confidence": round(conf, 4),
-              "votes": {lf.name: names[v] for lf, v in zip(lfs, votes[i]) if v >= 0}}
-        decisions.append({**ex, "kept": conf >= weak.min_confidence})
+        ex = Example(id=rec["id"], text=rec["text"], label=label, label_name=names[label],
+                     source=rec.get("source", "unknown"), provenance=provenance(votes[i], lfs, label),
+                     confidence=round(conf, 4), votes={lf.name: names[v] for lf, v in zip(lfs, votes[i]) if v >= 0})
+        decisions.append(Example(**ex, kept=conf >= weak.min_confidence))
         if conf >= weak.min_confidence and ex["provenance"] != "prior":
             kept.append(ex)
     return kept, decisions, {**info, "labelling_functions": report, "combine": weak.combine,
@@ -76,16 +77,18 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     labels, agg_rejects, conflicts, agreement = aggregate_votes(votes, names, cfg.aggregate)
     rejects += agg_rejects
 
-    human, unlabelled, used = [], [], set()
+    human: list[Example] = []
+    unlabelled: list[Document] = []
+    used: set[str] = set()
     for rec in read_jsonl(corpus):
         h = sha256_text(rec["text"])
         if h in labels and h not in used:
             used.add(h)
             _, label, conf, prov = labels[h]
-            human.append({"id": rec["id"], "text": rec["text"], "label": label, "label_name": names[label],
-                          "source": rec.get("source", "unknown"), "provenance": prov, "confidence": conf})
+            human.append(Example(id=rec["id"], text=rec["text"], label=label, label_name=names[label],
+                                 source=rec.get("source", "unknown"), provenance=prov, confidence=conf))
         elif h not in labels:
-            unlabelled.append({"id": rec["id"], "text": rec["text"], "source": rec.get("source", "unknown")})
+            unlabelled.append(Document(id=rec["id"], text=rec["text"], source=rec.get("source", "unknown")))
     for h, (text, label, _, _) in labels.items():
         if h not in used:
             rejects.append({"text": text, "label": names[label], "reason": "not_in_corpus"})
@@ -100,7 +103,8 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
         gold = [e for e in human if split_of(e["text"], cfg) == "validation"]
         pool = [r for r in unlabelled if split_of(r["text"], cfg) == "train"]
         if cfg.mode == "semi":
-            pool += [{k: e[k] for k in ("id", "text", "source")} for e in human if split_of(e["text"], cfg) == "train"]
+            pool += [Document(id=e["id"], text=e["text"], source=e["source"])
+                     for e in human if split_of(e["text"], cfg) == "train"]
         weak, decisions, weak_info = _weak_examples(cfg, ctx, names, pool, gold)
     examples = (human if cfg.mode != "semi" else [e for e in human if split_of(e["text"], cfg) != "train"]) + weak
     if len({e["label"] for e in examples}) < 2:

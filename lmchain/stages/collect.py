@@ -1,7 +1,8 @@
 """The ``collect`` stage: local files, saved datasets and an HTTP crawl into JSONL text records with provenance.
 
-Output ``records.jsonl``: one record per document with ``id``, ``source``, ``url``, ``text``,
-``fetched_at``, ``sha256`` (of the text) and ``meta`` (a file's other columns, a page's title).
+Output ``records.jsonl``: one record (:class:`~lmchain.records.Document`) per document with
+``id``, ``source``, ``url``, ``text``, ``fetched_at``, ``sha256`` (of the text) and ``meta`` (a
+file's other columns, a page's title).
 Crawled pages add ``title``, ``language``, ``status``, ``etag``, ``last_modified``, ``depth``,
 ``referrer``, ``html_sha256``, ``text_sha256`` (and ``html`` with ``collect.crawl.keep_html``).
 Anything that could not be read or fetched becomes a line of ``rejects.jsonl`` with its reason.
@@ -20,6 +21,7 @@ from pathlib import Path
 from lmchain.artifacts import Manifest, RunContext, StageOutput, now_iso, sha256_text
 from lmchain.config import CollectConfig, CrawlConfig
 from lmchain.home import Home
+from lmchain.records import Document, Rejected
 
 CONFIG = "collect"
 READS: tuple[str, ...] = ()
@@ -56,14 +58,15 @@ class _Writer:
         self.per_source: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
 
-    def keep(self, rec: dict) -> None:
+    def keep(self, rec: Document) -> None:
         rec["sha256"] = sha256_text(rec["text"])
         rec["id"] = f"{rec['sha256'][:16]}-{self.per_source.total():08d}"
         self.rec_fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
         self.per_source[rec["source"]] += 1
 
-    def reject(self, rec: dict, reason: str) -> None:
-        self.rej_fh.write(json.dumps({**rec, "reason": reason}, ensure_ascii=False, default=str) + "\n")
+    def reject(self, rec: Document, reason: str) -> None:
+        rejected: Rejected = {**rec, "reason": reason}
+        self.rej_fh.write(json.dumps(rejected, ensure_ascii=False, default=str) + "\n")
         self.reasons[reason.split(":")[0]] += 1
 
     def close(self) -> None:
@@ -72,10 +75,10 @@ class _Writer:
 
 
 def _collect(cfg: CollectConfig, out: StageOutput, run_key: str | None) -> None:
-    from lmchain.collect.files import resolve_files
+    from lmchain.sources.files import resolve_files
 
     # Resolve every file before writing anything: a bad path fails fast, naming the file.
-    files = [(src, resolve_files(src)) for src in cfg.files]
+    files = [(src, resolve_files(src.path)) for src in cfg.files]
     window = _window(cfg)
     if window:
         outside = 0
@@ -117,8 +120,8 @@ def _window(cfg: CollectConfig) -> tuple[float, float] | None:
 
 
 def _read_source(src, paths: list[Path], writer: _Writer) -> None:
-    from lmchain.collect import hf
-    from lmchain.collect.files import read_file
+    from lmchain.sources import hf
+    from lmchain.sources.files import read_file
 
     if src.path.startswith(hf.HUB_PREFIX):
         name = src.path[len(hf.HUB_PREFIX):]
@@ -133,12 +136,12 @@ def _read_source(src, paths: list[Path], writer: _Writer) -> None:
         for line, text, extra, bad in rows:
             if src.limit is not None and taken >= src.limit:
                 break
-            base = {"source": "file", "url": f"{uri}#L{line}", "fetched_at": fetched_at}
+            where = {"source": "file", "url": f"{uri}#L{line}", "fetched_at": fetched_at}
             if bad:
-                writer.reject({**base, "meta": extra}, bad)
+                writer.reject(Document(**where, meta=extra), bad)
                 continue
             taken += 1
-            writer.keep({**base, "text": text, "meta": extra})
+            writer.keep(Document(**where, text=text, meta=extra))
 
 
 def _crawl(cfg: CrawlConfig, m: Manifest, writer: _Writer, run_key: str | None, home: Home) -> None:

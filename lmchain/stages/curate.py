@@ -20,6 +20,7 @@ from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl
 from lmchain.config import CurateConfig
 from lmchain.errors import InputError
 from lmchain.home import Home
+from lmchain.records import Rejected
 
 CONFIG = "curate"
 READS = ("collect",)
@@ -61,12 +62,11 @@ def _history_run_key(run_id: str) -> str:
 
 
 def _eval_texts(cfg: CurateConfig) -> list[str]:
-    from lmchain.collect.files import read_file, resolve_files
-    from lmchain.config import FileSource
+    from lmchain.sources.files import read_file, resolve_files
 
     texts: list[str] = []
     for path_glob in cfg.decontaminate.paths:
-        for path in resolve_files(FileSource(path=path_glob, text_field=cfg.decontaminate.text_field)):
+        for path in resolve_files(path_glob):
             texts.extend(text for _, text, _, bad in read_file(path, cfg.decontaminate.text_field) if not bad)
     return texts
 
@@ -102,8 +102,9 @@ def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Home, run_id
                     reason, owner = verdict
                     rec = result.records[i]
                     result.reasons[i] = reason
-                    result.records[i] = {**rec, "text": rec.pop("_original", rec["text"]), "reason": reason,
-                                         "duplicate_of": "earlier run" if owner < 0 else kept_ids[owner]}
+                    rejected: Rejected = {**rec, "text": rec.pop("_original", rec["text"]), "reason": reason,
+                                          "duplicate_of": "earlier run" if owner < 0 else kept_ids[owner]}
+                    result.records[i] = rejected
             for i, (rec, reason) in enumerate(zip(result.records, result.reasons)):
                 rec.pop("_original", None)
                 if reason:

@@ -20,11 +20,10 @@ from lmchain.train.launcher import launch
 def labelled_jsonl(src: LabelSource, names: list[str], path: Path) -> Path:
     """A label file (TSV/CSV/JSONL, ``${SST2}`` expanded) as ``{"text", "label"}`` lines for the
     worker. Labels are names from ``names`` or their ids; other rows are skipped and counted."""
-    from lmchain.collect.files import read_file, resolve_files
-    from lmchain.config import FileSource
     from lmchain.errors import InputError
+    from lmchain.sources.files import read_file, resolve_files
 
-    files = resolve_files(FileSource(path=src.path, text_field=src.text_field))
+    files = resolve_files(src.path)
     if not files:
         raise InputError(f"finetune.report_on: no file at {src.path}; give a labelled TSV/CSV/JSONL file")
     kept = skipped = 0

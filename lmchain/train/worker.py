@@ -38,9 +38,11 @@ TASKS = ("cls", "ner")
 
 
 def read_rows(path: str | None) -> list[dict]:
-    if not path:
-        return []
-    return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    """The rows of a JSONL file the job names (none when it names none); a bad line is an error
+    naming the file and the line."""
+    from lmchain.artifacts import read_jsonl
+
+    return list(read_jsonl(path)) if path else []
 
 
 # ---------------------------------------------------------------- data

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from lmchain.artifacts import Manifest, RunContext, StageOutput, write_json
+from lmchain.artifacts import Manifest, RunContext, StageOutput, read_json, write_json
 from lmchain.config import PipelineConfig
 
 CONFIG = None  # the whole recipe: feedback.*
@@ -18,8 +18,6 @@ ASSETS = ("lmchain_feedback_labels",)
 
 def run(cfg: PipelineConfig, ctx: RunContext, inputs: dict) -> Manifest:
     """Retrain or not, and why. Counts accumulate across feedback runs until a trigger."""
-    from lmchain.feedback.watermark import read_json
-
     fb = cfg.feedback
     counts = inputs["merge"]["counts"]
     state_file = ctx.home.trigger_state

@@ -56,7 +56,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
 def _fold(target: Path, rows: list[dict[str, Any]], run_id: str) -> dict[str, int]:
     """Merge ``rows`` into labels.jsonl (one row per normalised text, the latest correction wins)."""
-    from lmchain.curate.steps import normalise_for_dedup, normalize_text
+    from lmchain.text import normalise_for_dedup, normalize_text
 
     merged: dict[str, dict[str, Any]] = {}
     if target.is_file():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lmchain.collect.files import rows_to_records
+from lmchain.sources.files import rows_to_records
 from lmchain.errors import InputError
 
 HUB_PREFIX = "hf:"

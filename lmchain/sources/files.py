@@ -3,11 +3,15 @@
 A source is a file, a glob, or a folder (read recursively). txt files hold one record per line;
 md and html files are one document each (html through the same extractor as crawled pages);
 jsonl, csv, tsv and parquet hold one record per row. Saved Hugging Face datasets live in
-``lmchain.collect.hf``.
+``lmchain.sources.hf``.
 
 A file that is missing, or that lacks the configured text column, is an input error that names
 the file. A single bad line (invalid JSON, an empty text) is not: it becomes a reject with its
 reason, so the rest of the file still counts and nothing is dropped unseen.
+
+These readers serve every stage that reads files a user names (collect's sources, curate's
+decontamination sets, annotate's label files, fine-tune's report set); they take paths and column
+names, not a config section, so each caller passes what its own section says.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from lmchain.config import FileSource
 from lmchain.datasets import expand
 from lmchain.errors import InputError
 
@@ -30,13 +33,13 @@ FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".json": "jsonl", "
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
-def resolve_files(source: FileSource) -> list[Path]:
-    """The files a source names; a saved dataset folder is returned as the folder itself."""
-    from lmchain.collect import hf
+def resolve_files(path: str) -> list[Path]:
+    """The files a source's path names; a saved dataset folder is returned as the folder itself."""
+    from lmchain.sources import hf
 
-    if source.path.startswith(hf.HUB_PREFIX):
+    if path.startswith(hf.HUB_PREFIX):
         return []  # a hub dataset: nothing local to check before the run
-    pattern = expand(source.path)
+    pattern = expand(path)
     if glob.has_magic(pattern):
         matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
     elif Path(pattern).is_dir():
@@ -50,12 +53,12 @@ def resolve_files(source: FileSource) -> list[Path]:
     else:
         matches = [Path(pattern)]
     if not matches:
-        raise InputError(f"collect.files: no file matches '{source.path}'; check the path or glob")
-    for path in matches:
-        if not path.is_file():
-            raise InputError(f"collect.files: input file {path} does not exist; fix collect.files[].path")
-        if path.suffix.lower() not in FORMATS:
-            raise InputError(f"collect.files: {path} has an unsupported extension; use one of "
+        raise InputError(f"collect.files: no file matches '{path}'; check the path or glob")
+    for match in matches:
+        if not match.is_file():
+            raise InputError(f"collect.files: input file {match} does not exist; fix collect.files[].path")
+        if match.suffix.lower() not in FORMATS:
+            raise InputError(f"collect.files: {match} has an unsupported extension; use one of "
                              + ", ".join(sorted(FORMATS)))
     return matches
 
