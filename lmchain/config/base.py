@@ -28,7 +28,8 @@ def doc(text: str, default: Any = ..., *, factory: Any = None, hint: str | None 
         **constraints: Any):
     """A field with its documentation (the ``description`` that ``lmchain config --keys`` and the
     trigger form show); ``hint`` follows a range error (``must be >= 0 (0: automatic)``); ``cli``
-    is the field's command-line flag, where a command offers one (see :func:`cli_flags`)."""
+    is the field's command-line flag, where a command generates its flags from the model
+    (``lmchain collect``'s crawl flags)."""
     extra = {k: v for k, v in (("hint", hint), ("cli", cli)) if v} or None
     if factory is not None:
         return Field(default_factory=factory, description=text, json_schema_extra=extra, **constraints)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -145,7 +146,12 @@ class FinetuneConfig(TrainCommon):
 
     @model_validator(mode="after")
     def _searchable(self) -> Any:
-        searchable = set(type(self).model_fields) - set(SEARCHABLE_EXCLUDED)
-        return problems(self, [(f"search.space.{key}", f"not a fine-tune setting; choose from "
-                                                       f"{', '.join(sorted(searchable))}")
-                               for key in self.search.space if key not in searchable])
+        searchable = sorted(set(type(self).model_fields) - set(SEARCHABLE_EXCLUDED))
+
+        def unknown(key: str) -> str:
+            close = difflib.get_close_matches(str(key), searchable, n=1)
+            return f"not a fine-tune setting; {f'did you mean {close[0]!r}? ' if close else ''}choose from " \
+                   f"{', '.join(searchable)}"
+
+        return problems(self, [(f"search.space.{key}", unknown(key)) for key in self.search.space
+                               if key not in searchable])
