@@ -30,6 +30,36 @@ from lmchain.home import Home
 from lmchain.stages import STAGES
 
 
+CRAWL_FLAGS: dict[str, str] = {}  # CrawlConfig field -> argparse dest, filled by _crawl_flags
+
+
+def _crawl_flags(p: argparse.ArgumentParser) -> None:
+    """``lmchain collect``'s crawl flags, from CrawlConfig: each field that names a ``cli`` flag,
+    with the field's type and documentation. A list repeats; a switch sets the opposite of the
+    field's default (``--ignore-robots``: respect_robots=false)."""
+    import typing
+
+    from lmchain.config import CrawlConfig
+
+    for name, field in CrawlConfig.model_fields.items():
+        flag = (field.json_schema_extra or {}).get("cli") if isinstance(field.json_schema_extra, dict) else None
+        if not flag:
+            continue
+        dest = CRAWL_FLAGS[name] = "crawl_" + name
+        key, text, tp = f"collect.crawl.{name}", (field.description or "").replace("%", "%%"), field.annotation
+        if tp is bool:
+            value = not field.default
+            p.add_argument(flag, dest=dest, action="store_const", const=value, default=None,
+                           help=f"sets {key} to {str(value).lower()} ({name}: {text})")
+        elif typing.get_origin(tp) is list:
+            p.add_argument(flag, dest=dest, action="append", default=[], metavar=name.upper(),
+                           help=f"{text} ({key}; repeatable)")
+        else:
+            while typing.get_origin(tp) is typing.Annotated:
+                tp = typing.get_args(tp)[0]
+            p.add_argument(flag, dest=dest, type=tp, metavar=name.upper(), help=f"{text} ({key})")
+
+
 def _config_args(p: argparse.ArgumentParser, default_recipe: str | None = "demo") -> None:
     p.add_argument("--recipe", "-r", default=default_recipe,
                    help="YAML recipe: a name in configs/ (demo, tiny) or a path (default: %(default)s)")
@@ -102,12 +132,10 @@ def cmd_serve(args) -> int:
             print(f"API key (give it to the client; it is not stored): {key}")
             print(f"hash (add this line to the key file or to LMCHAIN_API_KEY_HASHES): {line}")
         return 0
-    import dataclasses
-
     import uvicorn
 
     from lmchain import airflow_env
-    from lmchain.config import load_config
+    from lmchain.config import load_config, replace
     from lmchain.serve.app import create_app
 
     lm_home = Home.from_env()
@@ -116,7 +144,7 @@ def cmd_serve(args) -> int:
     given = {k: v for k, v in {"host": args.host, "port": args.port, "variant": args.variant,
                                "api_keys_file": args.api_keys_file, "admin_keys_file": args.admin_keys_file,
                                "insecure_open": args.insecure_open or None}.items() if v is not None}
-    settings = dataclasses.replace(settings, **given)
+    settings = replace(settings, **given)
     model_dir = args.model_dir
     uri = None if model_dir else (args.model_uri or _champion_uri(args.model_name, lm_home))
     # create_app refuses an open, exposed service before anything binds.
@@ -298,16 +326,7 @@ def cmd_collect(args) -> int:
     from lmchain.stages.collect import collect_to
     from lmchain.config import CollectConfig, build, parse_overrides
 
-    crawl = {k: v for k, v in {
-        "seeds": args.seed, "max_pages": args.max_pages, "max_depth": args.max_depth,
-        "allowed_domains": args.allowed_domain, "delay_s": args.delay, "concurrency": args.concurrency,
-        "timeout_s": args.timeout, "user_agent": args.user_agent, "state_path": args.state,
-        "extract_workers": args.extract_workers,
-        "keep_html": True if args.keep_html else None, "respect_robots": False if args.ignore_robots else None,
-        "sitemaps": False if args.no_sitemaps else None, "incremental": False if args.full else None,
-        "allow_private_networks": True if args.allow_private_networks else None,
-        "allow_networks": args.allow_network,
-    }.items() if v not in (None, [])}
+    crawl = {name: getattr(args, dest) for name, dest in CRAWL_FLAGS.items() if getattr(args, dest) not in (None, [])}
     data = {"files": [{"path": s, "text_field": args.text_field} for s in args.source], "crawl": crawl}
     extra = parse_overrides(args.overrides)
     unknown = [k for k in extra if k != "collect"]
@@ -366,15 +385,13 @@ def cmd_ner(args) -> int:
         return 0
     if not (args.train and args.out):
         raise LmchainError("lmchain ner: give --train FILE --out DIR to train, or --model DIR --text '...' to tag")
-    import dataclasses
-
-    from lmchain.config import load_config
+    from lmchain.config import load_config, replace
     from lmchain.train import models
 
     cfg = load_config(args.recipe, args.overrides).finetune
     base = cfg.base_model if cfg.base_model != "pretrain" else "minilm"
     out = Path(args.out)
-    metrics = train_tagger(dataclasses.replace(cfg, base_model=base), models.resolve(base), args.train,
+    metrics = train_tagger(replace(cfg, base_model=base), models.resolve(base), args.train,
                            args.validation, out / "model", out / "job")
     best = f", best validation entity F1 {metrics['best_macro_f1']:.4f} at step {metrics['best_step']}" \
         if "best_macro_f1" in metrics else ""
@@ -391,6 +408,8 @@ def cmd_env(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lmchain.config import GateConfig, ServeConfig, choices
+
     parser = argparse.ArgumentParser(prog="lmchain", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -412,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "or models:/<name>/<version>")
     p.add_argument("--model-name", help="serve models:/<name>@champion")
     p.add_argument("--model-dir", help="serve a local transformers folder instead of a registered model")
-    p.add_argument("--variant", choices=["auto", "fp32", "onnx", "onnx-int8"],
+    p.add_argument("--variant", choices=choices(ServeConfig, "variant"),
                    help="default: deploy.service.variant ('auto': what the deploy stage chose)")
     p.add_argument("--api-keys-file", help="file of 'sha256:<hex>' key hashes (default: deploy.service.api_keys_file)")
     p.add_argument("--admin-keys-file",
@@ -456,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gate", help="validate a batch with a GX suite, or release a quarantined batch")
     _config_args(p)
-    p.add_argument("--suite", default="curated", choices=["raw", "curated", "labelled", "feedback"])
+    p.add_argument("--suite", default="curated", choices=list(GateConfig.model_fields))
     p.add_argument("--in", dest="input", help="batch file (jsonl/csv/tsv), or a folder of splits for 'labelled'")
     p.add_argument("--run-id", help="run id the batch belongs to (names its quarantine folder)")
     p.add_argument("--accept", metavar="RUN_ID", help="release the quarantined batch of RUN_ID for --suite")
@@ -464,32 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser("collect", help="crawl sites or read files into records.jsonl (the collect stage)")
-    p.add_argument("--seed", action="append", default=[], metavar="URL", help="start URL of a crawl (repeatable)")
     p.add_argument("--source", action="append", default=[], metavar="PATH_OR_GLOB",
                    help="file, folder, glob or saved dataset to read (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced when the run ends)")
     p.add_argument("--text-field", default="text", help="column holding the text in --source tables")
-    p.add_argument("--max-pages", type=int, help="page budget of the crawl")
-    p.add_argument("--max-depth", type=int, help="link hops from a seed")
-    p.add_argument("--allowed-domain", action="append", default=[], metavar="HOST",
-                   help="host, host:port or https://host the crawl may visit (default: exactly the seeds' "
-                        "scheme, host and port; repeatable)")
-    p.add_argument("--allow-private-networks", action="store_true",
-                   help="let the crawl connect to loopback and private addresses (your own sites; refused by "
-                        "default; cloud metadata addresses stay refused)")
-    p.add_argument("--allow-network", action="append", default=[], metavar="CIDR_OR_HOST[:PORT]",
-                   help="a non-public network, address or host the crawl may connect to, e.g. 10.1.0.0/16 or "
-                        "127.0.0.1:8080 (repeatable)")
-    p.add_argument("--delay", type=float, help="seconds between request starts to one host")
-    p.add_argument("--concurrency", type=int, help="requests in flight over all hosts")
-    p.add_argument("--timeout", type=float, help="deadline of one request, in seconds")
-    p.add_argument("--user-agent", help="User-Agent header and robots.txt name")
-    p.add_argument("--state", metavar="PATH", help="SQLite crawl state (default under <home>/crawl/)")
-    p.add_argument("--extract-workers", type=int, help="processes for HTML-to-text (0: a thread)")
-    p.add_argument("--keep-html", action="store_true", help="keep the raw HTML in each record")
-    p.add_argument("--ignore-robots", action="store_true", help="do not read robots.txt (your own sites only)")
-    p.add_argument("--no-sitemaps", action="store_true", help="do not read sitemaps")
-    p.add_argument("--full", action="store_true", help="not incremental: fetch and emit every page")
+    _crawl_flags(p)
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any collect key, e.g. --set collect.crawl.retries=5 (repeatable)")
     p.set_defaults(func=cmd_collect)

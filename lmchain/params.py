@@ -30,15 +30,26 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lmchain.config import AnnotateConfig, FinetuneConfig, choices
+from lmchain.config import recipes as recipe_names
 from lmchain.home import Home
 from lmchain.stages import STAGES
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_RECIPE = "demo"
 
 
 def recipes() -> list[str]:
-    return sorted(p.stem for p in CONFIGS.glob("*.yaml")) or [DEFAULT_RECIPE]
+    """The form's recipe choices: the recipes of ``LMCHAIN_CONFIGS`` (else configs/), as
+    ``--recipe NAME`` finds them."""
+    return recipe_names() or [DEFAULT_RECIPE]
+
+
+def _choice(model, name: str, title: str, what: str) -> dict[str, Any]:
+    """A form field that picks one of a config field's choices, or leaves the recipe's (null);
+    the choices and their explanation come from the model."""
+    field = model.model_fields[name]
+    return {"default": None, "type": ["null", "string"], "enum": [None, *choices(model, name)], "title": title,
+            "description": f"{what}: {field.description} Empty: the recipe's choice."}
 
 
 PARAMS_ENV = "LMCHAIN_PIPELINE_PARAMS"
@@ -144,7 +155,8 @@ def deployment_defaults(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _fields() -> dict[str, dict[str, Any]]:
     return {
         "recipe": {"default": DEFAULT_RECIPE, "type": "string", "enum": recipes(), "title": "Recipe",
-                   "description": "YAML recipe in configs/: what to collect, how to train, where to deploy."},
+                   "description": "YAML recipe in configs/ (LMCHAIN_CONFIGS): what to collect, how to train, where to "
+                                  "deploy."},
         "stop_after": {"default": "deploy", "type": "string", "enum": list(STAGES), "title": "Run up to",
                        "description": "Run the chain up to and including this stage; later stages are skipped."},
         "pretrain": {"default": True, "type": "boolean", "title": "Pretraining",
@@ -153,17 +165,10 @@ def _fields() -> dict[str, dict[str, Any]]:
         "base_model": {"default": None, "type": ["null", "string"], "title": "Base model",
                        "description": "'minilm' (packaged MiniLM-L6), 'tiny-bert', a local HF folder or a hub id. "
                                       "Empty: the recipe's choice.", "examples": ["minilm", "tiny-bert"]},
-        "finetune_method": {"default": None, "type": ["null", "string"], "enum": [None, "full", "lora"],
-                            "title": "Fine-tune method",
-                            "description": "'full' trains every weight; 'lora' trains low-rank adapters and the head. "
-                                           "Empty: the recipe's choice."},
+        "finetune_method": _choice(FinetuneConfig, "method", "Fine-tune method", "finetune.method"),
         "epochs": {"default": None, "type": ["null", "number"], "minimum": 0.1, "maximum": 50, "title": "Epochs",
                    "description": "Fine-tuning passes over the training split. Empty: the recipe's choice."},
-        "annotation_mode": {"default": None, "type": ["null", "string"], "enum": [None, "human", "semi", "mixed"],
-                            "title": "Annotation",
-                            "description": "Training labels: 'human' only, 'semi'-automatic only (labelling functions "
-                                           "and the champion's pre-labels), or 'mixed' (human, plus semi-automatic "
-                                           "for texts without one). Empty: the recipe's choice."},
+        "annotation_mode": _choice(AnnotateConfig, "mode", "Annotation", "annotate.mode"),
         "promotion_margin": {"default": None, "type": ["null", "number"], "minimum": 0, "maximum": 0.5,
                              "title": "Promotion margin",
                              "description": "Promote only when the lower bound of the accuracy gain over the champion "
@@ -210,7 +215,7 @@ def to_overrides(params: dict[str, Any]) -> list[str]:
     if params.get("sources") or params.get("seeds"):
         base = load_config(params.get("recipe") or DEFAULT_RECIPE).collect
         if params.get("sources"):
-            files = [dict(f.__dict__) for f in base.files] + [{"path": p} for p in params["sources"]]
+            files = [f.model_dump() for f in base.files] + [{"path": p} for p in params["sources"]]
             out.append(f"collect.files={json.dumps(files)}")
         if params.get("seeds"):
             out.append(f"collect.crawl.seeds={json.dumps(list(base.crawl.seeds) + list(params['seeds']))}")

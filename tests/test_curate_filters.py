@@ -167,12 +167,10 @@ def test_fineweb_short_lines_duplicates_and_lists():
 
 
 def test_config_defaults_are_the_filters_published_defaults():
-    from dataclasses import asdict
-
     from lmchain.config import C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
 
     for config, step in [(GopherQualityConfig, GopherQuality), (C4Config, C4Quality), (FineWebConfig, FineWebQuality)]:
-        defaults = {k: v for k, v in asdict(config()).items() if k != "enabled"}
+        defaults = {k: v for k, v in config().model_dump().items() if k != "enabled"}
         assert defaults == {k: getattr(step(), k) for k in defaults}, config.__name__
     rep = GopherRepetitionConfig()
     assert [tuple(p) for p in rep.top_n_grams] == GopherRepetition().top_n_grams

@@ -1,14 +1,13 @@
 """The feedback loop's stages on a real store and GX gate, the trigger form's params, and the
 pipeline's use of merged corrections."""
 
-import dataclasses
 import json
 import time
 
 import pytest
 
 from lmchain.artifacts import RunContext, read_jsonl
-from lmchain.config import FeedbackConfig, load_config
+from lmchain.config import FeedbackConfig, load_config, replace
 from lmchain.feedback import labels_path, with_feedback_labels
 from lmchain.params import schema, should_skip, to_overrides
 from lmchain.serve.store import ServingStore
@@ -25,7 +24,7 @@ NEGATIVE = ["the battery of this phone died after an hour", "the screen cracked 
 
 def _cfg(home, **feedback):
     cfg = load_config("tiny", [f"deploy.service.store_url=sqlite:///{home / 'store.db'}"])
-    return dataclasses.replace(cfg, feedback=FeedbackConfig(**{"min_new_labels": 8, **feedback}))
+    return replace(cfg, feedback=FeedbackConfig(**{"min_new_labels": 8, **feedback}))
 
 
 def _post(store, texts, predicted, correct, start=0):

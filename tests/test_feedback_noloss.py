@@ -3,7 +3,6 @@ failure holds the failing rows (not the batch), a person releases held rows with
 merge nothing twice, and two merges at once on one home both land. Feedback rows go straight into
 the real ServingStore (its SQLite), not through the HTTP API."""
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -13,7 +12,7 @@ import time
 import pytest
 
 from lmchain.artifacts import RunContext, read_jsonl
-from lmchain.config import FeedbackConfig, load_config
+from lmchain.config import FeedbackConfig, load_config, replace
 from lmchain.errors import GateFailed, InputError
 from lmchain.feedback import labels_path
 from lmchain.feedback.quarantine import release
@@ -48,7 +47,7 @@ def thirty_good_and_one_pii():
 
 def config(home, *overrides):
     cfg = load_config("tiny", [f"deploy.service.store_url=sqlite:///{home / 'store.db'}", *overrides])
-    return dataclasses.replace(cfg, feedback=FeedbackConfig(min_new_labels=1000, max_error_rate=1.0))
+    return replace(cfg, feedback=FeedbackConfig(min_new_labels=1000, max_error_rate=1.0))
 
 
 def run_all(cfg, run_id, home):

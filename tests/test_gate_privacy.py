@@ -10,7 +10,7 @@ import time
 import pytest
 
 from lmchain.artifacts import RunContext, read_jsonl
-from lmchain.config import GateConfig, SuiteConfig
+from lmchain.config import GateConfig, SuiteConfig, replace
 from lmchain.errors import GateFailed
 from lmchain.quality import data_docs_dir
 from lmchain.quality.checks import check
@@ -98,15 +98,13 @@ def test_a_blocked_pipeline_batch_publishes_no_planted_value(home, tmp_path):
 
 
 def test_feedback_gate_holds_the_planted_row_and_publishes_none_of_it(home, tmp_path):
-    import dataclasses
-
     from lmchain.config import load_config
     from lmchain.stages import FEEDBACK, name
     from lmchain.stages.runner import run_stage
     from lmchain.serve.store import ServingStore
 
     cfg = load_config("tiny", [f"deploy.service.store_url=sqlite:///{tmp_path / 'store.db'}"])
-    cfg = dataclasses.replace(cfg, gate=dataclasses.replace(cfg.gate, feedback=SuiteConfig(max_duplicate_rate=1.0)))
+    cfg = replace(cfg, gate=replace(cfg.gate, feedback=SuiteConfig(max_duplicate_rate=1.0)))
     store = ServingStore(cfg.deploy.service.store_url)
     for i, text in enumerate([english(i) for i in range(10)] + [PLANTED]):
         store.add_feedback({"feedback_id": f"fb{i}", "created_at": time.time(), "request_id": f"r{i}", "text": text,

@@ -6,18 +6,21 @@ corpus filtered here and there keeps the same documents. Words and sentences are
 :mod:`lmchain.curate.tokens` (spaCy's English rules, as datatrove uses). What differs is speed:
 n-gram statistics run on integer ids with numpy instead of on joined strings.
 
-A filter is called with a record and returns ``None`` (keep) or ``"<filter>:<check>"``.
+A filter is called with a record and returns ``None`` (keep) or ``"<filter>:<check>"``. Its
+thresholds are its config section (:mod:`lmchain.config.curate`), which holds the published
+defaults; ``GopherQuality(max_doc_words=60)`` changes one, validated like a recipe key.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
+from lmchain.config import C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig, Section, replace
 from lmchain.curate.tokens import PUNCTUATION_SET, TERMINAL_PUNCTUATION, count_sentences, words
 
 
@@ -83,18 +86,37 @@ def repeated_ngram_chars(ids: np.ndarray, lengths: np.ndarray, n: int) -> int:
     return repeated
 
 
-@dataclass
-class GopherRepetition:
+class Filter:
+    """A filter over one config section: thresholds are read as attributes of the filter
+    (``self.min_doc_words``), from ``config`` with ``changes`` applied."""
+
+    name = ""
+    section: type[Section] = Section
+
+    def __init__(self, config: Section | None = None, **changes: Any) -> None:
+        config = config if config is not None else self.section()
+        self.config = replace(config, **changes) if changes else config
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__") or key == "config":  # unpickling asks before config is set
+            raise AttributeError(key)
+        return getattr(self.config, key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+class GopherRepetition(Filter):
     """Repetition removal of Gopher (Rae et al. 2021, table A1)."""
 
-    dup_line_frac: float | None = 0.3
-    dup_para_frac: float | None = 0.3
-    dup_line_char_frac: float | None = 0.2
-    dup_para_char_frac: float | None = 0.2
-    top_n_grams: list = field(default_factory=lambda: [(2, 0.2), (3, 0.18), (4, 0.16)])
-    dup_n_grams: list = field(default_factory=lambda: [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11),
-                                                        (10, 0.10)])
-    name: str = "gopher_repetition"
+    name = "gopher_repetition"
+    section = GopherRepetitionConfig
+
+    def __init__(self, config: GopherRepetitionConfig | None = None, **changes: Any) -> None:
+        super().__init__(config, **changes)
+        # [[n, fraction], ...] from YAML: n as an int, for slicing and the reason's name.
+        self.top_n_grams = [(int(n), f) for n, f in self.config.top_n_grams]
+        self.dup_n_grams = [(int(n), f) for n, f in self.config.dup_n_grams]
 
     def __call__(self, rec: dict) -> str | None:
         reason = self.check(rec["text"])
@@ -131,22 +153,13 @@ class GopherRepetition:
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
 
-@dataclass
-class GopherQuality:
+class GopherQuality(Filter):
     """Quality filters of Gopher (Rae et al. 2021): length, word length, symbols, bullets,
     ellipses, alphabetic words, stop words."""
 
-    min_doc_words: int | None = 50
-    max_doc_words: int | None = 100000
-    min_avg_word_length: float | None = 3
-    max_avg_word_length: float | None = 10
-    max_symbol_word_ratio: float | None = 0.1
-    max_bullet_lines_ratio: float | None = 0.9
-    max_ellipsis_lines_ratio: float | None = 0.3
-    max_non_alpha_words_ratio: float | None = 0.8
-    min_stop_words: int | None = 2
-    stop_words: list[str] = field(default_factory=lambda: list(STOP_WORDS))
-    name: str = "gopher_quality"
+    name = "gopher_quality"
+    section = GopherQualityConfig
+    stop_words = STOP_WORDS
 
     def __call__(self, rec: dict) -> str | None:
         reason = self.check(rec["text"])
@@ -192,24 +205,18 @@ _END_PUNCTUATION = (".", "?", "!", '"', "'")
 _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
-@dataclass
-class C4Quality:
+class C4Quality(Filter):
     """C4's line and document rules (Raffel et al. 2020): drops lines without terminal punctuation
     (optional), with under 3 words, with a 1000+ character word, mentioning javascript or a
     cookie/terms policy; drops documents with lorem ipsum, a curly bracket or under 5 sentences.
     Kept documents keep only their kept lines."""
 
-    filter_no_terminal_punct: bool = True
-    min_num_sentences: int = 5
-    min_words_per_line: int = 3
-    max_word_length: int = 1000
-    remove_citations: bool = True
-    filter_lorem_ipsum: bool = True
-    filter_javascript: bool = True
-    filter_curly_bracket: bool = True
-    filter_policy: bool = True
-    name: str = "c4"
-    line_drops: Counter = field(default_factory=Counter, repr=False)
+    name = "c4"
+    section = C4Config
+
+    def __init__(self, config: C4Config | None = None, **changes: Any) -> None:
+        super().__init__(config, **changes)
+        self.line_drops: Counter = Counter()
 
     def __call__(self, rec: dict) -> str | None:
         reason, text = self.check(rec["text"])
@@ -254,18 +261,12 @@ class C4Quality:
         return None, "\n".join(kept).strip()
 
 
-@dataclass
-class FineWebQuality:
+class FineWebQuality(Filter):
     """FineWeb's own filters (Penedo et al. 2024): share of lines ending in punctuation, share of
     short lines, characters in duplicated lines, newlines per word."""
 
-    line_punct_thr: float = 0.12
-    line_punct_exclude_zero: bool = False
-    short_line_thr: float = 0.67
-    short_line_length: int = 30
-    char_duplicates_ratio: float = 0.01
-    new_line_ratio: float = 0.3
-    name: str = "fineweb"
+    name = "fineweb"
+    section = FineWebConfig
 
     def __call__(self, rec: dict) -> str | None:
         reason = self.check(rec["text"])

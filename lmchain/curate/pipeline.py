@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import chain, islice
 from typing import Any, Iterable, Iterator
 
@@ -34,10 +34,6 @@ from lmchain.records import Document, Rejected
 log = logging.getLogger(__name__)
 
 
-def _without(section, *names: str) -> dict:
-    return {k: v for k, v in asdict(section).items() if k not in ("enabled", *names)}
-
-
 def build_steps(cfg: CurateConfig, eval_texts: list[str] | None = None) -> list:
     """The per-document steps, in the order they run. Cheap, text-changing steps come first,
     filters next (cheapest first where that changes no decision), PII redaction last so that
@@ -50,16 +46,13 @@ def build_steps(cfg: CurateConfig, eval_texts: list[str] | None = None) -> list:
         lang = cfg.language
         steps.append(LanguageFilter(lang.allow, lang.min_score, lang.min_words, lang.model_path or None))
     if cfg.gopher_repetition.enabled:
-        rep = cfg.gopher_repetition
-        steps.append(GopherRepetition(**_without(rep, "top_n_grams", "dup_n_grams"),
-                                      top_n_grams=[(int(n), f) for n, f in rep.top_n_grams],
-                                      dup_n_grams=[(int(n), f) for n, f in rep.dup_n_grams]))
+        steps.append(GopherRepetition(cfg.gopher_repetition))
     if cfg.gopher_quality.enabled:
-        steps.append(GopherQuality(**_without(cfg.gopher_quality)))
+        steps.append(GopherQuality(cfg.gopher_quality))
     if cfg.c4.enabled:
-        steps.append(C4Quality(**_without(cfg.c4)))
+        steps.append(C4Quality(cfg.c4))
     if cfg.fineweb.enabled:
-        steps.append(FineWebQuality(**_without(cfg.fineweb)))
+        steps.append(FineWebQuality(cfg.fineweb))
     if cfg.pii.enabled:
         steps.append(PiiRedactor(list(cfg.pii.kinds), {p.name: p.regex for p in cfg.pii.patterns}))
     if eval_texts:

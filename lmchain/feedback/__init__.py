@@ -22,18 +22,16 @@ def labels_path(home: Home | Path) -> Path:
 
 def with_feedback_labels(cfg: PipelineConfig, lm_home: Home | Path) -> PipelineConfig:
     """The config with the merged feedback labels added to collect and annotate (when enabled)."""
-    import dataclasses
-
-    from lmchain.config import FileSource, LabelSource
+    from lmchain.config import FileSource, LabelSource, replace
 
     target = labels_path(lm_home)
     if not cfg.feedback.include_in_training or not target.is_file() or target.stat().st_size == 0:
         return cfg
     # Not windowed: a nightly run reads only new files, but always all the accumulated feedback.
-    collect = dataclasses.replace(cfg.collect, files=[*cfg.collect.files, FileSource(path=str(target),
+    collect = replace(cfg.collect, files=[*cfg.collect.files, FileSource(path=str(target),
                                                                                      windowed=False)])
     # Lenient: one odd feedback row becomes a reject rather than failing the night's run.
     feedback = LabelSource(path=str(target), text_field="text", label_field="label", precedence=1,
                            provenance="feedback", strict=False)
-    annotate = dataclasses.replace(cfg.annotate, labels=[*cfg.annotate.labels, feedback])
-    return dataclasses.replace(cfg, collect=collect, annotate=annotate)
+    annotate = replace(cfg.annotate, labels=[*cfg.annotate.labels, feedback])
+    return replace(cfg, collect=collect, annotate=annotate)

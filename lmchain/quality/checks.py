@@ -18,7 +18,6 @@ never a value from the batch; the rows themselves are in the quarantine, for the
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 from lmchain.artifacts import BLOCKED, OK, Manifest, RunContext, StageOutput, write_json
@@ -56,7 +55,7 @@ def check(ctx: RunContext, stage: str, cfg: GateConfig, batches: dict, label_nam
 def block_empty(ctx: RunContext, stage: str, cfg: GateConfig, empty: list) -> None:
     """An empty batch: nothing to validate, and nothing downstream can use it. Say so and stop."""
     names = "; ".join(f"the {suite} batch {', '.join(map(str, files))}" for suite, files in empty)
-    with StageOutput(ctx, stage, dataclasses.asdict(cfg)) as out:
+    with StageOutput(ctx, stage, cfg.model_dump()) as out:
         out.manifest.counts = {f"{suite}_rows": 0 for suite, _ in empty}
         out.manifest.info = {"passed": False, "empty": [suite for suite, _ in empty]}
         out.manifest.status = BLOCKED
@@ -76,7 +75,7 @@ def publish(ctx: RunContext, stage: str, cfg: GateConfig, results: list, passthr
 
     from lmchain import registry
 
-    with StageOutput(ctx, stage, dataclasses.asdict(cfg)) as out:
+    with StageOutput(ctx, stage, cfg.model_dump()) as out:
         write_json(out.output("gate_result", "validation.json"), {r.suite: r.to_dict() for r in results})
         out.manifest.outputs.update(passthrough)
         out.manifest.status = status

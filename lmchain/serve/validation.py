@@ -10,7 +10,6 @@ against the p95 SLO and checks that the served labels equal the in-process ones.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import statistics
@@ -124,7 +123,7 @@ def _serve_command(cfg: DeployConfig, model_uri: str, variant: str, port: int) -
     cmd = [sys.executable, "-m", "lmchain.cli", "serve", "--model-uri", model_uri, "--variant", variant,
            "--host", cfg.host, "--port", str(port)]
     # Every service setting is passed explicitly: the candidate runs exactly this stage's config.
-    for key, value in dataclasses.asdict(cfg.service).items():
+    for key, value in cfg.service.model_dump().items():
         if key not in ("host", "port", "variant"):
             cmd += ["--set", f"deploy.service.{key}={json.dumps(value)}"]
     cmd += ["--set", "deploy.service.follow_alias_s=0"]  # a pinned version: nothing to follow

@@ -20,7 +20,6 @@ listed in ``conflicts.jsonl`` (kept when a majority or the model resolves them, 
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, sha256_text, write_json, write_jsonl
@@ -114,7 +113,7 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     splits = stratified_split(examples, cfg)
     check_leakage(splits)
 
-    with StageOutput(ctx, "annotate", dataclasses.asdict(cfg)) as out:
+    with StageOutput(ctx, "annotate", cfg.model_dump()) as out:
         # Resolved paths (globs and ${SST2} expanded): lineage must reach the actual files.
         out.manifest.inputs = {"corpus": corpus, **{f"labels[{i}]": p for i, p in enumerate(label_files)}}
         for split, items in splits.items():

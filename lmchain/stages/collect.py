@@ -13,7 +13,6 @@ crawl of the same seeds (see ``lmchain.collect.state``).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -33,7 +32,7 @@ READS_FEEDBACK_LABELS = True
 def run(cfg: CollectConfig, ctx: RunContext, inputs: dict | None = None) -> Manifest:
     """The pipeline stage: output under the run folder; the crawl is keyed by the run id, so a
     retried task resumes the crawl (or reuses a finished one) instead of starting another."""
-    with StageOutput(ctx, "collect", dataclasses.asdict(cfg)) as out:
+    with StageOutput(ctx, "collect", cfg.model_dump()) as out:
         _collect(cfg, out, run_key=ctx.run_id)
     return out.manifest
 
@@ -42,7 +41,7 @@ def collect_to(cfg: CollectConfig, folder: str | Path, home: Home | None = None)
     """The CLI: output in ``folder`` (replaced whole when done). A crawl killed earlier resumes;
     otherwise a new, incremental crawl starts (its state under ``home``)."""
     ctx = RunContext("cli_collect", home=Home.of(home))
-    out = StageOutput(ctx, "collect", dataclasses.asdict(cfg))
+    out = StageOutput(ctx, "collect", cfg.model_dump())
     out.publish_to(Path(folder).resolve())
     with out:
         _collect(cfg, out, run_key=None)

@@ -9,7 +9,6 @@ manifest counts drops per reason and PII redactions per kind. The steps are in
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -30,7 +29,7 @@ ASSETS: tuple[str, ...] = ()
 def run(cfg: CurateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     """The pipeline stage: the collect stage's records in, ``<run>/curate/`` out."""
     source = inputs["collect"]["outputs"]["records"]
-    with StageOutput(ctx, "curate", dataclasses.asdict(cfg)) as out:
+    with StageOutput(ctx, "curate", cfg.model_dump()) as out:
         _curate(cfg, source, out, ctx.home, ctx.run_id)
     return out.manifest
 
@@ -44,7 +43,7 @@ def curate_to(cfg: CurateConfig, source: str | Path, folder: str | Path, home: H
     if not path.is_file():
         raise InputError(f"curate: no records at {path}; pass a records.jsonl or the folder collect wrote")
     ctx = RunContext("cli_curate", home=Home.of(home))
-    out = StageOutput(ctx, "curate", dataclasses.asdict(cfg))
+    out = StageOutput(ctx, "curate", cfg.model_dump())
     out.publish_to(Path(folder).resolve())
     with out:
         _curate(cfg, str(path), out, ctx.home, f"cli-{out.final.name}")

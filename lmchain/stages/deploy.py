@@ -20,7 +20,6 @@ promote it, else the current champion (re-validated, since the serving stack may
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -84,7 +83,7 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
                                                                     if k != "smoke"}}, "deploy/validation.json")
         mlflow.log_metrics({"p95_ms": validation["p95_ms"], "p50_ms": validation["p50_ms"],
                             "ready_seconds": validation["ready_seconds"]})
-    with StageOutput(ctx, "deploy", dataclasses.asdict(cfg)) as out:
+    with StageOutput(ctx, "deploy", cfg.model_dump()) as out:
         write_json(out.output("smoke", "smoke.json"), record)
         write_json(out.output("validation", "validation.json"), {"variants": summary, "chosen": variant,
                                                                   **validation})

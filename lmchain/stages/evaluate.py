@@ -8,7 +8,6 @@ into ``report.html`` beside the figures.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -90,7 +89,7 @@ def run(cfg: EvaluateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     summary = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "micro_f1": m["micro_f1"],
                "ece": new["calibration"]["ece"], "latency_ms": new["latency_ms"]}
 
-    with StageOutput(ctx, "evaluate", dataclasses.asdict(cfg)) as out:
+    with StageOutput(ctx, "evaluate", cfg.model_dump()) as out:
         write_jsonl(out.output("predictions", "predictions.jsonl"), (
             {**r, "pred": p["label_id"], "scores": p["scores"],
              **({"champion_pred": c["label_id"]} if champ else {})}

@@ -15,7 +15,6 @@ macro-F1 and stops early when they stop improving; the saved model holds those w
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -73,10 +72,10 @@ def _train(cfg: FinetuneConfig, ctx: RunContext, inputs: dict, stage: str, trial
         base = models.resolve(inputs["pretrain"]["outputs"]["model"])
     else:
         base = models.resolve(cfg.base_model)
-    with StageOutput(ctx, stage, dataclasses.asdict(cfg)) as out:
+    with StageOutput(ctx, stage, cfg.model_dump()) as out:
         metrics = train_classifier(cfg, base, labelled["train"], labelled.get("validation"), names,
                                    out.path("model"), out.path("job"))
-        params = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("report_on", "lora_targets", "search")}
+        params = {k: v for k, v in cfg.model_dump().items() if k not in ("report_on", "lora_targets", "search")}
         if cfg.method == "lora":
             params["lora_targets"] = ",".join(cfg.lora_targets)
         params.update({"base_model": base["model"] or cfg.base_model, "steps": metrics["steps"]})

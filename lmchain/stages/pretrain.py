@@ -15,7 +15,6 @@ changed corpus or setting gets a fresh key and starts over.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 
@@ -36,7 +35,7 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
                                         job_key, log_metrics, total_steps, world_size, write_corpus)
 
     base = models.resolve(cfg.base_model)
-    with StageOutput(ctx, "pretrain", dataclasses.asdict(cfg)) as out:
+    with StageOutput(ctx, "pretrain", cfg.model_dump()) as out:
         if not cfg.enabled:
             out.manifest.outputs = {"model": base["model"] or cfg.base_model}
             out.manifest.info = {"skipped": True, "base_model": cfg.base_model}

@@ -9,7 +9,6 @@ the version it registered before.
 
 from __future__ import annotations
 
-import dataclasses
 from importlib import metadata
 from pathlib import Path
 
@@ -97,7 +96,7 @@ def run(cfg: RegisterConfig, ctx: RunContext, inputs: dict) -> Manifest:
         mlflow.log_dict({**decision, "version": number, "model_name": cfg.model_name}, "register/decision.json")
         mlflow.set_tag("lmchain.promoted", str(decision["promote"]).lower())
 
-    with StageOutput(ctx, "register", dataclasses.asdict(cfg)) as out:
+    with StageOutput(ctx, "register", cfg.model_dump()) as out:
         out.manifest.inputs = {"model": model_dir}
         out.manifest.outputs = {"model_uri": f"models:/{cfg.model_name}/{number}",
                                 "champion_uri": f"models:/{cfg.model_name}@champion"}

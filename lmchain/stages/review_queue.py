@@ -11,7 +11,6 @@ run, where their texts keep the split their hash gives them.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     act = cfg.active
     labelled = inputs["annotate"]["outputs"]
     names = json.loads(Path(labelled["labels"]).read_text())["names"]
-    with StageOutput(ctx, "review_queue", dataclasses.asdict(act)) as out:
+    with StageOutput(ctx, "review_queue", act.model_dump()) as out:
         if not act.enabled:
             out.manifest.info = {"skipped": "annotate.active.enabled is false"}
             return out.manifest

@@ -10,13 +10,12 @@ trial, on the GPU queue); the CLI runs them one after another through the same f
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import random
 from typing import Any
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, write_json
-from lmchain.config import FinetuneConfig, SearchConfig
+from lmchain.config import FinetuneConfig, SearchConfig, replace
 from lmchain.errors import ConfigError
 
 
@@ -44,7 +43,7 @@ def trial_count(search: SearchConfig) -> int:
 def trial_config(cfg: FinetuneConfig, settings: dict[str, Any]) -> FinetuneConfig:
     """The fine-tune config of one trial (validated like any other config)."""
     try:
-        return dataclasses.replace(cfg, **settings, search=SearchConfig())
+        return replace(cfg, **settings, search=SearchConfig())
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config key 'finetune.search.space': trial {settings} is not a valid fine-tune "
                           f"config: {exc}") from exc
@@ -75,7 +74,7 @@ def select(cfg: FinetuneConfig, ctx: RunContext, trials: list[dict[str, Any]]) -
               "val_accuracy": t["metrics"].get("best_accuracy"), "steps": t["info"]["steps"],
               "train_seconds": t["metrics"].get("train_seconds"), "model": t["outputs"]["model"]}
              for t in sorted(trials, key=lambda t: t["info"]["trial"])]
-    with StageOutput(ctx, "finetune", dataclasses.asdict(cfg)) as out:
+    with StageOutput(ctx, "finetune", cfg.model_dump()) as out:
         write_json(out.output("search", "search.json"), {"best_trial": best["info"]["trial"], "trials": table})
         out.manifest.inputs = {**best["inputs"], "trials": [t["outputs"]["model"] for t in trials]}
         out.manifest.outputs["model"] = best["outputs"]["model"]

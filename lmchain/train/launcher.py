@@ -12,7 +12,6 @@ DeepSpeed path. Workers: ``lmchain.train.worker`` (fine-tuning) and
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -98,7 +97,7 @@ def launcher_cmd(cfg: TrainCommon, module: str, spec_path: Path) -> list[str]:
 def build_job(spec: dict[str, Any], cfg: TrainCommon, workdir: Path, module: str,
               ds: dict[str, Any] | None, on_gpu: bool) -> Job:
     """The typed job of ``module`` from the stage's training settings and task fields ``spec``."""
-    settings = cfg.model_dump() if hasattr(cfg, "model_dump") else dataclasses.asdict(cfg)
+    settings = cfg.model_dump()
     return JOBS[module].build(settings, spec, ds_config=ds if ds is not None else ds_config(cfg, on_gpu),
                               metrics_file=str(workdir / "metrics.json"), error_dir=str(workdir / ERRORS_DIR))
 

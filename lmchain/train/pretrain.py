@@ -15,7 +15,6 @@ changed corpus or setting gets a fresh key and starts over.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -130,7 +129,7 @@ def deepspeed_config(cfg: PretrainConfig, on_gpu: bool, steps: int) -> dict[str,
 
 
 def job_key(cfg: PretrainConfig, corpus_sha: str, tokenizer_path: str, objective: str, world: int) -> str:
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_KEY}
+    settings = {k: v for k, v in cfg.model_dump().items() if k not in NOT_IN_KEY}
     blob = json.dumps({"settings": settings, "corpus": corpus_sha, "tokenizer": tokenizer_path,
                        "objective": objective, "world": world}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

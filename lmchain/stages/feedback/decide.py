@@ -5,7 +5,6 @@ feedback-labels asset, which schedules ``lmchain_pipeline``."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_json, write_json
@@ -44,7 +43,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, inputs: dict) -> Manifest:
         state.update(pending_labels=0, pending_records=0, pending_corrections=0,
                      last_trigger={"run_id": ctx.run_id, "reason": reason, "at": time.time()})
     write_json(state_file, state)
-    with StageOutput(ctx, "feedback_decide", dataclasses.asdict(fb)) as out:
+    with StageOutput(ctx, "feedback_decide", fb.model_dump()) as out:
         write_json(out.output("decision", "decision.json"), decision)
         out.manifest.info = decision
         out.manifest.inputs = {"labels": inputs["merge"]["outputs"]["labels"]}
