@@ -71,10 +71,10 @@ def accuracy(model_dir: Path, rows) -> float:
 
 
 def champion(name: str):
-    from lmchain import registry
+    from lmchain.serve import registered
 
-    v = registry.champion(name)
-    return (str(v.version), registry.local_model(f"models:/{name}/{v.version}")) if v else (None, None)
+    model = registered.resolve(f"models:/{name}@champion")
+    return (model.version, model.folder) if model else (None, None)
 
 
 def main() -> int:

@@ -16,17 +16,15 @@ def champion_predict(ctx: RunContext, max_length: int = 64, batch_size: int = 12
 
     A first run has no champion, and a store that cannot be reached must not stop labelling:
     both give None with the reason, which the manifest records."""
-    from lmchain import registry
+    from lmchain.serve import registered
 
     try:
-        version = registry.champion(ctx.model_name, home=ctx.home)
-        if version is None:
-            return None, {"champion": None, "reason": f"no champion of {ctx.model_name} yet"}
-        folder = registry.local_model(f"models:/{ctx.model_name}/{version.version}", ctx.home)
-        from lmchain.serve.predictor import Predictor
-
-        predictor = Predictor(folder, max_length=max_length, batch_size=batch_size)
+        found = registered.load(f"models:/{ctx.model_name}@champion", ctx.home, max_length=max_length,
+                                batch_size=batch_size)
     except Exception as exc:  # noqa: BLE001 - any store/model problem: label without the champion
         log.warning("annotate: champion of %s not usable: %s", ctx.model_name, exc)
         return None, {"champion": None, "reason": f"champion not usable: {exc}"[:300]}
-    return predictor.predict, {"champion": f"models:/{ctx.model_name}/{version.version}"}
+    if found is None:
+        return None, {"champion": None, "reason": f"no champion of {ctx.model_name} yet"}
+    model, predictor = found
+    return predictor.predict, {"champion": model.uri}

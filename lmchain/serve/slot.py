@@ -29,7 +29,6 @@ from lmchain.serve.predictor import BasePredictor
 
 log = logging.getLogger("lmchain.serve")
 
-VARIANT_TAG = "lmchain.serving_variant"
 # Texts of different lengths: ONNX Runtime and PyTorch allocate per input shape on first use.
 WARM_TEXTS = ["warm", "a warm-up sentence of moderate length for the model",
               " ".join(["a longer warm-up text that fills more of the sequence"] * 8)]
@@ -55,16 +54,6 @@ def parse_alias(model_uri: str) -> tuple[str, str] | None:
         name, alias = ref.split("@", 1)
         return name, alias
     return None
-
-
-def chosen_variant(name: str, version: str, requested: str, home: Home | None = None) -> str:
-    """The configured variant, or with 'auto' the one the deploy stage tagged on the version."""
-    if requested != "auto":
-        return requested
-    from lmchain import registry
-
-    tags = registry.client(home).get_model_version(name, version).tags or {}
-    return tags.get(VARIANT_TAG, "fp32")
 
 
 class ModelSlot:
@@ -99,7 +88,7 @@ class ModelSlot:
         if self.model_dir is not None:
             variant = "fp32" if self.settings.variant == "auto" else self.settings.variant
             return self._build(self.model_dir.name, "local", self.model_dir, variant)
-        from lmchain.registry import resolve_model
+        from lmchain.serve import registered
 
         uri = self.model_uri
         if parse_alias(uri or ""):
@@ -109,8 +98,10 @@ class ModelSlot:
             self.check_validated(version)
         if version is not None:
             uri = f"models:/{self.registered_name()}/{version}"
-        name, version, folder = resolve_model(uri, self.home)
-        return self._build(name, version, folder, chosen_variant(name, version, self.settings.variant, self.home))
+        model = registered.resolve(uri or "", self.home)
+        if model is None:
+            raise LmchainError(f"{uri}: the alias points at no version")
+        return self._build(model.name, model.version, model.folder, model.variant(self.settings.variant))
 
     def check_validated(self, version: str) -> None:
         from lmchain import registry

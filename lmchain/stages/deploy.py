@@ -37,7 +37,8 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
     import mlflow
 
     from lmchain import registry
-    from lmchain.serve.slot import VARIANT_TAG
+    from lmchain.serve import registered
+    from lmchain.serve.registered import VARIANT_TAG
     from lmchain.serve.validation import DeployFailed, choose_variant, infra_validate
 
     reg = inputs["register"]["info"]
@@ -50,10 +51,10 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
         raise DeployFailed(f"nothing to deploy: version {reg['version']} was not promoted and {name} has no "
                            "champion yet")
     model_uri = f"models:/{name}/{candidate}"
-    folder = registry.local_model(model_uri, ctx.home)
+    model = registered.fetch(name, candidate, ctx.home)
+    folder, tags = model.folder, model.tags
 
     test = list(read_jsonl(inputs["annotate"]["outputs"]["test"]))[:cfg.variant_eval_examples]
-    tags = client.get_model_version(name, candidate).tags or {}
     report = json.loads(tags["lmchain.variant_report"]) if "lmchain.variant_report" in tags else None
     if report is None or tags.get(VARIANT_TAG) not in cfg.variants:
         variant, report = choose_variant(folder, test, cfg, ctx.home.variants)

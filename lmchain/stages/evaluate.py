@@ -19,12 +19,10 @@ READS = ("finetune", "gate_labels")
 ASSETS: tuple[str, ...] = ()
 
 
-def _predict(model_dir, test: list[dict], cfg: EvaluateConfig) -> dict[str, Any]:
+def _predict(predictor, test: list[dict], cfg: EvaluateConfig) -> dict[str, Any]:
     """Predictions, probabilities, per-example correctness, metrics and slices of one model."""
     from lmchain.evaluate.metrics import calibration, classification_metrics, slice_accuracy
-    from lmchain.serve.predictor import Predictor
 
-    predictor = Predictor(model_dir, batch_size=cfg.batch_size)
     labels = predictor.labels
     t0 = time.perf_counter()
     preds = predictor.predict([r["text"] for r in test])
@@ -44,14 +42,15 @@ def _predict(model_dir, test: list[dict], cfg: EvaluateConfig) -> dict[str, Any]
 
 def _champion(ctx: RunContext, test: list[dict], cfg: EvaluateConfig) -> dict[str, Any] | None:
     from lmchain import registry
+    from lmchain.serve import registered
 
-    version = registry.champion(ctx.model_name, home=ctx.home)
-    if version is None:
+    found = registered.load(f"models:/{ctx.model_name}@champion", ctx.home, batch_size=cfg.batch_size)
+    if found is None:
         return None
-    folder = registry.local_model(f"models:/{ctx.model_name}/{version.version}", ctx.home)
-    result = _predict(folder, test, cfg)
-    result.update(name=f"{ctx.model_name} v{version.version}", version=str(version.version),
-                  run_id=(version.tags or {}).get(registry.RUN_TAG))
+    model, predictor = found
+    result = _predict(predictor, test, cfg)
+    result.update(name=f"{ctx.model_name} v{model.version}", version=model.version,
+                  run_id=model.tags.get(registry.RUN_TAG))
     return result
 
 
@@ -78,11 +77,12 @@ def run(cfg: EvaluateConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
     from lmchain import registry
     from lmchain.evaluate.report import write_report
+    from lmchain.serve.predictor import Predictor
 
     model_dir = inputs["finetune"]["outputs"]["model"]
     test_path = inputs["annotate"]["outputs"]["test"]
     test = list(read_jsonl(test_path))
-    new = _predict(model_dir, test, cfg)
+    new = _predict(Predictor(model_dir, batch_size=cfg.batch_size), test, cfg)
     champ = _champion(ctx, test, cfg)
     decision = decide_against(champ, new, test, cfg, ctx).to_dict()
     m = new["metrics"]
