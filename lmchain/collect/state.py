@@ -105,6 +105,7 @@ class CrawlStore:
             return row[0], "finished" if row[1] else "resumed"
         cur = self.db.execute("INSERT INTO crawls (run_key, seeds, started_at) VALUES (?, ?, ?)",
                               (run_key, json.dumps(seeds), now))
+        assert cur.lastrowid is not None  # set by every INSERT on a rowid table
         return cur.lastrowid, "new"
 
     def sitemaps_done(self, crawl: int) -> bool:

@@ -120,6 +120,7 @@ def _init_worker(cfg: CurateConfig, eval_texts: list[str]) -> None:
 
 
 def _run_chunk(chunk: list[dict]) -> ChunkResult:
+    assert _worker is not None, "the pool runs _init_worker in each process before any chunk"
     return _worker(chunk)
 
 
