@@ -67,7 +67,9 @@ def _eval_texts(cfg: CurateConfig) -> list[str]:
     texts: list[str] = []
     for path_glob in cfg.decontaminate.paths:
         for path in resolve_files(FileSource(path=path_glob, text_field=cfg.decontaminate.text_field)):
-            texts.extend(text for _, text, _, bad in read_file(path, cfg.decontaminate.text_field) if not bad)
+            # a record without a reject reason has its text
+            texts.extend(text for _, text, _, bad in read_file(path, cfg.decontaminate.text_field)
+                         if not bad and text is not None)
     return texts
 
 
@@ -99,10 +101,10 @@ def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Home, run_id
                     kept_ids[seen + i] = str(result.records[i].get("id", seen + i))
             for i, verdict in zip(survivors, verdicts):
                 if verdict is not None:
-                    reason, owner = verdict
+                    dup_reason, owner = verdict
                     rec = result.records[i]
-                    result.reasons[i] = reason
-                    result.records[i] = {**rec, "text": rec.pop("_original", rec["text"]), "reason": reason,
+                    result.reasons[i] = dup_reason
+                    result.records[i] = {**rec, "text": rec.pop("_original", rec["text"]), "reason": dup_reason,
                                          "duplicate_of": "earlier run" if owner < 0 else kept_ids[owner]}
             for i, (rec, reason) in enumerate(zip(result.records, result.reasons)):
                 rec.pop("_original", None)
