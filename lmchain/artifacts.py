@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from lmchain import __version__
 from lmchain.home import Home, safe_run_id  # noqa: F401  (safe_run_id: imported from here too)
@@ -202,7 +202,7 @@ def remove_stale_attempts(path: Path) -> list[Path]:
     attempts. Folders of other hosts (a shared home) are left: their pids mean nothing here.
     The fixed ``<name>.tmp`` of earlier lmchain versions is removed too.
     """
-    removed = []
+    removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
     for sibling in path.parent.glob(glob.escape(path.name) + ".*"):
@@ -210,7 +210,7 @@ def remove_stale_attempts(path: Path) -> list[Path]:
         legacy = sibling.name in (path.name + ".tmp", path.name + ".old")
         if not legacy and (m is None or m["name"] != path.name or m["host"] != _host()):
             continue
-        if legacy or _attempt_is_gone(int(m["pid"]), sibling):
+        if legacy or (m is not None and _attempt_is_gone(int(m["pid"]), sibling)):
             shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(missing_ok=True)
             removed.append(sibling)
     return removed
@@ -289,7 +289,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
+def write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> int:
     """Write records as JSON lines; returns how many were written."""
     n = 0
     with open(path, "w", encoding="utf-8") as fh:
@@ -299,7 +299,7 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return n
 
 
-def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
+def write_jsonl_atomic(path: Path, records: Iterable[Mapping[str, Any]]) -> int:
     """``write_jsonl`` through a temp file of its own + rename: the file is old or new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,8 @@ _PLAIN_PROCESS = type(multiprocessing.process.current_process())
 @worker_process_init.connect
 def plain_multiprocessing_identity(**_: object) -> None:
     if _PLAIN_PROCESS.__module__ == "multiprocessing.process":
-        multiprocessing.process._current_process = _PLAIN_PROCESS()
+        # private stdlib state (typeshed leaves it out): the singleton current_process() returns
+        multiprocessing.process._current_process = _PLAIN_PROCESS()  # type: ignore[attr-defined]
     else:  # imported inside a pool process after all: at least let it start children
-        multiprocessing.process.current_process()._config.pop("daemon", None)
+        # private stdlib state (typeshed leaves it out): the flags that make a process daemonic
+        multiprocessing.process.current_process()._config.pop("daemon", None)  # type: ignore[attr-defined]

@@ -24,6 +24,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable, cast
 
 from lmchain.errors import LmchainError
 from lmchain.home import Home
@@ -42,8 +43,8 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
     from lmchain.config import CrawlConfig
 
     for name, field in CrawlConfig.model_fields.items():
-        flag = (field.json_schema_extra or {}).get("cli") if isinstance(field.json_schema_extra, dict) else None
-        if not flag:
+        flag = field.json_schema_extra.get("cli") if isinstance(field.json_schema_extra, dict) else None
+        if not isinstance(flag, str):
             continue
         dest = CRAWL_FLAGS[name] = "crawl_" + name
         key, text, tp = f"collect.crawl.{name}", (field.description or "").replace("%", "%%"), field.annotation
@@ -57,7 +58,8 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
         else:
             while typing.get_origin(tp) is typing.Annotated:
                 tp = typing.get_args(tp)[0]
-            p.add_argument(flag, dest=dest, type=tp, metavar=name.upper(), help=f"{text} ({key})")
+            p.add_argument(flag, dest=dest, type=cast(Callable[[str], Any], tp), metavar=name.upper(),
+                           help=f"{text} ({key})")
 
 
 def _config_args(p: argparse.ArgumentParser, default_recipe: str | None = "demo") -> None:
@@ -327,7 +329,8 @@ def cmd_collect(args) -> int:
     from lmchain.config import CollectConfig, build, parse_overrides
 
     crawl = {name: getattr(args, dest) for name, dest in CRAWL_FLAGS.items() if getattr(args, dest) not in (None, [])}
-    data = {"files": [{"path": s, "text_field": args.text_field} for s in args.source], "crawl": crawl}
+    data: dict[str, Any] = {"files": [{"path": s, "text_field": args.text_field} for s in args.source],
+                            "crawl": crawl}
     extra = parse_overrides(args.overrides)
     unknown = [k for k in extra if k != "collect"]
     if unknown:

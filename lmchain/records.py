@@ -51,6 +51,7 @@ class Document(TypedDict, total=False):
     language_score: float
     boilerplate_lines: int
     pii: dict[str, int]  # redactions per kind
+    _original: str  # curate, in flight only: the text as collected, for a duplicate's reject (never written)
 
 
 class Rejected(Document, total=False):

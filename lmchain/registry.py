@@ -301,7 +301,9 @@ def mark_validated(name: str, version: str, *, pipeline_run: str, by: str = "dep
     c = client(home)
     mv = c.get_model_version(name, str(version))
     claims = {"by": by, "pipeline_run": pipeline_run, "at": now_iso()}
-    tag = {**claims, "hmac": _validation_digest(deploy_key(create=True, home=home), name, mv, claims)}
+    key = deploy_key(create=True, home=home)
+    assert key is not None  # create=True makes the key file when it is missing
+    tag = {**claims, "hmac": _validation_digest(key, name, mv, claims)}
     c.set_model_version_tag(name, str(version), VALIDATED_TAG, json.dumps(tag, sort_keys=True))
     return tag
 

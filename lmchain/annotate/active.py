@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,12 @@ def select(probs: np.ndarray | None, k: int, strategy: str = "entropy", texts: l
     ``candidates * k`` most uncertain items only (the similarity updates cost one sparse
     product per pick).
     """
-    n = len(texts) if probs is None else len(probs)
+    if probs is not None:
+        n = len(probs)
+    elif texts is not None:
+        n = len(texts)
+    else:
+        raise ValueError("select needs class probabilities or the texts")
     k = min(k, n)
     if k <= 0:
         return []
@@ -98,7 +104,7 @@ def write_queue(items: list[dict], path: Path, fmt: str, label_names: list[str],
     elif fmt == "label-studio":
         tasks = []
         for item in items:
-            task = {"data": {"text": item["text"], "lmchain_id": item["id"]}}
+            task: dict[str, Any] = {"data": {"text": item["text"], "lmchain_id": item["id"]}}
             if item.get("suggested_label") is not None:
                 task["predictions"] = [{"model_version": item.get("scorer", "lmchain"),
                                         "score": item.get("confidence"),

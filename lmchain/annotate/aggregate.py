@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from itertools import combinations
-from typing import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from lmchain.artifacts import sha256_text
 
 Vote = tuple[Hashable, Hashable, int]  # (item, voter, label id)
+# dawid_skene hands back the items and voters it was given: text hashes, row numbers, names
+Item = TypeVar("Item", bound=Hashable)
+Voter = TypeVar("Voter", bound=Hashable)
 
 
 def majority_vote(labels: Iterable[int]) -> tuple[int | None, float]:
@@ -30,9 +34,9 @@ def majority_vote(labels: Iterable[int]) -> tuple[int | None, float]:
     return counts[0][0], counts[0][1] / total
 
 
-def dawid_skene(votes: list[Vote], n_classes: int, fixed: dict[Hashable, int] | None = None,
+def dawid_skene(votes: Sequence[tuple[Item, Voter, int]], n_classes: int, fixed: Mapping[Item, int] | None = None,
                 max_iter: int = 100, tol: float = 1e-6, smoothing: float = 0.01
-                ) -> tuple[list[Hashable], np.ndarray, dict[Hashable, np.ndarray], np.ndarray]:
+                ) -> tuple[list[Item], np.ndarray, dict[Voter, np.ndarray], np.ndarray]:
     """EM for the Dawid-Skene model.
 
     ``fixed`` pins the posterior of known items (gold labels) to their label: they anchor the
@@ -105,7 +109,7 @@ def fleiss_kappa(counts: np.ndarray) -> float:
     return 1.0 if p_e == 1 else float((p_bar - p_e) / (1 - p_e))
 
 
-def agreement(votes: list[Vote], n_classes: int, min_shared: int = 10) -> dict:
+def agreement(votes: Sequence[Vote], n_classes: int, min_shared: int = 10) -> dict:
     """Inter-annotator agreement of human votes: Fleiss' kappa over items with 2+ votes, and
     Cohen's kappa for every pair of annotators who labelled at least ``min_shared`` items."""
     by_item: dict[Hashable, dict[Hashable, int]] = defaultdict(dict)
@@ -144,13 +148,16 @@ def aggregate_votes(votes, names: list[str], method: str):
         best = max(v.precedence for v in vs)
         top[h] = [v for v in vs if v.precedence == best]  # a correction replaces the original labels
     flat = [(h, v.annotator, v.label) for h, vs in top.items() for v in vs]
-    posteriors = {}
+    posteriors: dict[str, np.ndarray] = {}
     if method == "dawid_skene" and flat:
         items, post, _, _ = dawid_skene(flat, len(names))
         posteriors = {h: post[i] for i, h in enumerate(items)}
-    labels, rejects, conflicts = {}, [], []
+    labels: dict[str, tuple] = {}
+    rejects: list[dict] = []
+    conflicts: list[dict] = []
     for h, vs in top.items():
         text = vs[0].text
+        label: int | None
         if h in posteriors:
             label, conf = int(posteriors[h].argmax()), float(posteriors[h].max())
         else:

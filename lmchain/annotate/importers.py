@@ -65,7 +65,7 @@ class LabelResolver:
         return None
 
 
-def _label_studio_rows(path: Path, src: LabelSource) -> Iterator[tuple[str, object, object, str | None]]:
+def _label_studio_rows(path: Path, src: LabelSource) -> Iterator[tuple[str, object, object, object, str | None]]:
     """(where, text, raw label, annotator, problem) per annotation of a Label Studio export."""
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))
@@ -175,6 +175,7 @@ def read_votes(src: LabelSource, names: list[str]) -> tuple[list[Vote], list[dic
                 rejects.append({"where": where, "text": text, "label": None if raw is _MISSING else raw,
                                 "reason": problem})
                 continue
+            assert label is not None  # a row without a problem has a resolved label
             votes.append(Vote(text, label, str(annotator if annotator not in (None, "") else default_annotator),
                               src.provenance, src.precedence, where))
     return votes, rejects, [str(p.resolve()) for p in files]

@@ -44,7 +44,7 @@ def decode(body: bytes, content_type: str = "") -> tuple[str, str]:
             return body.decode(name, errors="replace"), f"{name} (bom)"
     for where, charset in (("header", header_charset(content_type)), ("meta", meta_charset(body))):
         text = _try(body, charset)
-        if text is not None:
+        if text is not None and charset is not None:  # a text means a charset was given
             return text, f"{charset.lower()} ({where})"
     text = _try(body, "utf-8")  # most of the web; cheap to try before detection
     if text is not None:

@@ -16,6 +16,7 @@ import heapq
 import logging
 import multiprocessing
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lmchain.artifacts import now_iso, sha256_text
@@ -258,7 +259,7 @@ class Crawler:
         return out
 
     def _commit(self, item: QueuedUrl, kind: str, reason: str, record: dict, *, fetched: bool = True,
-                page: dict | None = None, links: list[str] = (), claimed: list[str] = ()) -> None:
+                page: dict | None = None, links: Sequence[str] = (), claimed: Sequence[str] = ()) -> None:
         if reason and kind != DOC:
             record = {**record, "reason": reason}
         claimed_all = list(dict.fromkeys([item.url, *claimed]))

@@ -107,6 +107,7 @@ def _main_text(tree, url: str) -> tuple[str, str]:
                                       include_tables=True, deduplicate=False, prune_xpath=_PRUNE)
     if doc is None:
         return "", ""
+    assert not isinstance(doc, dict)  # a dict only with as_dict=True; the default gives a Document
     return (doc.text or "").strip(), (doc.title or "").strip()
 
 

@@ -28,6 +28,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -62,6 +63,8 @@ class AllowRule:
             return False
         if self.host is not None:
             return host == self.host
+        if self.network is None:  # parse_allow gives every rule a host or a network
+            return False
         return ip in self.network or _unwrap(ip) in self.network
 
 
@@ -122,7 +125,7 @@ class Refused(Exception):
 class NetGuard:
     """Resolves hosts once per crawl and decides which (host, port) the crawl may connect to."""
 
-    def __init__(self, allow_private_networks: bool = False, allow_networks: list[str] = ()):
+    def __init__(self, allow_private_networks: bool = False, allow_networks: Sequence[str] = ()):
         self.allow_private = allow_private_networks
         self.rules = [parse_allow(e) for e in allow_networks]
         self._lookups: dict[str, asyncio.Future[list[str]]] = {}
@@ -183,7 +186,8 @@ class NetGuard:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError, OSError) as exc:
             raise Refused(f"dns_error: cannot resolve {host}: {exc}"[:300]) from None
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        # sockaddr[0] is the address text for both families (typeshed types IPv6's tuple loosely)
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not addresses:
             raise Refused(f"dns_error: {host} has no address")
         return addresses

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from lmchain.home import Home
+from lmchain.records import Document
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
@@ -105,6 +106,7 @@ class CrawlStore:
             return row[0], "finished" if row[1] else "resumed"
         cur = self.db.execute("INSERT INTO crawls (run_key, seeds, started_at) VALUES (?, ?, ?)",
                               (run_key, json.dumps(seeds), now))
+        assert cur.lastrowid is not None  # set by every INSERT on a rowid table
         return cur.lastrowid, "new"
 
     def sitemaps_done(self, crawl: int) -> bool:
@@ -201,7 +203,7 @@ class CrawlStore:
 
     # ------------------------------------------------------------------ output
 
-    def outcomes(self, crawl: int, kinds: tuple[str, ...]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    def outcomes(self, crawl: int, kinds: tuple[str, ...]) -> Iterator[tuple[str, str, Document]]:
         """(kind, reason, record) of this crawl in the order they were committed."""
         marks = ",".join("?" * len(kinds))
         rows = self.db.execute(f"SELECT kind, reason, record FROM outcomes WHERE crawl = ? AND kind IN ({marks}) "

@@ -14,6 +14,7 @@ default port of http and https (``example.org``), a port (``example.org:8080``),
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -100,7 +101,7 @@ def scope_rule(entry: str, subdomains: bool = True) -> ScopeRule:
 class Scope:
     """The origins a crawl may visit: its seeds' (exactly) or ``allowed_domains``."""
 
-    def __init__(self, seeds: list[str], allowed_domains: list[str] = ()):
+    def __init__(self, seeds: list[str], allowed_domains: Sequence[str] = ()):
         if allowed_domains:
             self.rules = [scope_rule(d) for d in allowed_domains]
         else:

@@ -15,8 +15,8 @@ import types
 import typing
 from typing import Any, ClassVar, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from lmchain.errors import ConfigError
 
@@ -30,7 +30,7 @@ def doc(text: str, default: Any = ..., *, factory: Any = None, hint: str | None 
     trigger form show); ``hint`` follows a range error (``must be >= 0 (0: automatic)``); ``cli``
     is the field's command-line flag, where a command generates its flags from the model
     (``lmchain collect``'s crawl flags)."""
-    extra = {k: v for k, v in (("hint", hint), ("cli", cli)) if v} or None
+    extra: dict[str, JsonValue] | None = {k: v for k, v in (("hint", hint), ("cli", cli)) if v} or None
     if factory is not None:
         return Field(default_factory=factory, description=text, json_schema_extra=extra, **constraints)
     return Field(default, description=text, json_schema_extra=extra, **constraints)
@@ -177,7 +177,7 @@ def _one_of(values: list[Any]) -> str:
     return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
 
 
-def _message(err: dict[str, Any], root: type[BaseModel], prefix: str) -> list[str]:
+def _message(err: ErrorDetails, root: type[BaseModel], prefix: str) -> list[str]:
     loc, kind, ctx, value = tuple(err["loc"]), err["type"], err.get("ctx") or {}, err.get("input")
     key = _key(prefix, loc)
     if kind == "config_problems":

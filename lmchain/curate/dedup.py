@@ -86,8 +86,9 @@ class Deduper:
         verdicts: list[tuple[str, int] | None] = [None] * n
         in_history = np.isin(np.array(exact_keys, dtype=np.uint64), self.history_exact) \
             if self.exact and len(self.history_exact) else np.zeros(n, bool)
-        near = self.near and band_keys is not None and n > 0
-        earlier = self.lsh.lookup_all(band_keys) if near else None
+        # None: no near-duplicate check for this chunk (off, no band keys, or nothing to check)
+        near_keys = band_keys if self.near and n > 0 else None
+        earlier = self.lsh.lookup_all(near_keys) if near_keys is not None else None
         in_chunk: dict[int, list[int]] = {}  # band key -> owners kept earlier in this chunk
         kept = []
         for i in range(n):
@@ -97,8 +98,8 @@ class Deduper:
             if self.exact and exact_keys[i] in self.exact_seen:
                 verdicts[i] = ("exact_duplicate", self.exact_seen[exact_keys[i]])
                 continue
-            if near:
-                row = band_keys[i].tolist()
+            if near_keys is not None and earlier is not None:
+                row = near_keys[i].tolist()
                 candidates = [o for o in earlier[i].tolist() if o != -1]
                 candidates += [o for k in row for o in in_chunk.get(k, ())]
                 owner = self._near_owner(candidates, sigs[i] if sigs is not None else None) if candidates else None
@@ -108,13 +109,14 @@ class Deduper:
             kept.append(i)
             self.exact_seen[exact_keys[i]] = ordinals[i]
             self.kept_exact.append(exact_keys[i])
-            if near:
+            if near_keys is not None:
                 if self.sigs is not None:
+                    assert sigs is not None  # a deduper that keeps signatures is given each chunk's
                     self.sigs.add([ordinals[i]], sigs[i:i + 1])
                 for k in row:
                     in_chunk.setdefault(k, []).append(ordinals[i])
-        if near and kept:
-            rows = band_keys[kept]
+        if near_keys is not None and kept:
+            rows = near_keys[kept]
             self.lsh.add(rows, np.array([ordinals[i] for i in kept], dtype=np.int64))
             self.kept_bands.append(rows)
             if sigs is not None:

@@ -112,6 +112,8 @@ class GopherRepetition(Filter):
     name = "gopher_repetition"
     section = GopherRepetitionConfig
 
+    config: GopherRepetitionConfig
+
     def __init__(self, config: GopherRepetitionConfig | None = None, **changes: Any) -> None:
         super().__init__(config, **changes)
         # [[n, fraction], ...] from YAML: n as an int, for slicing and the reason's name.

@@ -76,7 +76,7 @@ def band_pairs(band_keys: np.ndarray) -> set[tuple[int, int]]:
     for i, row in enumerate(band_keys.tolist()):
         for key in row:
             buckets[key].append(i)
-    pairs = set()
+    pairs: set[tuple[int, int]] = set()
     for docs in buckets.values():
         if len(docs) > 1:
             pairs.update(combinations(sorted(set(docs)), 2))

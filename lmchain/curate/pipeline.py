@@ -80,7 +80,9 @@ class ChunkWorker:
         self.minhasher = MinHasher(near.ngram, near.bands, near.rows, near.seed) if near.enabled else None
 
     def __call__(self, chunk: list[Document]) -> ChunkResult:
-        out, reasons, survivors = [], [], []
+        out: list[Document | Rejected] = []
+        reasons: list[str | None] = []
+        survivors: list[Document] = []
         for rec in chunk:
             original = rec["text"]
             reason = None
@@ -89,7 +91,8 @@ class ChunkWorker:
                 if reason:
                     break
             if reason:
-                out.append({**rec, "text": original, "reason": reason})
+                rejected: Rejected = {**rec, "text": original, "reason": reason}
+                out.append(rejected)
             else:
                 rec["sha256"] = sha256_text(rec["text"])
                 if rec["text"] != original:
@@ -114,6 +117,7 @@ def _init_worker(cfg: CurateConfig, eval_texts: list[str]) -> None:
 
 
 def _run_chunk(chunk: list[Document]) -> ChunkResult:
+    assert _worker is not None, "the pool runs _init_worker in each process before any chunk"
     return _worker(chunk)
 
 

@@ -49,9 +49,10 @@ def calibration(y_true, probs, n_bins: int = 10) -> dict[str, Any]:
     for b in range(n_bins):
         mask = idx == b
         count = int(mask.sum())
-        acc = float(correct[mask].mean()) if count else None
-        mean_conf = float(conf[mask].mean()) if count else None
+        acc: float | None = None  # an empty bin has neither
+        mean_conf: float | None = None
         if count:
+            acc, mean_conf = float(correct[mask].mean()), float(conf[mask].mean())
             ece += count / len(conf) * abs(acc - mean_conf)
         bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count,
                      "accuracy": acc, "confidence": mean_conf})

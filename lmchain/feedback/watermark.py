@@ -41,7 +41,7 @@ class Watermark:
     def add(self, after: int, last: int) -> None:
         if last > after:
             self.spans.append([after, last])
-        spans = []
+        spans: list[list[int]] = []
         for a, b in sorted(self.spans):
             if b <= self.last_id:
                 continue

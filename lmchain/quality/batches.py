@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 from lmchain.artifacts import read_jsonl
 from lmchain.errors import InputError
@@ -32,7 +33,7 @@ def records_frame(path: str | Path):
     return df
 
 
-def labelled_frame(files: dict[str, str | Path]):
+def labelled_frame(files: Mapping[str, str | Path]):
     """The labelled splits as one table with ``split`` and ``label`` (label names) columns."""
     import pandas as pd
 

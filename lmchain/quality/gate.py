@@ -154,7 +154,8 @@ def _failing_rows(r, df) -> list[int] | None:
 
 
 def _checks(result, df) -> tuple[list[dict[str, Any]], dict[int, list[str]]]:
-    checks, blamed = [], {}
+    checks: list[dict[str, Any]] = []
+    blamed: dict[int, list[str]] = {}
     for vres in result.run_results.values():
         for r in vres.results:
             res = r.result or {}

@@ -44,7 +44,8 @@ def create_app(model_uri: str | None = None, settings: ServeConfig | None = None
     app = FastAPI(title="lmchain model service", version="1", lifespan=lifespan,
                   description="Text classification with the registry's champion model. Send the API key as "
                               "`X-API-Key` or `Authorization: Bearer`.")
-    app.add_exception_handler(RequestValidationError, validation_error)
+    # Starlette types handlers over Exception; it calls this one with RequestValidationError only.
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     # The last added runs first: metrics see every answer; the Host check and load shedding come
     # before the body is read and checked.
     app.add_middleware(BodyGuardMiddleware, max_bytes=s.max_body_bytes)

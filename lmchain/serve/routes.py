@@ -88,7 +88,7 @@ def caller_of(service: PredictorService):
         given = presented(key, cred)
         if not keys.allows(given):
             raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
-        if keys.enabled:
+        if keys.enabled and given is not None:  # allows() refused a missing key when keys are on
             return hash_key(given)
         return "addr:" + (request.client.host if request.client else "?")
 
@@ -153,6 +153,8 @@ def probe_router(service: PredictorService) -> APIRouter:
 
 def api_router(service: PredictorService) -> APIRouter:
     router = APIRouter()
+    # Built per settings (the limits come from the config), so mypy sees variables, not classes:
+    # the routes read their parameter through an Any for that reason only.
     PredictRequest, FeedbackRequest = request_models(service.settings)
 
     @router.post("/v1/predict", response_model=PredictResponse,
@@ -160,7 +162,8 @@ def api_router(service: PredictorService) -> APIRouter:
                  responses={401: {"description": "Missing or invalid API key."},
                             429: {"description": "Rate limit of this key reached (see Retry-After)."},
                             503: {"description": "Model not loaded (yet), or the queue is full (see Retry-After)."}})
-    async def predict(req: PredictRequest, request: Request) -> Response:  # type: ignore[valid-type]
+    async def predict(body_in: PredictRequest, request: Request) -> Response:  # type: ignore[valid-type]
+        req: Any = body_in
         try:
             body = await service.predict(req.texts, lambda: until_disconnect(request.receive))
         except NotReady as exc:
@@ -181,8 +184,9 @@ def api_router(service: PredictorService) -> APIRouter:
                             422: {"description": "Invalid, or disagrees with the stored prediction."},
                             429: {"description": "Rate limit of this key reached (see Retry-After)."},
                             503: {"description": "Model not loaded (yet), or the store failed: retry."}})
-    def feedback(req: FeedbackRequest) -> FeedbackResponse:  # type: ignore[valid-type]
+    def feedback(body_in: FeedbackRequest) -> FeedbackResponse:  # type: ignore[valid-type]
         """Correct (or confirm) one prediction; the record is on disk before the 200."""
+        req: Any = body_in
         try:
             record = service.feedback(req.request_id, req.position, req.correct_label, text=req.text,
                                       predicted_label=req.predicted_label, comment=req.comment)

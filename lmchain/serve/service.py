@@ -73,7 +73,7 @@ class PredictorService:
     # ------------------------------------------------------------------ batcher and slot callbacks
 
     def _run_batch(self, texts: list[str]):
-        loaded = self.slot.current  # read once: the whole batch runs on one model
+        loaded = self.ready_model()  # read once: the whole batch runs on one model
         return loaded.predictor.predict(texts), loaded
 
     def _on_batch(self, size: int, seconds: float) -> None:
@@ -203,7 +203,7 @@ class PredictorService:
         """Check the registry alias now and hot-swap if it moved."""
         swapped = await self.slot.refresh()
         if swapped:
-            self._on_swap(self.slot.current)
+            self._on_swap(self.ready_model())
         m = self.ready_model()
         return {"swapped": swapped, "model": m.name, "version": m.version, "variant": m.variant}
 

@@ -134,7 +134,7 @@ class StoreStats:
 @dataclass
 class _Job:
     rows: list[dict[str, Any]]
-    on_done: Callable[[str], None] | None = None
+    on_done: Callable[[str], object] | None = None  # its return value is ignored
     settled: bool = field(default=False)
 
 
@@ -166,7 +166,7 @@ class ServingStore:
         self._writer.start()
 
     # -- predictions: queued, written in batches by one thread
-    def log_predictions(self, rows: list[dict[str, Any]], on_done: Callable[[str], None] | None = None) -> None:
+    def log_predictions(self, rows: list[dict[str, Any]], on_done: Callable[[str], object] | None = None) -> None:
         """Queue rows without ever blocking; ``on_done(outcome)`` runs once they are stored or kept."""
         self._remember(rows)
         job = _Job(list(rows), on_done)

@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from lmchain.artifacts import RunContext
 from lmchain.config import DeployConfig
@@ -106,9 +106,9 @@ def choose_variant(folder: Path, test: list[dict], cfg: DeployConfig,
                         "labels": single}
         del predictor
     base = report["fp32"]["accuracy"]
-    for name, r in report.items():
+    for variant_name, r in report.items():
         r["accuracy_drop"] = round(base - r["accuracy"], 5)
-        r["kept"] = name in cfg.variants and r["accuracy_drop"] <= cfg.max_accuracy_drop + 1e-12
+        r["kept"] = variant_name in cfg.variants and r["accuracy_drop"] <= cfg.max_accuracy_drop + 1e-12
     kept = [n for n, r in report.items() if r["kept"]]
     if not kept:
         raise DeployFailed(f"no serving variant of {cfg.variants} stays within {cfg.max_accuracy_drop} of fp32 "
@@ -117,6 +117,12 @@ def choose_variant(folder: Path, test: list[dict], cfg: DeployConfig,
 
 
 # --------------------------------------------------------------------------- infra validation
+
+
+def _keep_tail(stream: IO[str] | None, output: deque[str]) -> None:
+    """Keep the last lines of the candidate service's output, for the error if it fails."""
+    for line in stream or ():
+        output.append(line.rstrip())
 
 
 def _serve_command(cfg: DeployConfig, model_uri: str, variant: str, port: int) -> list[str]:
@@ -147,7 +153,7 @@ def infra_validate(cfg: DeployConfig, ctx: RunContext, model_uri: str, variant: 
     t0 = time.perf_counter()
     proc = subprocess.Popen(_serve_command(cfg, model_uri, variant, port), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    threading.Thread(target=lambda: [output.append(line.rstrip()) for line in proc.stdout], daemon=True).start()
+    threading.Thread(target=_keep_tail, args=(proc.stdout, output), daemon=True).start()
     try:
         ready = wait_ready(base, proc, cfg.ready_timeout_s, output)
         ready_s = time.perf_counter() - t0

@@ -107,8 +107,10 @@ def _read_jsonl(fh, path: Path, text_field: str):
 
 
 def _read_delimited(fh, path: Path, text_field: str, delimiter: str):
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+    if delimiter == "\t":  # TSV (SST-2's) has no quoting: a quote is part of the text
+        reader = csv.reader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(fh, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
     header = next(reader, None)
     if header is None:
         raise InputError(f"collect.files: {path} is empty; expected a header row with a '{text_field}' column")

@@ -92,7 +92,9 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
         if h not in used:
             rejects.append({"text": text, "label": names[label], "reason": "not_in_corpus"})
 
-    weak, decisions, weak_info = [], [], {}
+    weak: list[Example] = []  # as _weak_examples returns them: (kept examples, every decision, info)
+    decisions: list[Example] = []
+    weak_info: dict = {}
     if cfg.mode in ("semi", "mixed"):
         # Weak labels only for texts whose split is train: validation and test stay human-labelled,
         # and a text never changes split when a person labels it later.

@@ -135,12 +135,12 @@ def _read_source(src, paths: list[Path], writer: _Writer) -> None:
         for line, text, extra, bad in rows:
             if src.limit is not None and taken >= src.limit:
                 break
-            where = {"source": "file", "url": f"{uri}#L{line}", "fetched_at": fetched_at}
+            url = f"{uri}#L{line}"
             if bad:
-                writer.reject(Document(**where, meta=extra), bad)
+                writer.reject(Document(source="file", url=url, fetched_at=fetched_at, meta=extra), bad)
                 continue
             taken += 1
-            writer.keep(Document(**where, text=text, meta=extra))
+            writer.keep(Document(source="file", url=url, fetched_at=fetched_at, text=text, meta=extra))
 
 
 def _crawl(cfg: CrawlConfig, m: Manifest, writer: _Writer, run_key: str | None, home: Home) -> None:

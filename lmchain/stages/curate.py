@@ -14,12 +14,13 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator, cast
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl
 from lmchain.config import CurateConfig
 from lmchain.errors import InputError
 from lmchain.home import Home
-from lmchain.records import Rejected
+from lmchain.records import Document, Rejected
 
 CONFIG = "curate"
 READS = ("collect",)
@@ -66,7 +67,9 @@ def _eval_texts(cfg: CurateConfig) -> list[str]:
     texts: list[str] = []
     for path_glob in cfg.decontaminate.paths:
         for path in resolve_files(path_glob):
-            texts.extend(text for _, text, _, bad in read_file(path, cfg.decontaminate.text_field) if not bad)
+            # a record without a reject reason has its text
+            texts.extend(text for _, text, _, bad in read_file(path, cfg.decontaminate.text_field)
+                         if not bad and text is not None)
     return texts
 
 
@@ -89,7 +92,8 @@ def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Home, run_id
     out.manifest.inputs = {"records": source}
     with open(out.output("records", "records.jsonl"), "w", encoding="utf-8") as keep_fh, \
             open(out.output("rejects", "rejects.jsonl"), "w", encoding="utf-8") as rej_fh:
-        for result in map_chunks(cfg, read_jsonl(source), eval_texts):
+        documents = cast(Iterator[Document], read_jsonl(source))  # collect's records.jsonl
+        for result in map_chunks(cfg, documents, eval_texts):
             survivors = [i for i, r in enumerate(result.reasons) if r is None]
             ordinals = [seen + i for i in survivors]
             verdicts = deduper.check(result.exact_keys, result.band_keys, ordinals, result.signatures)
@@ -98,10 +102,10 @@ def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Home, run_id
                     kept_ids[seen + i] = str(result.records[i].get("id", seen + i))
             for i, verdict in zip(survivors, verdicts):
                 if verdict is not None:
-                    reason, owner = verdict
+                    dup_reason, owner = verdict
                     rec = result.records[i]
-                    result.reasons[i] = reason
-                    rejected: Rejected = {**rec, "text": rec.pop("_original", rec["text"]), "reason": reason,
+                    result.reasons[i] = dup_reason
+                    rejected: Rejected = {**rec, "text": rec.pop("_original", rec["text"]), "reason": dup_reason,
                                           "duplicate_of": "earlier run" if owner < 0 else kept_ids[owner]}
                     result.records[i] = rejected
             for i, (rec, reason) in enumerate(zip(result.records, result.reasons)):

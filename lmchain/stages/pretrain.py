@@ -89,7 +89,8 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
                     lm = clm_metrics(out.path("model"), heldout, cfg.max_length)
                 metrics.update({k: v for k, v in lm.items() if k not in ("masked_tokens", "predicted_tokens")})
             log_metrics(metrics)
-        (work / "checkpoints").exists() and shutil.rmtree(work / "checkpoints")  # the export is the product
+        if (work / "checkpoints").exists():
+            shutil.rmtree(work / "checkpoints")  # the export is the product
         (out.path("model") / "lmchain-pretrain.json").write_text(json.dumps(
             {"objective": objective, "base_model": cfg.base_model, "tokenizer": tok, "steps": steps}, indent=2))
         out.output("model", "model")

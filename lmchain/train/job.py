@@ -22,7 +22,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Self, TypeVar
 
 ERRORS_DIR = "errors"
 
@@ -53,7 +53,7 @@ class Job:
     error_dir: str
 
     @classmethod
-    def build(cls, settings: dict[str, Any], task: dict[str, Any], **protocol: Any) -> "Job":
+    def build(cls, settings: dict[str, Any], task: dict[str, Any], **protocol: Any) -> Self:
         """The job from a stage's training settings (its config section, as a dict), the task
         fields the stage adds (files, model, labels; these win) and the launcher's own fields.
         Settings the rank programs do not read (ranks, timeout_s, hostfile) are left out."""
@@ -74,7 +74,7 @@ class Job:
         path.write_text(json.dumps({"worker": self.worker, **dataclasses.asdict(self)}, indent=2))
 
     @classmethod
-    def read(cls, path: str | Path) -> "Job":
+    def read(cls, path: str | Path) -> Self:
         data = json.loads(Path(path).read_text())
         worker = data.pop("worker", None)
         if worker != cls.worker:
@@ -157,7 +157,10 @@ def read_errors(error_dir: Path) -> list[dict[str, Any]]:
     return errors
 
 
-def run_rank(main: Callable[[int, Job], None], job_type: type[Job], argv: list[str] | None = None) -> None:
+AnyJob = TypeVar("AnyJob", bound=Job)  # a rank program's main takes the job class it reads
+
+
+def run_rank(main: Callable[[int, AnyJob], None], job_type: type[AnyJob], argv: list[str] | None = None) -> None:
     """Entry point of a rank program: read the job, run ``main(rank, job)``, and on failure write
     the rank's error file before exiting non-zero. A :class:`JobError` is printed as one line (it
     is the whole story); anything else keeps its traceback in the log."""

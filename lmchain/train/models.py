@@ -54,8 +54,8 @@ def resolve(ref: str) -> dict:
     borrow the packaged MiniLM's tokenizer, other families have none until pretraining trains one.
     """
     if ref == "minilm":
-        path = str(packaged_minilm())
-        return {"model": path, "tokenizer": path, "config": None}
+        minilm = str(packaged_minilm())
+        return {"model": minilm, "tokenizer": minilm, "config": None}
     sizes = named_sizes()
     if ref in sizes:
         config = dict(sizes[ref])

@@ -19,7 +19,9 @@ IGNORE = -100  # label of sub-tokens and special tokens: no loss, no score
 
 def read_conll(path: str | Path) -> list[dict[str, list[str]]]:
     """-> [{"tokens": [...], "tags": [...]}]; a malformed line raises InputError naming it."""
-    sentences, tokens, tags = [], [], []
+    sentences: list[dict[str, list[str]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             parts = line.split()
@@ -64,10 +66,12 @@ def encode_words(tokenizer, rows: list[dict], names: list[str], max_length: int)
 
 def spans(tags: list[str]) -> set[tuple[str, int, int]]:
     """Entity spans (type, start, end) of a BIO sequence; an I- without its B- starts a span (conlleval)."""
-    found, start, kind = set(), None, None
+    found: set[tuple[str, int, int]] = set()
+    start: int | None = None
+    kind: str | None = None  # set together with start
     for i, tag in enumerate(list(tags) + ["O"]):
         inside = tag.startswith("I-") and kind == tag[2:]
-        if start is not None and not inside:
+        if start is not None and kind is not None and not inside:
             found.add((kind, start, i))
             start = kind = None
         if tag.startswith("B-") or (tag.startswith("I-") and start is None):

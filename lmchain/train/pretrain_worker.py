@@ -147,9 +147,9 @@ def main(_rank: int, job: PretrainJob) -> None:
             window_loss += loss.detach().float() / accum
         window_steps += 1
         if step % log_every == 0 or step == total_steps:
-            mean = window_loss.clone()
-            dist.all_reduce(mean)
-            mean = mean.item() / world / window_steps  # steps since the last log line (or the resume)
+            summed = window_loss.clone()
+            dist.all_reduce(summed)
+            mean = summed.item() / world / window_steps  # steps since the last log line (or the resume)
             losses.append([step, mean])
             log(f"step {step}/{total_steps} loss {mean:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
                 f"{(step - start) * tokens_per_step / (time.perf_counter() - t0):.0f} tokens/s")
@@ -178,8 +178,11 @@ def main(_rank: int, job: PretrainJob) -> None:
     final_tag = checkpoint.latest_tag(ckpt_root)
     if rank == 0:
         # ZeRO-3: no rank holds the whole model: consolidate the saved shards.
-        export = consolidated(job, engine.module.config, ckpt_root, final_tag, vocab_size) if zero_stage == 3 \
-            else engine.module
+        if zero_stage == 3:
+            assert final_tag is not None  # under ZeRO-3 the last step always saves a checkpoint (above)
+            export = consolidated(job, engine.module.config, ckpt_root, final_tag, vocab_size)
+        else:
+            export = engine.module
         export.save_pretrained(out, state_dict={k: v.float() for k, v in export.state_dict().items()})
         tokenizer.save_pretrained(out)
         tok_s = tokens_run / train_s if steps_run else 0.0

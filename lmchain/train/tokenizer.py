@@ -46,22 +46,26 @@ def train(corpus: Path, kind: str, vocab_size: int, out: Path, lowercase: bool =
     from transformers import PreTrainedTokenizerFast
 
     if kind == "wordpiece":
-        impl = BertWordPieceTokenizer(lowercase=lowercase)  # BERT's normaliser, pre-tokeniser, [CLS] x [SEP]
-        impl.train_from_iterator(texts(corpus), vocab_size=vocab_size, min_frequency=2,
-                                 special_tokens=BERT_SPECIALS, show_progress=False)
+        wordpiece = BertWordPieceTokenizer(lowercase=lowercase)  # BERT's normaliser, pre-tokeniser, [CLS] x [SEP]
+        # type: ignore: tokenizers types the iterator as Iterator[Iterator[str]]; batches as lists are
+        # what its own docs pass (any iterable of strings works)
+        wordpiece.train_from_iterator(texts(corpus), vocab_size=vocab_size,  # type: ignore[arg-type]
+                                      min_frequency=2, special_tokens=list(BERT_SPECIALS), show_progress=False)
         # The implementation adds [CLS]/[SEP] only when built from an existing vocabulary.
-        backend = impl._tokenizer
-        backend.post_processor = BertProcessing(("[SEP]", backend.token_to_id("[SEP]")),
-                                                ("[CLS]", backend.token_to_id("[CLS]")))
-        tok = PreTrainedTokenizerFast(tokenizer_object=impl._tokenizer, unk_token="[UNK]", sep_token="[SEP]",
+        backend = wordpiece._tokenizer
+        sep, cls = backend.token_to_id("[SEP]"), backend.token_to_id("[CLS]")
+        assert sep is not None and cls is not None  # both are special tokens of the vocabulary just trained
+        backend.post_processor = BertProcessing(("[SEP]", sep), ("[CLS]", cls))
+        tok = PreTrainedTokenizerFast(tokenizer_object=wordpiece._tokenizer, unk_token="[UNK]", sep_token="[SEP]",
                                       pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
                                       model_max_length=512)
     elif kind == "bpe":
-        impl = ByteLevelBPETokenizer(add_prefix_space=False, lowercase=lowercase)
-        impl.train_from_iterator(texts(corpus), vocab_size=vocab_size, min_frequency=2,
-                                 special_tokens=[GPT2_SPECIAL], show_progress=False)
+        bpe = ByteLevelBPETokenizer(add_prefix_space=False, lowercase=lowercase)
+        # type: ignore: batches as lists, as above
+        bpe.train_from_iterator(texts(corpus), vocab_size=vocab_size, min_frequency=2,  # type: ignore[arg-type]
+                                special_tokens=[GPT2_SPECIAL], show_progress=False)
         # GPT-2 has no padding token; blocks are packed, so padding only matters for evaluation.
-        tok = PreTrainedTokenizerFast(tokenizer_object=impl._tokenizer, bos_token=GPT2_SPECIAL,
+        tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=GPT2_SPECIAL,
                                       eos_token=GPT2_SPECIAL, unk_token=GPT2_SPECIAL, pad_token=GPT2_SPECIAL,
                                       model_max_length=1024)
     else:

@@ -94,8 +94,8 @@ def make_collate(tokenizer, job: FinetuneJob, rank: int) -> tuple[Callable, Call
     if job.task == "ner":
         from transformers import DataCollatorForTokenClassification
 
-        collate = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")  # labels padded with -100
-        return collate, collate
+        pad_labelled = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")  # labels padded with -100
+        return pad_labelled, pad_labelled
 
     def pad(batch):
         return tokenizer.pad(batch, return_tensors="pt")  # dynamic padding: to this batch's longest
@@ -125,10 +125,13 @@ def build_model(job: FinetuneJob):
 
     auto = {"cls": AutoModelForSequenceClassification, "ner": AutoModelForTokenClassification}[job.task]
     names = job.label_names
-    labels = {"num_labels": len(names), "id2label": dict(enumerate(names)),
-              "label2id": {n: i for i, n in enumerate(names)}}
-    config = AutoConfig.from_pretrained(job.model, **labels) if job.model \
-        else AutoConfig.for_model(**job.config, **labels)
+    labels: dict[str, Any] = {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                              "label2id": {n: i for i, n in enumerate(names)}}
+    if job.model:
+        config = AutoConfig.from_pretrained(job.model, **labels)
+    else:
+        assert job.config is not None  # a job without weights carries the config of its new model
+        config = AutoConfig.for_model(**job.config, **labels)
     if job.dropout is not None:
         for attr in DROPOUT_ATTRS:
             if hasattr(config, attr):
