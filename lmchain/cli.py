@@ -50,23 +50,42 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
         key, text, tp = f"collect.crawl.{name}", (field.description or "").replace("%", "%%"), field.annotation
         if tp is bool:
             value = not field.default
-            p.add_argument(flag, dest=dest, action="store_const", const=value, default=None,
-                           help=f"sets {key} to {str(value).lower()} ({name}: {text})")
+            p.add_argument(
+                flag,
+                dest=dest,
+                action="store_const",
+                const=value,
+                default=None,
+                help=f"sets {key} to {str(value).lower()} ({name}: {text})",
+            )
         elif typing.get_origin(tp) is list:
-            p.add_argument(flag, dest=dest, action="append", default=[], metavar=name.upper(),
-                           help=f"{text} ({key}; repeatable)")
+            p.add_argument(
+                flag, dest=dest, action="append", default=[], metavar=name.upper(), help=f"{text} ({key}; repeatable)"
+            )
         else:
             while typing.get_origin(tp) is typing.Annotated:
                 tp = typing.get_args(tp)[0]
-            p.add_argument(flag, dest=dest, type=cast(Callable[[str], Any], tp), metavar=name.upper(),
-                           help=f"{text} ({key})")
+            p.add_argument(
+                flag, dest=dest, type=cast(Callable[[str], Any], tp), metavar=name.upper(), help=f"{text} ({key})"
+            )
 
 
 def _config_args(p: argparse.ArgumentParser, default_recipe: str | None = "demo") -> None:
-    p.add_argument("--recipe", "-r", default=default_recipe,
-                   help="YAML recipe: a name in configs/ (demo, tiny) or a path (default: %(default)s)")
-    p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set finetune.epochs=2 (repeatable)")
+    p.add_argument(
+        "--recipe",
+        "-r",
+        default=default_recipe,
+        help="YAML recipe: a name in configs/ (demo, tiny) or a path (default: %(default)s)",
+    )
+    p.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set finetune.epochs=2 (repeatable)",
+    )
 
 
 def preflight(cfg) -> None:
@@ -143,16 +162,24 @@ def cmd_serve(args) -> int:
     lm_home = Home.from_env()
     airflow_env.apply(lm_home)
     settings = load_config(args.recipe, args.overrides).deploy.service
-    given = {k: v for k, v in {"host": args.host, "port": args.port, "variant": args.variant,
-                               "api_keys_file": args.api_keys_file, "admin_keys_file": args.admin_keys_file,
-                               "insecure_open": args.insecure_open or None}.items() if v is not None}
+    given = {
+        k: v
+        for k, v in {
+            "host": args.host,
+            "port": args.port,
+            "variant": args.variant,
+            "api_keys_file": args.api_keys_file,
+            "admin_keys_file": args.admin_keys_file,
+            "insecure_open": args.insecure_open or None,
+        }.items()
+        if v is not None
+    }
     settings = replace(settings, **given)
     model_dir = args.model_dir
     uri = None if model_dir else (args.model_uri or _champion_uri(args.model_name, lm_home))
     # create_app refuses an open, exposed service before anything binds.
     app = create_app(uri, settings, model_dir=model_dir, home=lm_home)
-    print(f"lmchain serve: {uri or model_dir} on http://{settings.host}:{settings.port} (docs at /docs)",
-          flush=True)
+    print(f"lmchain serve: {uri or model_dir} on http://{settings.host}:{settings.port} (docs at /docs)", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     return 0
 
@@ -185,8 +212,10 @@ def cmd_feedback(args) -> int:
     gate_manifest = RunContext(report.run_id, home=lm_home).stage_dir("feedback_gate") / "manifest.json"
     held = json.loads(gate_manifest.read_text())["info"].get("quarantined_rows") if gate_manifest.is_file() else 0
     if held:
-        print(f"quarantined: {held} feedback rows held; see `lmchain feedback quarantine`, release with "
-              f"`lmchain feedback release --run-id {report.run_id} --reason ...`")
+        print(
+            f"quarantined: {held} feedback rows held; see `lmchain feedback quarantine`, release with "
+            f"`lmchain feedback release --run-id {report.run_id} --reason ...`"
+        )
     return 0
 
 
@@ -199,10 +228,15 @@ def _feedback_quarantine(lm_home: Home) -> int:
         print(f"no feedback rows in quarantine under {lm_home.quarantine}")
     for q in held:
         rel = q["release"]
-        state = "held" if rel is None else (f"released by {rel['released_by']} on {rel['released_at']} "
-                                            f"({rel['reason']!r}), dropped {rel['dropped_rows'] or 'none'}, "
-                                            + (f"merged in {rel['merged_in']}" if rel.get("merged_in")
-                                               else "merges in the next feedback run"))
+        state = (
+            "held"
+            if rel is None
+            else (
+                f"released by {rel['released_by']} on {rel['released_at']} "
+                f"({rel['reason']!r}), dropped {rel['dropped_rows'] or 'none'}, "
+                + (f"merged in {rel['merged_in']}" if rel.get("merged_in") else "merges in the next feedback run")
+            )
+        )
         print(f"run {q['run_id']}: {len(q['rows'])} rows, {state}; rows in {q['folder']}/rows.jsonl")
         for r in q["rows"]:
             print(f"  row {r['row']:>5} store id {r['store_id']}: {', '.join(r['reasons'])}")
@@ -216,9 +250,11 @@ def _feedback_release(lm_home: Home, args) -> int:
         raise LmchainError("lmchain feedback release needs --run-id RUN (see `lmchain feedback quarantine`)")
     path = release(lm_home, args.run_id, args.reason or "", args.drop)
     record = json.loads(path.read_text())
-    print(f"released {len(record['released_rows'])} rows of run {args.run_id} (dropped "
-          f"{record['dropped_rows'] or 'none'}); recorded in {path}. They merge in the next feedback run "
-          "(`lmchain feedback`, or the schedule)")
+    print(
+        f"released {len(record['released_rows'])} rows of run {args.run_id} (dropped "
+        f"{record['dropped_rows'] or 'none'}); recorded in {path}. They merge in the next feedback run "
+        "(`lmchain feedback`, or the schedule)"
+    )
     return 0
 
 
@@ -229,8 +265,9 @@ def _champion_uri(model_name: str | None, lm_home: Home) -> str:
     current = lm_home.current_deployment
     if current.is_file():
         return json.loads(current.read_text())["model_uri"]
-    raise LmchainError(f"no deployment found in {current}; run `lmchain demo` first, or pass --model-uri "
-                       "models:/<name>@champion")
+    raise LmchainError(
+        f"no deployment found in {current}; run `lmchain demo` first, or pass --model-uri models:/<name>@champion"
+    )
 
 
 def cmd_up(args) -> int:
@@ -297,8 +334,9 @@ def cmd_gate(args) -> int:
         print("re-run the run's gate task (Airflow: clear it) to continue with this batch")
         return 0
     if not args.input:
-        raise LmchainError("give --in PATH (a file, or a folder of train/validation/test.jsonl for 'labelled'), "
-                           "or --accept RUN_ID")
+        raise LmchainError(
+            "give --in PATH (a file, or a folder of train/validation/test.jsonl for 'labelled'), or --accept RUN_ID"
+        )
     cfg = load_config(args.recipe, args.overrides)
     path = Path(args.input)
     names = list(cfg.annotate.label_names)
@@ -309,15 +347,21 @@ def cmd_gate(args) -> int:
         batch = {"labelled": (labelled_frame(files), list(files.values()))}
     else:
         batch = {args.suite: (records_frame(path), [path])}
-    ctx = RunContext(args.run_id or f"cli_gate_{args.suite}", home=lm_home,
-                     experiment=cfg.register.experiment, model_name=cfg.register.model_name)
+    ctx = RunContext(
+        args.run_id or f"cli_gate_{args.suite}",
+        home=lm_home,
+        experiment=cfg.register.experiment,
+        model_name=cfg.register.model_name,
+    )
     try:
         m = check(ctx, f"gate_{args.suite}_cli", cfg.gate, batch, names, {})
     except GateFailed as exc:
         print(f"BLOCKED: {exc}", file=sys.stderr)
         return 1
-    print(f"PASSED: suite {args.suite}, {m.counts['expectations']} expectations, {m.counts['warnings']} warnings; "
-          f"Data Docs: {m.info['data_docs']}")
+    print(
+        f"PASSED: suite {args.suite}, {m.counts['expectations']} expectations, {m.counts['warnings']} warnings; "
+        f"Data Docs: {m.info['data_docs']}"
+    )
     return 0
 
 
@@ -329,8 +373,7 @@ def cmd_collect(args) -> int:
     from lmchain.config import CollectConfig, build, parse_overrides
 
     crawl = {name: getattr(args, dest) for name, dest in CRAWL_FLAGS.items() if getattr(args, dest) not in (None, [])}
-    data: dict[str, Any] = {"files": [{"path": s, "text_field": args.text_field} for s in args.source],
-                            "crawl": crawl}
+    data: dict[str, Any] = {"files": [{"path": s, "text_field": args.text_field} for s in args.source], "crawl": crawl}
     extra = parse_overrides(args.overrides)
     unknown = [k for k in extra if k != "collect"]
     if unknown:
@@ -342,13 +385,17 @@ def cmd_collect(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress
     m = collect_to(cfg, args.out, Home.from_env())
-    print(f"collect: {m.counts.get('records', 0)} records, {m.counts.get('rejects', 0)} rejects "
-          f"{m.drop_reasons or ''} in {m.duration_s:.1f}s -> {Path(args.out).resolve()}")
+    print(
+        f"collect: {m.counts.get('records', 0)} records, {m.counts.get('rejects', 0)} rejects "
+        f"{m.drop_reasons or ''} in {m.duration_s:.1f}s -> {Path(args.out).resolve()}"
+    )
     if "crawl" in m.info:
         c = m.info["crawl"]
-        print(f"crawl {c['crawl_id']} ({c['state']}): statuses {c['statuses']}, unchanged "
-              f"{m.counts.get('crawl_unchanged', 0)}, queued left {m.counts.get('crawl_queued_left', 0)}, "
-              f"{c['pages_per_s']} pages/s; state {c['state_path']}")
+        print(
+            f"crawl {c['crawl_id']} ({c['state']}): statuses {c['statuses']}, unchanged "
+            f"{m.counts.get('crawl_unchanged', 0)}, queued left {m.counts.get('crawl_queued_left', 0)}, "
+            f"{c['pages_per_s']} pages/s; state {c['state_path']}"
+        )
     return 0
 
 
@@ -369,9 +416,11 @@ def cmd_curate(args) -> int:
         cfg = build(CurateConfig, extra.get("curate", {}), "curate")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     m = curate_to(cfg, args.input, args.out, Home.from_env())
-    print(f"curate: {m.counts['input']} in -> {m.counts['records']} kept, {m.counts['rejects']} rejected "
-          f"{m.drop_reasons or ''} in {m.duration_s:.1f}s ({m.metrics['docs_per_second']:.0f} docs/s) "
-          f"-> {Path(args.out).resolve()}")
+    print(
+        f"curate: {m.counts['input']} in -> {m.counts['records']} kept, {m.counts['rejects']} rejected "
+        f"{m.drop_reasons or ''} in {m.duration_s:.1f}s ({m.metrics['docs_per_second']:.0f} docs/s) "
+        f"-> {Path(args.out).resolve()}"
+    )
     return 0
 
 
@@ -394,10 +443,14 @@ def cmd_ner(args) -> int:
     cfg = load_config(args.recipe, args.overrides).finetune
     base = cfg.base_model if cfg.base_model != "pretrain" else "minilm"
     out = Path(args.out)
-    metrics = train_tagger(replace(cfg, base_model=base), models.resolve(base), args.train,
-                           args.validation, out / "model", out / "job")
-    best = f", best validation entity F1 {metrics['best_macro_f1']:.4f} at step {metrics['best_step']}" \
-        if "best_macro_f1" in metrics else ""
+    metrics = train_tagger(
+        replace(cfg, base_model=base), models.resolve(base), args.train, args.validation, out / "model", out / "job"
+    )
+    best = (
+        f", best validation entity F1 {metrics['best_macro_f1']:.4f} at step {metrics['best_step']}"
+        if "best_macro_f1" in metrics
+        else ""
+    )
     print(f"ner: {metrics['steps']} steps in {metrics['train_seconds']:.0f}s{best} -> {out / 'model'}")
     return 0
 
@@ -430,38 +483,63 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--host", help="default: deploy.service.host")
     p.add_argument("--port", type=int, help="default: deploy.service.port")
-    p.add_argument("--model-uri", help="models:/<name>@<alias> (followed: hot-swaps when it moves) "
-                                       "or models:/<name>/<version>")
+    p.add_argument(
+        "--model-uri", help="models:/<name>@<alias> (followed: hot-swaps when it moves) or models:/<name>/<version>"
+    )
     p.add_argument("--model-name", help="serve models:/<name>@champion")
     p.add_argument("--model-dir", help="serve a local transformers folder instead of a registered model")
-    p.add_argument("--variant", choices=choices(ServeConfig, "variant"),
-                   help="default: deploy.service.variant ('auto': what the deploy stage chose)")
+    p.add_argument(
+        "--variant",
+        choices=choices(ServeConfig, "variant"),
+        help="default: deploy.service.variant ('auto': what the deploy stage chose)",
+    )
     p.add_argument("--api-keys-file", help="file of 'sha256:<hex>' key hashes (default: deploy.service.api_keys_file)")
-    p.add_argument("--admin-keys-file",
-                   help="file of admin key hashes, for /v1/admin/* (default: deploy.service.admin_keys_file)")
-    p.add_argument("--insecure-open", action="store_true",
-                   help="allow a non-loopback --host without API keys (anyone who reaches it may use it)")
+    p.add_argument(
+        "--admin-keys-file", help="file of admin key hashes, for /v1/admin/* (default: deploy.service.admin_keys_file)"
+    )
+    p.add_argument(
+        "--insecure-open",
+        action="store_true",
+        help="allow a non-loopback --host without API keys (anyone who reaches it may use it)",
+    )
     p.add_argument("--new-api-key", action="store_true", help="print a new API key and its hash, then exit")
     p.add_argument("--new-admin-key", action="store_true", help="print a new admin key and its hash, then exit")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("feedback", help="run lmchain_feedback once: export, gate and merge feedback, decide; "
-                                         "or list / release quarantined feedback rows")
+    p = sub.add_parser(
+        "feedback",
+        help="run lmchain_feedback once: export, gate and merge feedback, decide; "
+        "or list / release quarantined feedback rows",
+    )
     _config_args(p)
-    p.add_argument("action", nargs="?", default="run", choices=["run", "quarantine", "release"],
-                   help="run (default): one run of the DAG; quarantine: list held rows; release: release a run's "
-                        "held rows for the next merge")
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="run",
+        choices=["run", "quarantine", "release"],
+        help="run (default): one run of the DAG; quarantine: list held rows; release: release a run's "
+        "held rows for the next merge",
+    )
     p.add_argument("--run-id", help="release: the feedback run whose held rows to release")
     p.add_argument("--reason", help="release: why (required; recorded with who and when)")
-    p.add_argument("--drop", type=int, nargs="+", default=[], metavar="ROW",
-                   help="release: row numbers (from `lmchain feedback quarantine`) to leave out for good")
+    p.add_argument(
+        "--drop",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="ROW",
+        help="release: row numbers (from `lmchain feedback quarantine`) to leave out for good",
+    )
     p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("up", help="start the Airflow UI, the MLflow UI and the service (on 127.0.0.1)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address all three listen on (default 127.0.0.1: this machine only). Another address "
-                        "opens them to the network: MLflow then runs its basic-auth app and the service needs "
-                        "API keys (README: Deploying safely)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address all three listen on (default 127.0.0.1: this machine only). Another address "
+        "opens them to the network: MLflow then runs its basic-auth app and the service needs "
+        "API keys (README: Deploying safely)",
+    )
     p.add_argument("--airflow-port", type=int, default=8080)
     p.add_argument("--mlflow-port", type=int, default=5000)
     p.add_argument("--serve-port", type=int, default=8000)
@@ -486,23 +564,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser("collect", help="crawl sites or read files into records.jsonl (the collect stage)")
-    p.add_argument("--source", action="append", default=[], metavar="PATH_OR_GLOB",
-                   help="file, folder, glob or saved dataset to read (repeatable)")
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="PATH_OR_GLOB",
+        help="file, folder, glob or saved dataset to read (repeatable)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced when the run ends)")
     p.add_argument("--text-field", default="text", help="column holding the text in --source tables")
     _crawl_flags(p)
-    p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="any collect key, e.g. --set collect.crawl.retries=5 (repeatable)")
+    p.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any collect key, e.g. --set collect.crawl.retries=5 (repeatable)",
+    )
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("curate", help="normalise, filter, redact PII and dedup records (the curate stage)")
-    p.add_argument("--in", dest="input", required=True, metavar="DIR",
-                   help="collect's output folder, or a records.jsonl")
+    p.add_argument(
+        "--in", dest="input", required=True, metavar="DIR", help="collect's output folder, or a records.jsonl"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (replaced when the run ends)")
-    p.add_argument("--config", metavar="FILE", help="YAML recipe whose curate: section to use (a name in configs/ "
-                                                    "or a path; default: CurateConfig's defaults)")
-    p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="any curate key, e.g. --set curate.c4.enabled=false (repeatable)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML recipe whose curate: section to use (a name in configs/ "
+        "or a path; default: CurateConfig's defaults)",
+    )
+    p.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any curate key, e.g. --set curate.c4.enabled=false (repeatable)",
+    )
     p.set_defaults(func=cmd_curate)
 
     p = sub.add_parser("ner", help="train a BIO token classifier on CoNLL files, or tag text with one")

@@ -35,8 +35,11 @@ SECRETS = {
     "MLFLOW_AUTH_ADMIN_PASSWORD": ("MLFLOW_ADMIN_PASSWORD", "the MLflow admin's password", 16),
     "MLFLOW_SERVE_PASSWORD": ("MLFLOW_SERVE_PASSWORD", "the service's MLflow password", 16),
     "MLFLOW_FLASK_SERVER_SECRET_KEY": ("MLFLOW_FLASK_SECRET_KEY", "MLflow's session and CSRF key", 32),
-    "MLFLOW_TRACKING_PASSWORD": ("MLFLOW_ADMIN_PASSWORD or MLFLOW_SERVE_PASSWORD", "this container's MLflow "
-                                 "password", 16),
+    "MLFLOW_TRACKING_PASSWORD": (
+        "MLFLOW_ADMIN_PASSWORD or MLFLOW_SERVE_PASSWORD",
+        "this container's MLflow password",
+        16,
+    ),
     "LMCHAIN_DEPLOY_KEY": ("LMCHAIN_DEPLOY_KEY", "the key of the deploy stage's validation tags", 32),
 }
 # Container variable holding a database URL -> the .env variable of the password inside it.
@@ -48,13 +51,25 @@ URL_PASSWORDS = {
 }
 URL_PASSWORD_MIN = 16
 # Defaults that older lmchain compose files, Airflow's and MLflow's examples shipped.
-KNOWN_DEFAULTS = {"airflow", "admin", "password", "password1234", "postgres", "mlflow", "secret", "changeme",
-                  "change-me", "change-me-to-a-long-random-string", "example", "test"}
+KNOWN_DEFAULTS = {
+    "airflow",
+    "admin",
+    "password",
+    "password1234",
+    "postgres",
+    "mlflow",
+    "secret",
+    "changeme",
+    "change-me",
+    "change-me-to-a-long-random-string",
+    "example",
+    "test",
+}
 PLACEHOLDER_MARKS = ("change-me", "changeme", "replace-me", "placeholder", "<")
 GENERATE = {
-    "AIRFLOW_FERNET_KEY": "python -c \"import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())\"",
+    "AIRFLOW_FERNET_KEY": 'python -c "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"',
 }
-DEFAULT_GENERATE = "python -c \"import secrets; print(secrets.token_urlsafe(32))\""
+DEFAULT_GENERATE = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 HINT = "python docker/make-env.py writes a .env with fresh secrets"
 
 
@@ -127,8 +142,9 @@ def sync_airflow_admin(env: dict[str, str]) -> str:
     username = env.get("AIRFLOW_ADMIN_USERNAME") or "admin"
     password = env.get("AIRFLOW_ADMIN_PASSWORD")
     if not password:
-        raise SecretProblem("AIRFLOW_ADMIN_PASSWORD is not set: the Airflow admin needs a password "
-                            f"(`{DEFAULT_GENERATE}`)")
+        raise SecretProblem(
+            f"AIRFLOW_ADMIN_PASSWORD is not set: the Airflow admin needs a password (`{DEFAULT_GENERATE}`)"
+        )
     with get_application_builder() as appbuilder:
         sm = appbuilder.sm
         user = sm.find_user(username=username)
@@ -152,13 +168,15 @@ def write_mlflow_auth_config(folder: Path, database_uri: str, admin_username: st
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / "basic_auth.ini"
     # configparser interpolates '%': a URL-encoded password must be written as '%%'.
-    text = ("[mlflow]\n"
-            "# Any logged-in user may read; only the admin (the pipeline) writes.\n"
-            "default_permission = READ\n"
-            f"database_uri = {database_uri.replace('%', '%%')}\n"
-            f"admin_username = {admin_username}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-            "grant_default_workspace_access = false\n")
+    text = (
+        "[mlflow]\n"
+        "# Any logged-in user may read; only the admin (the pipeline) writes.\n"
+        "default_permission = READ\n"
+        f"database_uri = {database_uri.replace('%', '%%')}\n"
+        f"admin_username = {admin_username}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "grant_default_workspace_access = false\n"
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -193,11 +211,14 @@ def prepare_mlflow(env: dict[str, str]) -> dict[str, str]:
     if env.get("MLFLOW_SERVE_PASSWORD"):
         users.append((env.get("MLFLOW_SERVE_USERNAME") or "lmchain-serve", env["MLFLOW_SERVE_PASSWORD"], False))
     if not users[0][1]:
-        raise SecretProblem(f"MLFLOW_ADMIN_PASSWORD is not set: the MLflow admin needs a password "
-                            f"(`{DEFAULT_GENERATE}`)")
+        raise SecretProblem(
+            f"MLFLOW_ADMIN_PASSWORD is not set: the MLflow admin needs a password (`{DEFAULT_GENERATE}`)"
+        )
     if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
-        raise SecretProblem("MLFLOW_FLASK_SECRET_KEY is not set: MLflow's basic-auth app signs its sessions and "
-                            f"CSRF tokens with it (`{DEFAULT_GENERATE}`)")
+        raise SecretProblem(
+            "MLFLOW_FLASK_SECRET_KEY is not set: MLflow's basic-auth app signs its sessions and "
+            f"CSRF tokens with it (`{DEFAULT_GENERATE}`)"
+        )
     folder = Path(env.get("MLFLOW_AUTH_CONFIG_DIR") or tempfile.mkdtemp(prefix="mlflow-auth-"))
     config = write_mlflow_auth_config(folder, database_uri, admin)
     for line in sync_mlflow_users(database_uri, users):
@@ -211,7 +232,7 @@ def prepare_mlflow(env: dict[str, str]) -> dict[str, str]:
 def _command(argv: list[str]) -> list[str]:
     if "--" not in argv or argv.index("--") == len(argv) - 1:
         raise SecretProblem("give the command to run after `--`")
-    return argv[argv.index("--") + 1:]
+    return argv[argv.index("--") + 1 :]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     action = argv[0] if argv else ""
     try:
         if action not in ("check", "exec", "airflow-admin", "mlflow-server"):
-            raise SecretProblem("usage: python -m lmchain.compose_init {check|exec -- CMD|airflow-admin|"
-                                "mlflow-server -- CMD}")
+            raise SecretProblem(
+                "usage: python -m lmchain.compose_init {check|exec -- CMD|airflow-admin|mlflow-server -- CMD}"
+            )
         check()
         env = dict(os.environ)
         if action == "check":

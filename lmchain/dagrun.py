@@ -52,8 +52,16 @@ def task_instances(dag_id: str, run_id: str) -> list[dict[str, Any]]:
 
     with create_session() as session:
         tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id).all()
-        rows = [{"task_id": ti.task_id, "map_index": ti.map_index, "state": str(ti.state), "duration": ti.duration,
-                 "start": ti.start_date.isoformat() if ti.start_date else None} for ti in tis]
+        rows = [
+            {
+                "task_id": ti.task_id,
+                "map_index": ti.map_index,
+                "state": str(ti.state),
+                "duration": ti.duration,
+                "start": ti.start_date.isoformat() if ti.start_date else None,
+            }
+            for ti in tis
+        ]
     return sorted(rows, key=lambda r: r["start"] or "~")
 
 
@@ -94,8 +102,11 @@ def run_feedback_dag(recipe: str, overrides: list[str]) -> tuple[DagRunReport, l
 
     report = run_dag(FEEDBACK_DAG_ID, recipe, overrides)
     with create_session() as session:
-        events = [{"asset": e.asset.name, "extra": dict(e.extra or {})} for e in session.query(AssetEvent).all()
-                  if (e.extra or {}).get("feedback_run_id") == report.run_id]
+        events = [
+            {"asset": e.asset.name, "extra": dict(e.extra or {})}
+            for e in session.query(AssetEvent).all()
+            if (e.extra or {}).get("feedback_run_id") == report.run_id
+        ]
     return report, events
 
 
@@ -107,5 +118,7 @@ def failure_message(report: DagRunReport, dag_id: str = DAG_ID) -> str:
         err = json.loads(error_file.read_text())
         return f"{dag_id} run {report.run_id} failed at stage {err['stage']}: {err['message']}"
     logs = home.airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id={report.run_id}"
-    return (f"{dag_id} run {report.run_id} ended {report.state}; failed tasks: {', '.join(failed) or 'none'}. "
-            f"Task logs: {logs}")
+    return (
+        f"{dag_id} run {report.run_id} ended {report.state}; failed tasks: {', '.join(failed) or 'none'}. "
+        f"Task logs: {logs}"
+    )

@@ -46,8 +46,7 @@ def sst2_dir(download: bool = True, home: Home | None = None) -> Path:
         reason = ""
     raise InputError(
         "SST-2 not found. Put train.tsv and dev.tsv (tab-separated, columns sentence and label) in "
-        f"$LMCHAIN_DATA/sst2, or in {candidates[1]}{reason}. Looked in: "
-        + ", ".join(str(c) for c in candidates)
+        f"$LMCHAIN_DATA/sst2, or in {candidates[1]}{reason}. Looked in: " + ", ".join(str(c) for c in candidates)
     )
 
 

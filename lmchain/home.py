@@ -79,10 +79,13 @@ class Home:
         env = os.environ if environ is None else environ
         root = Path(env.get(HOME_ENV) or Path.cwd() / ".lmchain").resolve()
         root.mkdir(parents=True, exist_ok=True)
-        return cls(root, mlflow_uri=env.get(TRACKING_URI_ENV) or None,
-                   deploy_key_value=env.get(DEPLOY_KEY_ENV) or None,
-                   data=Path(env[DATA_ENV]) if env.get(DATA_ENV) else None,
-                   airflow_home_value=Path(env[AIRFLOW_HOME_ENV]) if env.get(AIRFLOW_HOME_ENV) else None)
+        return cls(
+            root,
+            mlflow_uri=env.get(TRACKING_URI_ENV) or None,
+            deploy_key_value=env.get(DEPLOY_KEY_ENV) or None,
+            data=Path(env[DATA_ENV]) if env.get(DATA_ENV) else None,
+            airflow_home_value=Path(env[AIRFLOW_HOME_ENV]) if env.get(AIRFLOW_HOME_ENV) else None,
+        )
 
     @classmethod
     def at(cls, root: str | os.PathLike[str]) -> Home:

@@ -57,18 +57,28 @@ def trace(run_dir: Path) -> list[str]:
 
     if "finetune" in m:
         ft = m["finetune"]
-        add("finetune", f"model {ft.outputs.get('model')} from base {ft.inputs.get('base_model')}; "
-                        f"trained on {ft.inputs.get('train')}")
+        add(
+            "finetune",
+            f"model {ft.outputs.get('model')} from base {ft.inputs.get('base_model')}; "
+            f"trained on {ft.inputs.get('train')}",
+        )
     if "pretrain" in m:
         pt = m["pretrain"]
-        add("pretrain", f"base {pt.info.get('base_model')}; corpus {pt.inputs.get('corpus', '(skipped)')}; "
-                        f"MLflow run {pt.info.get('mlflow_run_id', '-')}")
+        add(
+            "pretrain",
+            f"base {pt.info.get('base_model')}; corpus {pt.inputs.get('corpus', '(skipped)')}; "
+            f"MLflow run {pt.info.get('mlflow_run_id', '-')}",
+        )
+
     def add_gate(stage: str) -> None:
         if stage in m:
             g = m[stage]
-            add(stage, f"suites {g.info.get('suites')} passed={g.info.get('passed')}"
-                       f"{' (accepted by hand)' if g.info.get('accepted') else ''}; "
-                       f"Data Docs {g.info.get('data_docs')}")
+            add(
+                stage,
+                f"suites {g.info.get('suites')} passed={g.info.get('passed')}"
+                f"{' (accepted by hand)' if g.info.get('accepted') else ''}; "
+                f"Data Docs {g.info.get('data_docs')}",
+            )
 
     add_gate("gate_labels")
     if "annotate" in m:
@@ -78,8 +88,11 @@ def trace(run_dir: Path) -> list[str]:
     add_gate("gate")
     if "curate" in m:
         cu = m["curate"]
-        add("curate", f"{cu.counts.get('records')} records (sha256 {cu.hashes.get('records', '')[:12]}) "
-                      f"from {cu.inputs.get('records')}")
+        add(
+            "curate",
+            f"{cu.counts.get('records')} records (sha256 {cu.hashes.get('records', '')[:12]}) "
+            f"from {cu.inputs.get('records')}",
+        )
     if "collect" in m:
         co = m["collect"]
         add("collect", f"{co.counts.get('records')} records (sha256 {co.hashes.get('records', '')[:12]})")
@@ -92,10 +105,12 @@ def trace(run_dir: Path) -> list[str]:
 def describe_version(name: str, version: Any) -> list[str]:
     tags = version.tags or {}
     aliases = ", ".join(getattr(version, "aliases", []) or []) or "none"
-    head = [f"models:/{name}/{version.version}  aliases: {aliases}",
-            f"  accuracy {tags.get('metric.accuracy', '?')}, run {tags.get('lineage.airflow.run_id', '?')}, "
-            f"code {tags.get('lineage.code_version', '?')}, config {tags.get('lineage.config_hash', '?')[:12]}, "
-            f"labelled set {tags.get('lineage.labelled.version', '?')}"]
+    head = [
+        f"models:/{name}/{version.version}  aliases: {aliases}",
+        f"  accuracy {tags.get('metric.accuracy', '?')}, run {tags.get('lineage.airflow.run_id', '?')}, "
+        f"code {tags.get('lineage.code_version', '?')}, config {tags.get('lineage.config_hash', '?')[:12]}, "
+        f"labelled set {tags.get('lineage.labelled.version', '?')}",
+    ]
     run_dir = tags.get("lineage.run_dir")
     if not run_dir or not Path(run_dir).is_dir():
         return head + [f"  run folder {run_dir!r} is not on this machine; tags: {tags}"]

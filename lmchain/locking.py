@@ -60,7 +60,8 @@ def file_lock(path: str | Path, timeout: float = DEFAULT_TIMEOUT_S, shared: bool
                     raise LockTimeout(
                         f"could not lock {path} within {timeout:g}s: another lmchain run holds {lock} "
                         f"({_holder(lock)}); wait for it to finish and retry. The lock goes away by itself "
-                        "when that process ends; do not delete the .lock file") from None
+                        "when that process ends; do not delete the .lock file"
+                    ) from None
                 time.sleep(0.05)
         if not shared:  # who holds it, for the message of a process that times out waiting
             os.ftruncate(fd, 0)

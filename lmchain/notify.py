@@ -26,8 +26,13 @@ def failure_message(context: dict[str, Any]) -> dict[str, Any]:
     run_id = context.get("run_id", "?")
     error_file = Home.from_env().run_dir(run_id) / "error.json"
     detail = json.loads(error_file.read_text())["message"] if error_file.is_file() else str(context.get("exception"))
-    return {"dag_id": dag_id, "task_id": task_id, "run_id": run_id, "try_number": getattr(ti, "try_number", None),
-            "message": f"lmchain: {dag_id} run {run_id}: task {task_id} failed: {detail}"}
+    return {
+        "dag_id": dag_id,
+        "task_id": task_id,
+        "run_id": run_id,
+        "try_number": getattr(ti, "try_number", None),
+        "message": f"lmchain: {dag_id} run {run_id}: task {task_id} failed: {detail}",
+    }
 
 
 def on_failure(context: dict[str, Any]) -> None:
@@ -37,8 +42,9 @@ def on_failure(context: dict[str, Any]) -> None:
     if not url:
         return
     try:
-        req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url, data=json.dumps(payload).encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
         urllib.request.urlopen(req, timeout=5).close()
     except OSError as exc:
         log.error("lmchain: failure webhook %s did not answer: %s", url, exc)

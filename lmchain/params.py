@@ -48,8 +48,13 @@ def _choice(model, name: str, title: str, what: str) -> dict[str, Any]:
     """A form field that picks one of a config field's choices, or leaves the recipe's (null);
     the choices and their explanation come from the model."""
     field = model.model_fields[name]
-    return {"default": None, "type": ["null", "string"], "enum": [None, *choices(model, name)], "title": title,
-            "description": f"{what}: {field.description} Empty: the recipe's choice."}
+    return {
+        "default": None,
+        "type": ["null", "string"],
+        "enum": [None, *choices(model, name)],
+        "title": title,
+        "description": f"{what}: {field.description} Empty: the recipe's choice.",
+    }
 
 
 PARAMS_ENV = "LMCHAIN_PIPELINE_PARAMS"
@@ -58,13 +63,30 @@ OVERRIDE_KEYS_ENV = "LMCHAIN_OVERRIDE_KEYS"
 # Knobs of training and evaluation: numbers and switches that change a run's result, not what it
 # reads, where it connects or what it executes.
 DEFAULT_OVERRIDE_KEYS = (
-    "pretrain.enabled", "pretrain.epochs", "pretrain.max_steps", "pretrain.learning_rate", "pretrain.batch_size",
-    "pretrain.seed", "pretrain.checkpoint_every", "pretrain.max_texts",
-    "finetune.epochs", "finetune.max_steps", "finetune.learning_rate", "finetune.batch_size", "finetune.seed",
-    "finetune.warmup_ratio", "finetune.weight_decay", "finetune.patience", "finetune.method",
-    "annotate.max_examples", "annotate.seed", "annotate.mode",
-    "evaluate.margin", "evaluate.seed",
-    "collect.crawl.max_pages", "collect.crawl.max_depth",
+    "pretrain.enabled",
+    "pretrain.epochs",
+    "pretrain.max_steps",
+    "pretrain.learning_rate",
+    "pretrain.batch_size",
+    "pretrain.seed",
+    "pretrain.checkpoint_every",
+    "pretrain.max_texts",
+    "finetune.epochs",
+    "finetune.max_steps",
+    "finetune.learning_rate",
+    "finetune.batch_size",
+    "finetune.seed",
+    "finetune.warmup_ratio",
+    "finetune.weight_decay",
+    "finetune.patience",
+    "finetune.method",
+    "annotate.max_examples",
+    "annotate.seed",
+    "annotate.mode",
+    "evaluate.margin",
+    "evaluate.seed",
+    "collect.crawl.max_pages",
+    "collect.crawl.max_depth",
 )
 _REGEX_SPECIAL = set(".^$*+?()[]{}|\\")
 
@@ -108,8 +130,10 @@ def _overrides_pattern() -> str:
     keys = override_keys()
     if "*" in keys:
         return "^[A-Za-z0-9_.]+=.*$"
-    alternatives = "|".join("".join("[A-Za-z0-9_.]*" if c == "*" else "[A-Za-z0-9_.]" if c == "?" else _literal(c)
-                                    for c in key) for key in keys)
+    alternatives = "|".join(
+        "".join("[A-Za-z0-9_.]*" if c == "*" else "[A-Za-z0-9_.]" if c == "?" else _literal(c) for c in key)
+        for key in keys
+    )
     return rf"^({alternatives})=.*$"
 
 
@@ -138,9 +162,9 @@ def deployment_defaults(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
     try:
         values = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{PARAMS_ENV} is not JSON ({exc}); e.g. '{{\"recipe\": \"sst2\"}}'") from exc
+        raise ConfigError(f'{PARAMS_ENV} is not JSON ({exc}); e.g. \'{{"recipe": "sst2"}}\'') from exc
     if not isinstance(values, dict):
-        raise ConfigError(f"{PARAMS_ENV} must be a JSON object of form fields, e.g. '{{\"recipe\": \"sst2\"}}'")
+        raise ConfigError(f'{PARAMS_ENV} must be a JSON object of form fields, e.g. \'{{"recipe": "sst2"}}\'')
     for name, value in values.items():
         if name not in fields:
             raise ConfigError(f"{PARAMS_ENV}: unknown field {name!r}; fields: {', '.join(fields)}")
@@ -154,39 +178,85 @@ def deployment_defaults(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _fields() -> dict[str, dict[str, Any]]:
     return {
-        "recipe": {"default": DEFAULT_RECIPE, "type": "string", "enum": recipes(), "title": "Recipe",
-                   "description": "YAML recipe in configs/ (LMCHAIN_CONFIGS): what to collect, how to train, where to "
-                                  "deploy."},
-        "stop_after": {"default": "deploy", "type": "string", "enum": list(STAGES), "title": "Run up to",
-                       "description": "Run the chain up to and including this stage; later stages are skipped."},
-        "pretrain": {"default": True, "type": "boolean", "title": "Pretraining",
-                     "description": "Masked-LM pretraining on the curated corpus before fine-tuning "
-                                    "(off: fine-tune the base model directly)."},
-        "base_model": {"default": None, "type": ["null", "string"], "title": "Base model",
-                       "description": "'minilm' (packaged MiniLM-L6), 'tiny-bert', a local HF folder or a hub id. "
-                                      "Empty: the recipe's choice.", "examples": ["minilm", "tiny-bert"]},
+        "recipe": {
+            "default": DEFAULT_RECIPE,
+            "type": "string",
+            "enum": recipes(),
+            "title": "Recipe",
+            "description": "YAML recipe in configs/ (LMCHAIN_CONFIGS): what to collect, how to train, where to deploy.",
+        },
+        "stop_after": {
+            "default": "deploy",
+            "type": "string",
+            "enum": list(STAGES),
+            "title": "Run up to",
+            "description": "Run the chain up to and including this stage; later stages are skipped.",
+        },
+        "pretrain": {
+            "default": True,
+            "type": "boolean",
+            "title": "Pretraining",
+            "description": "Masked-LM pretraining on the curated corpus before fine-tuning "
+            "(off: fine-tune the base model directly).",
+        },
+        "base_model": {
+            "default": None,
+            "type": ["null", "string"],
+            "title": "Base model",
+            "description": "'minilm' (packaged MiniLM-L6), 'tiny-bert', a local HF folder or a hub id. "
+            "Empty: the recipe's choice.",
+            "examples": ["minilm", "tiny-bert"],
+        },
         "finetune_method": _choice(FinetuneConfig, "method", "Fine-tune method", "finetune.method"),
-        "epochs": {"default": None, "type": ["null", "number"], "minimum": 0.1, "maximum": 50, "title": "Epochs",
-                   "description": "Fine-tuning passes over the training split. Empty: the recipe's choice."},
+        "epochs": {
+            "default": None,
+            "type": ["null", "number"],
+            "minimum": 0.1,
+            "maximum": 50,
+            "title": "Epochs",
+            "description": "Fine-tuning passes over the training split. Empty: the recipe's choice.",
+        },
         "annotation_mode": _choice(AnnotateConfig, "mode", "Annotation", "annotate.mode"),
-        "promotion_margin": {"default": None, "type": ["null", "number"], "minimum": 0, "maximum": 0.5,
-                             "title": "Promotion margin",
-                             "description": "Promote only when the lower bound of the accuracy gain over the champion "
-                                            "exceeds this (0.01 = 1 point). Empty: the recipe's choice."},
-        "sources": {"default": [], "type": "array", "items": {"type": "string", "minLength": 1,
-                                                               "pattern": _sources_pattern()},
-                    "title": "Extra sources",
-                    "description": "Files, globs or folders to collect in addition to the recipe's (text in a "
-                                   "'text' column or key): absolute paths under "
-                                   + ", ".join(str(r) for r in source_roots()) + f" ({SOURCE_ROOTS_ENV})."},
-        "seeds": {"default": [], "type": "array", "items": {"type": "string", "pattern": "^https?://"},
-                  "title": "Crawl seeds", "description": "http(s) URLs to crawl in addition to the recipe's."},
-        "dry_run": {"default": False, "type": "boolean", "title": "Dry run",
-                    "description": "Check the recipe, params and input files, then skip every stage."},
-        "overrides": {"default": [], "type": "array", "items": {"type": "string", "pattern": _overrides_pattern()},
-                      "title": "Overrides",
-                      "description": "Config keys as key=value, e.g. finetune.batch_size=32. Allowed keys "
-                                     f"({OVERRIDE_KEYS_ENV}): " + ", ".join(override_keys()) + "."},
+        "promotion_margin": {
+            "default": None,
+            "type": ["null", "number"],
+            "minimum": 0,
+            "maximum": 0.5,
+            "title": "Promotion margin",
+            "description": "Promote only when the lower bound of the accuracy gain over the champion "
+            "exceeds this (0.01 = 1 point). Empty: the recipe's choice.",
+        },
+        "sources": {
+            "default": [],
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "pattern": _sources_pattern()},
+            "title": "Extra sources",
+            "description": "Files, globs or folders to collect in addition to the recipe's (text in a "
+            "'text' column or key): absolute paths under "
+            + ", ".join(str(r) for r in source_roots())
+            + f" ({SOURCE_ROOTS_ENV}).",
+        },
+        "seeds": {
+            "default": [],
+            "type": "array",
+            "items": {"type": "string", "pattern": "^https?://"},
+            "title": "Crawl seeds",
+            "description": "http(s) URLs to crawl in addition to the recipe's.",
+        },
+        "dry_run": {
+            "default": False,
+            "type": "boolean",
+            "title": "Dry run",
+            "description": "Check the recipe, params and input files, then skip every stage.",
+        },
+        "overrides": {
+            "default": [],
+            "type": "array",
+            "items": {"type": "string", "pattern": _overrides_pattern()},
+            "title": "Overrides",
+            "description": "Config keys as key=value, e.g. finetune.batch_size=32. Allowed keys "
+            f"({OVERRIDE_KEYS_ENV}): " + ", ".join(override_keys()) + ".",
+        },
     }
 
 
@@ -238,8 +308,10 @@ def check_overrides(overrides: list[str]) -> None:
     for item in overrides:
         key = str(item).split("=", 1)[0].strip()
         if not any(fnmatch.fnmatchcase(key, pattern) for pattern in allowed):
-            raise ConfigError(f"overrides: '{key}' may not be set from the trigger form; allowed keys: "
-                              f"{', '.join(allowed)} (the deployer sets them in {OVERRIDE_KEYS_ENV})")
+            raise ConfigError(
+                f"overrides: '{key}' may not be set from the trigger form; allowed keys: "
+                f"{', '.join(allowed)} (the deployer sets them in {OVERRIDE_KEYS_ENV})"
+            )
 
 
 def check_sources(sources: list[str]) -> None:
@@ -251,8 +323,10 @@ def check_sources(sources: list[str]) -> None:
     for raw in sources:
         problem = _source_problem(str(raw), resolved)
         if problem:
-            raise ConfigError(f"sources: '{raw}' {problem}; form sources must lie under "
-                              f"{', '.join(str(r) for r in roots)} (the deployer sets {SOURCE_ROOTS_ENV})")
+            raise ConfigError(
+                f"sources: '{raw}' {problem}; form sources must lie under "
+                f"{', '.join(str(r) for r in roots)} (the deployer sets {SOURCE_ROOTS_ENV})"
+            )
 
 
 def _source_problem(raw: str, roots: list[Path]) -> str | None:

@@ -88,9 +88,11 @@ def fluent(home: Home) -> Iterator[None]:
     try:
         found = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
         if found != (home.tracking_uri, home.registry_uri):
-            raise LmchainError(f"MLflow's process-wide tracking/registry URIs {found}, set in this process, "
-                               f"override this home's store {home.tracking_uri}: lmchain logs to the home's store; "
-                               "reset both to None (mlflow.set_*_uri(None)) before calling it")
+            raise LmchainError(
+                f"MLflow's process-wide tracking/registry URIs {found}, set in this process, "
+                f"override this home's store {home.tracking_uri}: lmchain logs to the home's store; "
+                "reset both to None (mlflow.set_*_uri(None)) before calling it"
+            )
         yield
     finally:
         for key, value in saved.items():
@@ -124,13 +126,16 @@ def pipeline_run_id(ctx: RunContext, experiment: str) -> str:
     """The MLflow run of this pipeline run: found by tag, created on first use (idempotent)."""
     c = client(ctx.home)
     exp_id = experiment_id(experiment, ctx.home)
-    found = c.search_runs([exp_id],
-                          filter_string=f"tags.`{RUN_TAG}` = '{ctx.run_id}' and tags.`{KIND_TAG}` = 'pipeline'",
-                          max_results=1)
+    found = c.search_runs(
+        [exp_id], filter_string=f"tags.`{RUN_TAG}` = '{ctx.run_id}' and tags.`{KIND_TAG}` = 'pipeline'", max_results=1
+    )
     if found:
         return found[0].info.run_id
-    run = c.create_run(exp_id, run_name=ctx.run_id,
-                       tags={RUN_TAG: ctx.run_id, KIND_TAG: "pipeline", "lmchain.run_dir": str(ctx.run_dir)})
+    run = c.create_run(
+        exp_id,
+        run_name=ctx.run_id,
+        tags={RUN_TAG: ctx.run_id, KIND_TAG: "pipeline", "lmchain.run_dir": str(ctx.run_dir)},
+    )
     return run.info.run_id
 
 
@@ -157,14 +162,24 @@ def stage_run(ctx: RunContext, experiment: str, stage: str, log_system_metrics: 
 
     with active_run(ctx, experiment):
         # Without experiment_id a nested run lands in MLflow's Default experiment.
-        with mlflow.start_run(run_name=stage, nested=True, experiment_id=experiment_id(experiment, ctx.home),
-                              tags={RUN_TAG: ctx.run_id, KIND_TAG: "stage", "lmchain.stage": stage},
-                              log_system_metrics=log_system_metrics or None) as run:
+        with mlflow.start_run(
+            run_name=stage,
+            nested=True,
+            experiment_id=experiment_id(experiment, ctx.home),
+            tags={RUN_TAG: ctx.run_id, KIND_TAG: "stage", "lmchain.stage": stage},
+            log_system_metrics=log_system_metrics or None,
+        ) as run:
             yield run
 
 
-def log_training(ctx: RunContext, experiment: str, prefix: str, metrics: dict[str, Any],
-                 params: dict[str, Any], run_name: str | None = None) -> str:
+def log_training(
+    ctx: RunContext,
+    experiment: str,
+    prefix: str,
+    metrics: dict[str, Any],
+    params: dict[str, Any],
+    run_name: str | None = None,
+) -> str:
     """Params, loss curve and throughput of a training job, in the stage's child run (its id returned).
     Metric names carry ``prefix``; the child run is named ``run_name`` (default: the prefix), so
     search trials share metric names and MLflow can chart them side by side."""
@@ -174,8 +189,15 @@ def log_training(ctx: RunContext, experiment: str, prefix: str, metrics: dict[st
         mlflow.log_params({f"{prefix}.{k}": v for k, v in params.items()})
         for step, loss in metrics.get("losses", []):
             mlflow.log_metric(f"{prefix}/loss", loss, step=int(step))
-        for key in ("samples_per_second", "train_seconds", "wall_seconds", "final_loss",
-                    "mlm_loss", "perplexity", "mlm_accuracy"):  # the last three: held-out LM metrics
+        for key in (
+            "samples_per_second",
+            "train_seconds",
+            "wall_seconds",
+            "final_loss",
+            "mlm_loss",
+            "perplexity",
+            "mlm_accuracy",
+        ):  # the last three: held-out LM metrics
             if key in metrics:
                 mlflow.log_metric(f"{prefix}/{key}", float(metrics[key]))
         return run.info.run_id
@@ -217,8 +239,9 @@ def model_dir_from_uri(uri: str, dst: Path | None = None, home: Home | None = No
     # read from where the version's files are (the same repository MLflow would use).
     c = client(home)
     name, version = model_version(uri, c)
-    repo = get_artifact_repository(c.get_model_version_download_uri(name, version),
-                                   tracking_uri=home.tracking_uri, registry_uri=home.registry_uri)
+    repo = get_artifact_repository(
+        c.get_model_version_download_uri(name, version), tracking_uri=home.tracking_uri, registry_uri=home.registry_uri
+    )
     target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="lmchain-model-"))
     target.mkdir(parents=True, exist_ok=True)
     return Path(repo.download_artifacts("", dst_path=str(target)))
@@ -287,13 +310,14 @@ def deploy_key(create: bool = False, home: Home | None = None) -> bytes | None:
 
 
 def _validation_digest(key: bytes, name: str, mv, claims: dict) -> str:
-    message = json.dumps({"name": name, "version": str(mv.version), "run_id": mv.run_id or "",
-                          "source": mv.source or "", **claims}, sort_keys=True)
+    message = json.dumps(
+        {"name": name, "version": str(mv.version), "run_id": mv.run_id or "", "source": mv.source or "", **claims},
+        sort_keys=True,
+    )
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
-def mark_validated(name: str, version: str, *, pipeline_run: str, by: str = "deploy",
-                   home: Home | None = None) -> dict:
+def mark_validated(name: str, version: str, *, pipeline_run: str, by: str = "deploy", home: Home | None = None) -> dict:
     """Tag ``version`` as validated by the deploy stage (call it before moving an alias onto it)."""
     from lmchain.artifacts import now_iso
 
@@ -314,12 +338,16 @@ def validation_problem(name: str, version: str, home: Home | None = None) -> str
     mv = client(home).get_model_version(name, str(version))
     raw = (mv.tags or {}).get(VALIDATED_TAG)
     if not raw:
-        return f"it has no {VALIDATED_TAG} tag: only the deploy stage, after infra validation, may put a version " \
-               "into service (run the pipeline's deploy stage, not a bare alias move)"
+        return (
+            f"it has no {VALIDATED_TAG} tag: only the deploy stage, after infra validation, may put a version "
+            "into service (run the pipeline's deploy stage, not a bare alias move)"
+        )
     key = deploy_key(home=home)
     if key is None:
-        return f"no deploy key to check its {VALIDATED_TAG} tag: set {DEPLOY_KEY_ENV} to the deploy stage's key " \
-               f"(or share {home.deploy_key_file})"
+        return (
+            f"no deploy key to check its {VALIDATED_TAG} tag: set {DEPLOY_KEY_ENV} to the deploy stage's key "
+            f"(or share {home.deploy_key_file})"
+        )
     try:
         tag = json.loads(raw)
         claims = {k: tag[k] for k in ("by", "pipeline_run", "at")}
@@ -327,6 +355,8 @@ def validation_problem(name: str, version: str, home: Home | None = None) -> str
     except (ValueError, TypeError, KeyError):
         return f"its {VALIDATED_TAG} tag is malformed"
     if not hmac.compare_digest(given, _validation_digest(key, name, mv, claims)):
-        return f"its {VALIDATED_TAG} tag does not verify: it was not written by the deploy stage for this " \
-               f"version, or {DEPLOY_KEY_ENV} changed since (re-run the deploy stage)"
+        return (
+            f"its {VALIDATED_TAG} tag does not verify: it was not written by the deploy stage for this "
+            f"version, or {DEPLOY_KEY_ENV} changed since (re-run the deploy stage)"
+        )
     return None

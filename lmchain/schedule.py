@@ -37,8 +37,10 @@ def cron_period(expression: str) -> timedelta:
     try:
         fires = croniter(expression, _REFERENCE)
     except (ValueError, KeyError) as exc:
-        raise ConfigError(f"{SCHEDULE_ENV}={expression!r} is not a cron expression ({exc}); "
-                          f"e.g. '{DEFAULT_CRON}' is 02:00 UTC every day") from exc
+        raise ConfigError(
+            f"{SCHEDULE_ENV}={expression!r} is not a cron expression ({exc}); "
+            f"e.g. '{DEFAULT_CRON}' is 02:00 UTC every day"
+        ) from exc
     previous = fires.get_next(datetime)
     longest = timedelta(0)
     for _ in range(_FIRES):
@@ -58,5 +60,6 @@ def nightly_timetable(expression: str | None = None):
     from airflow.timetables.trigger import CronTriggerTimetable
 
     expression = expression or nightly_cron()
-    return CronTriggerTimetable(expression, timezone="UTC", interval=cron_period(expression),
-                                run_immediately=timedelta(0))
+    return CronTriggerTimetable(
+        expression, timezone="UTC", interval=cron_period(expression), run_immediately=timedelta(0)
+    )

@@ -18,27 +18,37 @@ def stage_line(m: Manifest) -> str:
         rows = ", ".join(f"{k[:-5]} {v}" for k, v in c.items() if k.endswith("_rows"))
         warn = f", {c['warnings']} warning(s)" if c.get("warnings") else ""
         accepted = f", accepted by hand: {sorted(info['accepted'])}" if info.get("accepted") else ""
-        return (f"{'PASSED' if info.get('passed') else 'BLOCKED'}: {c['expectations'] - c['failed']}/"
-                f"{c['expectations']} expectations ({rows} rows){warn}{accepted}")
+        return (
+            f"{'PASSED' if info.get('passed') else 'BLOCKED'}: {c['expectations'] - c['failed']}/"
+            f"{c['expectations']} expectations ({rows} rows){warn}{accepted}"
+        )
     if m.stage == "annotate":
         weak = f", {c['weak_labels']} semi-automatic" if c.get("weak_labels") else ""
-        return (f"train {c['train']} / validation {c['validation']} / test {c['test']} ({info.get('mode', 'human')}"
-                f"{weak}); {c['rejects']} label rows set aside {m.drop_reasons}")
+        return (
+            f"train {c['train']} / validation {c['validation']} / test {c['test']} ({info.get('mode', 'human')}"
+            f"{weak}); {c['rejects']} label rows set aside {m.drop_reasons}"
+        )
     if m.stage == "review_queue":
         if info.get("skipped"):
             return f"skipped ({info['skipped']})"
-        return (f"{c['queue']} of {c['pool']} unlabelled texts queued for review ({info['strategy']}, scored by "
-                f"{info['scorer']}): {info['published']}")
+        return (
+            f"{c['queue']} of {c['pool']} unlabelled texts queued for review ({info['strategy']}, scored by "
+            f"{info['scorer']}): {info['published']}"
+        )
     if m.stage in ("pretrain", "finetune"):
         if info.get("skipped"):
             return f"skipped (base model {info.get('base_model')})"
         lm = f", held-out perplexity {x['perplexity']:.1f}" if "perplexity" in x else ""
-        return (f"{info['steps']} steps on {info['world_size']} {info['device']} rank(s), final loss "
-                f"{x['final_loss']:.3f}, {x['samples_per_second']:.1f} samples/s{lm}")
+        return (
+            f"{info['steps']} steps on {info['world_size']} {info['device']} rank(s), final loss "
+            f"{x['final_loss']:.3f}, {x['samples_per_second']:.1f} samples/s{lm}"
+        )
     if m.stage == "evaluate":
         verdict = "promote" if info["decision"]["promote"] else "keep champion"
-        return (f"accuracy {x['accuracy']:.4f}, macro-F1 {x['macro_f1']:.4f}, ECE {x['ece']:.3f} on "
-                f"{c['test']} test examples; decision: {verdict}")
+        return (
+            f"accuracy {x['accuracy']:.4f}, macro-F1 {x['macro_f1']:.4f}, ECE {x['ece']:.3f} on "
+            f"{c['test']} test examples; decision: {verdict}"
+        )
     if m.stage == "register":
         if info.get("promoted"):
             alias = "alias 'champion'"
@@ -62,8 +72,10 @@ def print_summary(report, lm_home: Home, total_seconds: float) -> None:
             secs = durations.get(stage)
             print(f"{stage:11s} {f'{secs:6.1f}s' if secs else '       '}  {stage_line(Manifest.read(path))}")
     print("-" * 78)
-    print(f"DAG run wall time {report.wall_seconds:.1f}s = task run time {report.task_seconds:.1f}s "
-          f"+ orchestration {report.overhead_seconds:.1f}s; whole command {total_seconds:.1f}s")
+    print(
+        f"DAG run wall time {report.wall_seconds:.1f}s = task run time {report.task_seconds:.1f}s "
+        f"+ orchestration {report.overhead_seconds:.1f}s; whole command {total_seconds:.1f}s"
+    )
     print(f"run folder:  {ctx.run_dir}")
     print(f"data docs:   {data_docs_dir(lm_home) / 'index.html'}")
     print(f"evaluation:  {ctx.stage_dir('evaluate') / 'report.html'}")
@@ -72,4 +84,4 @@ def print_summary(report, lm_home: Home, total_seconds: float) -> None:
     print("                    # model service http://127.0.0.1:8000/docs")
     print("  lmchain serve     # just the service; then:")
     print("  curl -s -X POST http://127.0.0.1:8000/v1/predict -H 'Content-Type: application/json' \\")
-    print("       -d '{\"texts\": [\"a moving, funny film\", \"a tedious mess\"]}'")
+    print('       -d \'{"texts": ["a moving, funny film", "a tedious mess"]}\'')

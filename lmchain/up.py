@@ -69,39 +69,61 @@ def passwords_file(env: dict[str, str]) -> Path:
 def up_env(lm_home: Home | Path, host: str, airflow_port: int, mlflow_port: int, serve_port: int) -> dict[str, str]:
     bin_dir = Path(sys.executable).parent
     url_host = shown_host(host)
-    return {**os.environ, **airflow_env.apply(lm_home), **airflow_env.api_port_env(airflow_port, host),
-            "AIRFLOW__API__HOST": host,
-            # Links in the Airflow UI (the plugin's nav entries).
-            "LMCHAIN_MLFLOW_URL": f"http://{url_host}:{mlflow_port}",
-            "LMCHAIN_SERVE_URL": f"http://{url_host}:{serve_port}/docs",
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return {
+        **os.environ,
+        **airflow_env.apply(lm_home),
+        **airflow_env.api_port_env(airflow_port, host),
+        "AIRFLOW__API__HOST": host,
+        # Links in the Airflow UI (the plugin's nav entries).
+        "LMCHAIN_MLFLOW_URL": f"http://{url_host}:{mlflow_port}",
+        "LMCHAIN_SERVE_URL": f"http://{url_host}:{serve_port}/docs",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
 
-def mlflow_command(lm_home: Home | Path, env: dict[str, str], host: str, port: int
-                   ) -> tuple[list[str], dict[str, str]]:
+def mlflow_command(lm_home: Home | Path, env: dict[str, str], host: str, port: int) -> tuple[list[str], dict[str, str]]:
     """The MLflow server's command and environment: basic-auth when it listens beyond loopback."""
     lm_home = Home.of(lm_home)
     bin_dir = Path(sys.executable).parent
-    cmd = [str(bin_dir / "mlflow"), "server", "--host", host, "--port", str(port),
-           "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
-           "--default-artifact-root", lm_home.mlflow_artifacts.as_uri()]
+    cmd = [
+        str(bin_dir / "mlflow"),
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        env["MLFLOW_TRACKING_URI"],
+        "--default-artifact-root",
+        lm_home.mlflow_artifacts.as_uri(),
+    ]
     if is_loopback(host):
         return cmd, env
     from lmchain import compose_init
 
-    auth_env = {**env, "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{lm_home.mlflow_auth_db}",
-                "MLFLOW_AUTH_CONFIG_DIR": str(lm_home.mlflow_auth_dir),
-                "MLFLOW_AUTH_ADMIN_USERNAME": env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin",
-                "MLFLOW_AUTH_ADMIN_PASSWORD": _secret(lm_home, env, "MLFLOW_AUTH_ADMIN_PASSWORD",
-                                                      "mlflow-admin-password"),
-                "MLFLOW_FLASK_SERVER_SECRET_KEY": _secret(lm_home, env, "MLFLOW_FLASK_SERVER_SECRET_KEY",
-                                                          "mlflow-flask-secret")}
+    auth_env = {
+        **env,
+        "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{lm_home.mlflow_auth_db}",
+        "MLFLOW_AUTH_CONFIG_DIR": str(lm_home.mlflow_auth_dir),
+        "MLFLOW_AUTH_ADMIN_USERNAME": env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": _secret(lm_home, env, "MLFLOW_AUTH_ADMIN_PASSWORD", "mlflow-admin-password"),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": _secret(
+            lm_home, env, "MLFLOW_FLASK_SERVER_SECRET_KEY", "mlflow-flask-secret"
+        ),
+    }
     compose_init.check({k: auth_env[k] for k in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")})
     return cmd[:2] + ["--app-name", "basic-auth"] + cmd[2:], compose_init.prepare_mlflow(auth_env)
 
 
-def service_commands(lm_home: Home | Path, env: dict[str, str], host: str, airflow_port: int, mlflow_port: int,
-                     serve_port: int, with_serve: bool) -> dict[str, tuple[list[str], dict[str, str]]]:
+def service_commands(
+    lm_home: Home | Path,
+    env: dict[str, str],
+    host: str,
+    airflow_port: int,
+    mlflow_port: int,
+    serve_port: int,
+    with_serve: bool,
+) -> dict[str, tuple[list[str], dict[str, str]]]:
     airflow = str(Path(sys.executable).parent / "airflow")
     services = {
         "api-server": ([airflow, "api-server", "--host", host, "--port", str(airflow_port)], env),
@@ -112,8 +134,10 @@ def service_commands(lm_home: Home | Path, env: dict[str, str], host: str, airfl
         "mlflow": mlflow_command(lm_home, env, host, mlflow_port),
     }
     if with_serve:
-        services["serve"] = ([sys.executable, "-m", "lmchain.cli", "serve", "--host", host, "--port",
-                              str(serve_port)], env)
+        services["serve"] = (
+            [sys.executable, "-m", "lmchain.cli", "serve", "--host", host, "--port", str(serve_port)],
+            env,
+        )
     return services
 
 
@@ -148,8 +172,7 @@ def run_services(airflow_port: int, mlflow_port: int, serve_port: int, host: str
     procs = {}
     for name, (cmd, cmd_env) in services.items():
         log = open(logs / f"{name}.log", "a")
-        procs[name] = subprocess.Popen(cmd, env=cmd_env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+        procs[name] = subprocess.Popen(cmd, env=cmd_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         print(f"started {name} (pid {procs[name].pid}), log {logs / f'{name}.log'}")
     url_host = shown_host(host)
     print(f"\nAirflow UI   http://{url_host}:{airflow_port}  (user admin; password in {passwords})")

@@ -41,10 +41,20 @@ SECURITY_HEADERS = {
 # in Airflow's run ids (manual__2026-12-02T07:40:29.255933+00:00), which GX uses as folder names
 # of its validation pages.
 SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._:+-]{0,199}")
-MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".png": "image/png",
-               ".gif": "image/gif", ".svg": "image/svg+xml", ".ico": "image/x-icon", ".jpg": "image/jpeg",
-               ".jpeg": "image/jpeg", ".otf": "font/otf", ".ttf": "font/ttf", ".woff": "font/woff",
-               ".woff2": "font/woff2"}
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".otf": "font/otf",
+    ".ttf": "font/ttf",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+}
 # The Data Docs site: pages, styles, images and fonts. Not its JSON or anything else GX may add.
 DATA_DOCS_SUFFIXES = frozenset(MEDIA_TYPES)
 # An evaluation report: the page and the figures written beside it.
@@ -64,8 +74,11 @@ class _SecurityHeaders:
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 names = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
-                         if k.lower().encode() not in names]
+                extra = [
+                    (k.lower().encode(), v.encode())
+                    for k, v in SECURITY_HEADERS.items()
+                    if k.lower().encode() not in names
+                ]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
@@ -87,11 +100,17 @@ async def _authorized_user(request: Request):
         # Airflow answers a forged or revoked token with 403; here it is "not logged in" like a
         # missing one, so a browser is told to log in rather than that it lacks a permission.
         detail = "not logged in to Airflow" if exc.status_code == 401 else "invalid or expired Airflow token"
-        raise HTTPException(401, f"{detail}: log in to the Airflow UI, or send Authorization: Bearer <JWT "
-                                 "from POST /auth/token>", headers={"WWW-Authenticate": "Bearer"}) from None
+        raise HTTPException(
+            401,
+            f"{detail}: log in to the Airflow UI, or send Authorization: Bearer <JWT from POST /auth/token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        ) from None
     # Reports show what the pipeline's tasks produced: the same right as reading task instances.
-    allowed = await run_in_threadpool(lambda: get_auth_manager().is_authorized_dag(
-        method="GET", access_entity=DagAccessEntity.TASK_INSTANCE, user=user))
+    allowed = await run_in_threadpool(
+        lambda: get_auth_manager().is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.TASK_INSTANCE, user=user
+        )
+    )
     if not allowed:
         raise HTTPException(403, "this Airflow user may not read the pipeline's task instances")
     return user
@@ -170,6 +189,10 @@ class LmchainPlugin(AirflowPlugin):
     external_views = [
         {"name": "MLflow (lmchain)", "href": MLFLOW_URL, "destination": "nav", "category": "lmchain"},
         {"name": "Model service (lmchain)", "href": SERVE_URL, "destination": "nav", "category": "lmchain"},
-        {"name": "Data Docs (lmchain)", "href": "/lmchain/data-docs/index.html", "destination": "nav",
-         "category": "lmchain"},
+        {
+            "name": "Data Docs (lmchain)",
+            "href": "/lmchain/data-docs/index.html",
+            "destination": "nav",
+            "category": "lmchain",
+        },
     ]

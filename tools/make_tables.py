@@ -28,8 +28,7 @@ def build() -> dict:
 
     tok = spacy.blank("en").tokenizer
     return {
-        "source": f"spacy {spacy.__version__} blank('en') tokenizer; datatrove {version('datatrove')} "
-                  "utils/text.py",
+        "source": f"spacy {spacy.__version__} blank('en') tokenizer; datatrove {version('datatrove')} utils/text.py",
         "prefix": tok.prefix_search.__self__.pattern,
         "suffix": tok.suffix_search.__self__.pattern,
         "infix": tok.infix_finditer.__self__.pattern,

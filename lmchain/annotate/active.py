@@ -41,12 +41,18 @@ def uncertainty(probs: np.ndarray, strategy: str) -> np.ndarray:
 def _vectors(texts: list[str]):
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    return HashingVectorizer(n_features=2 ** 18, alternate_sign=False, norm="l2",
-                             ngram_range=(1, 2)).transform(texts)
+    return HashingVectorizer(n_features=2**18, alternate_sign=False, norm="l2", ngram_range=(1, 2)).transform(texts)
 
 
-def select(probs: np.ndarray | None, k: int, strategy: str = "entropy", texts: list[str] | None = None,
-           diversity: float = 0.0, seed: int = 0, candidates: int = 10) -> list[int]:
+def select(
+    probs: np.ndarray | None,
+    k: int,
+    strategy: str = "entropy",
+    texts: list[str] | None = None,
+    diversity: float = 0.0,
+    seed: int = 0,
+    candidates: int = 10,
+) -> list[int]:
     """Indices of the ``k`` items to label next, most informative first.
 
     ``random`` ignores ``probs``. With ``diversity > 0`` the greedy pass looks at the
@@ -86,8 +92,9 @@ def select(probs: np.ndarray | None, k: int, strategy: str = "entropy", texts: l
     return taken
 
 
-def write_queue(items: list[dict], path: Path, fmt: str, label_names: list[str],
-                from_name: str = "label", to_name: str = "text") -> Path:
+def write_queue(
+    items: list[dict], path: Path, fmt: str, label_names: list[str], from_name: str = "label", to_name: str = "text"
+) -> Path:
     """Write the review queue. ``items`` hold id, text, and optionally suggested label/confidence
     and uncertainty. Label Studio gets import JSON with the suggestion as a prediction, so a
     reviewer sees it pre-selected (a choices control named ``from_name`` over ``to_name``)."""
@@ -106,10 +113,20 @@ def write_queue(items: list[dict], path: Path, fmt: str, label_names: list[str],
         for item in items:
             task: dict[str, Any] = {"data": {"text": item["text"], "lmchain_id": item["id"]}}
             if item.get("suggested_label") is not None:
-                task["predictions"] = [{"model_version": item.get("scorer", "lmchain"),
-                                        "score": item.get("confidence"),
-                                        "result": [{"from_name": from_name, "to_name": to_name, "type": "choices",
-                                                    "value": {"choices": [item["suggested_label"]]}}]}]
+                task["predictions"] = [
+                    {
+                        "model_version": item.get("scorer", "lmchain"),
+                        "score": item.get("confidence"),
+                        "result": [
+                            {
+                                "from_name": from_name,
+                                "to_name": to_name,
+                                "type": "choices",
+                                "value": {"choices": [item["suggested_label"]]},
+                            }
+                        ],
+                    }
+                ]
             tasks.append(task)
         path.write_text(json.dumps(tasks, ensure_ascii=False, indent=1), encoding="utf-8")
     else:

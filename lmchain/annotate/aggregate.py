@@ -34,9 +34,14 @@ def majority_vote(labels: Iterable[int]) -> tuple[int | None, float]:
     return counts[0][0], counts[0][1] / total
 
 
-def dawid_skene(votes: Sequence[tuple[Item, Voter, int]], n_classes: int, fixed: Mapping[Item, int] | None = None,
-                max_iter: int = 100, tol: float = 1e-6, smoothing: float = 0.01
-                ) -> tuple[list[Item], np.ndarray, dict[Voter, np.ndarray], np.ndarray]:
+def dawid_skene(
+    votes: Sequence[tuple[Item, Voter, int]],
+    n_classes: int,
+    fixed: Mapping[Item, int] | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    smoothing: float = 0.01,
+) -> tuple[list[Item], np.ndarray, dict[Voter, np.ndarray], np.ndarray]:
     """EM for the Dawid-Skene model.
 
     ``fixed`` pins the posterior of known items (gold labels) to their label: they anchor the
@@ -88,7 +93,7 @@ def cohen_kappa(a: list[int], b: list[int], n_classes: int | None = None) -> flo
         table[x, y] += 1
     total = table.sum()
     observed = np.trace(table) / total
-    expected = float((table.sum(axis=0) * table.sum(axis=1)).sum()) / total ** 2
+    expected = float((table.sum(axis=0) * table.sum(axis=1)).sum()) / total**2
     return 1.0 if expected == 1 else float((observed - expected) / (1 - expected))
 
 
@@ -103,9 +108,9 @@ def fleiss_kappa(counts: np.ndarray) -> float:
     counts, raters = counts[raters >= 2], raters[raters >= 2]
     if len(counts) == 0:
         raise ValueError("fleiss_kappa needs items rated by at least two raters")
-    p_item = ((counts ** 2).sum(axis=1) - raters) / (raters * (raters - 1))
+    p_item = ((counts**2).sum(axis=1) - raters) / (raters * (raters - 1))
     p_class = counts.sum(axis=0) / raters.sum()
-    p_bar, p_e = p_item.mean(), (p_class ** 2).sum()
+    p_bar, p_e = p_item.mean(), (p_class**2).sum()
     return 1.0 if p_e == 1 else float((p_bar - p_e) / (1 - p_e))
 
 
@@ -116,8 +121,11 @@ def agreement(votes: Sequence[Vote], n_classes: int, min_shared: int = 10) -> di
     for item, voter, label in votes:
         by_item[item][voter] = label
     multi = {i: v for i, v in by_item.items() if len(v) >= 2}
-    report: dict = {"annotators": len({v[1] for v in votes}), "items": len(by_item),
-                    "items_with_2plus_votes": len(multi)}
+    report: dict = {
+        "annotators": len({v[1] for v in votes}),
+        "items": len(by_item),
+        "items_with_2plus_votes": len(multi),
+    }
     if not multi:
         return report
     table = np.zeros((len(multi), n_classes))
@@ -164,12 +172,18 @@ def aggregate_votes(votes, names: list[str], method: str):
             label, conf = majority_vote([v.label for v in vs])
         disagree = len({v.label for v in vs}) > 1
         if disagree:
-            conflicts.append({"text": text, "votes": [{"annotator": v.annotator, "label": names[v.label],
-                                                       "where": v.where} for v in vs],
-                              "resolved": None if label is None else names[label], "method": method})
+            conflicts.append(
+                {
+                    "text": text,
+                    "votes": [{"annotator": v.annotator, "label": names[v.label], "where": v.where} for v in vs],
+                    "resolved": None if label is None else names[label],
+                    "method": method,
+                }
+            )
         if label is None:
-            rejects.append({"text": text, "label": sorted({names[v.label] for v in vs}),
-                            "reason": "conflicting_labels"})
+            rejects.append(
+                {"text": text, "label": sorted({names[v.label] for v in vs}), "reason": "conflicting_labels"}
+            )
             continue
         prov = "feedback" if all(v.provenance == "feedback" for v in vs) else "human"
         labels[h] = (text, label, round(conf, 4), prov)

@@ -70,8 +70,10 @@ def _label_studio_rows(path: Path, src: LabelSource) -> Iterator[tuple[str, obje
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise InputError(f"annotate.labels: {path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
-                         "export the project from Label Studio as JSON") from None
+        raise InputError(
+            f"annotate.labels: {path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+            "export the project from Label Studio as JSON"
+        ) from None
     if not isinstance(tasks, list):
         raise InputError(f"annotate.labels: {path} is not a Label Studio export (expected a JSON list of tasks)")
     for n, task in enumerate(tasks, 1):
@@ -80,8 +82,13 @@ def _label_studio_rows(path: Path, src: LabelSource) -> Iterator[tuple[str, obje
             yield where, None, None, None, "not_an_object"
             continue
         if "annotations" not in task:  # JSON-MIN: one flat object per task
-            yield where, task.get(src.text_field), task.get(src.label_field, _MISSING), \
-                task.get(src.annotator_field or "annotator", "label-studio"), None
+            yield (
+                where,
+                task.get(src.text_field),
+                task.get(src.label_field, _MISSING),
+                task.get(src.annotator_field or "annotator", "label-studio"),
+                None,
+            )
             continue
         data = task.get("data") or {}
         text = data.get(src.text_field)
@@ -90,11 +97,19 @@ def _label_studio_rows(path: Path, src: LabelSource) -> Iterator[tuple[str, obje
                 continue
             who = a.get("completed_by")
             who = who.get("email", who.get("id")) if isinstance(who, dict) else who
-            choices = [c for r in a.get("result", []) if r.get("type") == "choices"
-                       and (src.label_field in ("label", r.get("from_name")))
-                       for c in r.get("value", {}).get("choices", [])]
-            yield where, text, choices[0] if len(choices) == 1 else (_MISSING if not choices else choices), \
-                who if who is not None else "label-studio", None
+            choices = [
+                c
+                for r in a.get("result", [])
+                if r.get("type") == "choices" and (src.label_field in ("label", r.get("from_name")))
+                for c in r.get("value", {}).get("choices", [])
+            ]
+            yield (
+                where,
+                text,
+                choices[0] if len(choices) == 1 else (_MISSING if not choices else choices),
+                who if who is not None else "label-studio",
+                None,
+            )
 
 
 _MISSING = object()
@@ -113,8 +128,10 @@ def _delimited_rows(path: Path, src: LabelSource) -> Iterator[tuple[str, object,
             yield where, None, None, None, bad
             continue
         if not label_seen and src.label_field not in extra:
-            raise InputError(f"annotate.labels: {path} has no label column '{src.label_field}' (row {line}); "
-                             "set label_field to the column that holds the label")
+            raise InputError(
+                f"annotate.labels: {path} has no label column '{src.label_field}' (row {line}); "
+                "set label_field to the column that holds the label"
+            )
         label_seen = True
         annotator = extra.get(src.annotator_field) if src.annotator_field else None
         yield where, text, extra.get(src.label_field, _MISSING), annotator, None
@@ -133,8 +150,13 @@ def raw_labels(src: LabelSource) -> set[str]:
     seen = set()
     for path in resolve_files(src.path):
         for _, text, raw, _, problem in _rows(path, src):
-            if problem is None and raw is not _MISSING and raw is not None and not isinstance(raw, list) \
-                    and str(raw).strip():
+            if (
+                problem is None
+                and raw is not _MISSING
+                and raw is not None
+                and not isinstance(raw, list)
+                and str(raw).strip()
+            ):
                 seen.add(mapping.get(str(raw).strip().lower(), str(raw).strip()))
     return seen
 
@@ -166,18 +188,30 @@ def read_votes(src: LabelSource, names: list[str]) -> tuple[list[Vote], list[dic
                 else:
                     label = resolve(raw)
                     if label is None:
-                        problem = f"unknown_label: '{raw}' is not one of {names}" + \
-                                  (" (after label_map)" if src.label_map else "")
+                        problem = f"unknown_label: '{raw}' is not one of {names}" + (
+                            " (after label_map)" if src.label_map else ""
+                        )
             if problem is not None:
                 if src.strict:
-                    raise InputError(f"annotate.labels: {where}: {_explain(problem, src)}; fix the row, or set "
-                                     "strict: false on this source to keep bad rows in rejects.jsonl")
-                rejects.append({"where": where, "text": text, "label": None if raw is _MISSING else raw,
-                                "reason": problem})
+                    raise InputError(
+                        f"annotate.labels: {where}: {_explain(problem, src)}; fix the row, or set "
+                        "strict: false on this source to keep bad rows in rejects.jsonl"
+                    )
+                rejects.append(
+                    {"where": where, "text": text, "label": None if raw is _MISSING else raw, "reason": problem}
+                )
                 continue
             assert label is not None  # a row without a problem has a resolved label
-            votes.append(Vote(text, label, str(annotator if annotator not in (None, "") else default_annotator),
-                              src.provenance, src.precedence, where))
+            votes.append(
+                Vote(
+                    text,
+                    label,
+                    str(annotator if annotator not in (None, "") else default_annotator),
+                    src.provenance,
+                    src.precedence,
+                    where,
+                )
+            )
     return votes, rejects, [str(p.resolve()) for p in files]
 
 
@@ -193,9 +227,20 @@ def write_label_studio_export(rows: list[dict], path: Path, from_name: str = "la
     tasks: dict[str, dict] = {}
     for row in rows:
         task = tasks.setdefault(row["text"], {"id": len(tasks) + 1, "data": {"text": row["text"]}, "annotations": []})
-        task["annotations"].append({"completed_by": row.get("annotator", 1), "was_cancelled": False,
-                                    "result": [{"from_name": from_name, "to_name": to_name, "type": "choices",
-                                                "value": {"choices": [row["label"]]}}]})
+        task["annotations"].append(
+            {
+                "completed_by": row.get("annotator", 1),
+                "was_cancelled": False,
+                "result": [
+                    {
+                        "from_name": from_name,
+                        "to_name": to_name,
+                        "type": "choices",
+                        "value": {"choices": [row["label"]]},
+                    }
+                ],
+            }
+        )
     path.write_text(json.dumps(list(tasks.values()), ensure_ascii=False, indent=1), encoding="utf-8")
     return path
 

@@ -61,8 +61,9 @@ def regex_lf(label: int, pattern: str, name: str, flags: int = re.IGNORECASE) ->
     return LabellingFunction(name, "rule", apply)
 
 
-def model_lf(predict: Callable[[list[str]], list[dict]], min_confidence: float = 0.0,
-             name: str = "champion") -> LabellingFunction:
+def model_lf(
+    predict: Callable[[list[str]], list[dict]], min_confidence: float = 0.0, name: str = "champion"
+) -> LabellingFunction:
     """Pre-labels from a classifier (``Predictor.predict``); abstains below ``min_confidence``."""
 
     def apply(texts: list[str]):
@@ -138,15 +139,17 @@ def provenance(votes_row: np.ndarray, lfs: list[LabellingFunction], label: int) 
     return "+".join(kinds) if kinds else "prior"
 
 
-def build_lfs(cfg, names: list[str], predict: Callable[[list[str]], list[dict]] | None = None
-              ) -> list[LabellingFunction]:
+def build_lfs(
+    cfg, names: list[str], predict: Callable[[list[str]], list[dict]] | None = None
+) -> list[LabellingFunction]:
     """The LFs a ``WeakLabelConfig`` asks for; ``predict`` is the champion's, when there is one."""
     from lmchain.errors import ConfigError
 
     def label_id(name: str, key: str) -> int:
         if name not in names:
-            raise ConfigError(f"config key 'annotate.weak.{key}': label '{name}' is not one of "
-                              f"annotate.label_names {names}")
+            raise ConfigError(
+                f"config key 'annotate.weak.{key}': label '{name}' is not one of annotate.label_names {names}"
+            )
         return names.index(name)
 
     lfs: list[LabellingFunction] = []
@@ -160,15 +163,17 @@ def build_lfs(cfg, names: list[str], predict: Callable[[list[str]], list[dict]] 
             try:
                 lfs.append(regex_lf(label_id(name, "regexes"), pattern, f"regex:{name}:{n}"))
             except re.error as exc:
-                raise ConfigError(f"config key 'annotate.weak.regexes.{name}[{n}]': bad regular expression "
-                                  f"{pattern!r} ({exc})") from None
+                raise ConfigError(
+                    f"config key 'annotate.weak.regexes.{name}[{n}]': bad regular expression {pattern!r} ({exc})"
+                ) from None
     if cfg.champion and predict is not None:
         lfs.append(model_lf(predict, cfg.champion_min_confidence))
     return lfs
 
 
-def weak_labels(lfs: list[LabellingFunction], texts: list[str], n_classes: int, combine: str,
-                gold: dict[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+def weak_labels(
+    lfs: list[LabellingFunction], texts: list[str], n_classes: int, combine: str, gold: dict[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Votes of ``lfs`` on ``texts`` combined -> (probabilities [texts x classes], votes, LF report).
 
     ``gold`` (row -> human label) measures each LF's accuracy (the weighted vote's weights) and

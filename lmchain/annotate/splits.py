@@ -20,7 +20,7 @@ class LeakageError(InputError):
 
 def unit(key: str, salt: str) -> float:
     """A number in [0, 1) fixed by the text alone: the same on every run, whatever else is in the data."""
-    return int(hashlib.sha256(f"{salt}\x00{key}".encode()).hexdigest()[:13], 16) / 16 ** 13
+    return int(hashlib.sha256(f"{salt}\x00{key}".encode()).hexdigest()[:13], 16) / 16**13
 
 
 def split_key(text: str) -> str:
@@ -30,8 +30,13 @@ def split_key(text: str) -> str:
 
 def split_of(text: str, cfg: AnnotateConfig) -> str:
     u = unit(split_key(text), f"split{cfg.seed}")
-    return "test" if u < cfg.test_fraction else "validation" if u < cfg.test_fraction + cfg.validation_fraction \
+    return (
+        "test"
+        if u < cfg.test_fraction
+        else "validation"
+        if u < cfg.test_fraction + cfg.validation_fraction
         else "train"
+    )
 
 
 def stratified_split(examples: list[Example], cfg: AnnotateConfig) -> dict[str, list[Example]]:
@@ -54,9 +59,13 @@ def stratified_split(examples: list[Example], cfg: AnnotateConfig) -> dict[str, 
         by_label: dict[int, list[str]] = defaultdict(list)
         for key in keys:
             by_label[groups[key][0]["label"]].append(key)
-        keys = sorted(k for label_keys in by_label.values()
-                      for k in sorted(label_keys, key=lambda k: unit(k, f"sample{cfg.seed}"))
-                      [: max(1, round(len(label_keys) * share))])
+        keys = sorted(
+            k
+            for label_keys in by_label.values()
+            for k in sorted(label_keys, key=lambda k: unit(k, f"sample{cfg.seed}"))[
+                : max(1, round(len(label_keys) * share))
+            ]
+        )
     splits: dict[str, list[Example]] = {s: [] for s in SPLITS}
     for key in keys:
         splits[split_of(groups[key][0]["text"], cfg)] += groups[key]
@@ -73,6 +82,8 @@ def check_leakage(splits: dict[str, list[Example]]) -> None:
             key = split_key(ex["text"])
             other = where.setdefault(key, split)
             if other != split:
-                raise LeakageError(f"annotate: leakage: the text {ex['text'][:120]!r} (id {ex.get('id')}) is in "
-                                   f"both '{other}' and '{split}'; a text's split must follow from its "
-                                   "normalised text alone (lmchain.annotate.splits.split_of)")
+                raise LeakageError(
+                    f"annotate: leakage: the text {ex['text'][:120]!r} (id {ex.get('id')}) is in "
+                    f"both '{other}' and '{split}'; a text's split must follow from its "
+                    "normalised text alone (lmchain.annotate.splits.split_of)"
+                )

@@ -58,8 +58,10 @@ def decode(body: bytes, content_type: str = "") -> tuple[str, str]:
         # language (coherence) is the better guess then, and on a full tie (short texts) the web's
         # commonest legacy charset, windows-1252 (what browsers assume for unlabelled pages).
         least = min(r.chaos for r in results)
-        best = max((r for r in results if r.chaos <= least + 0.01),
-                   key=lambda r: (round(r.coherence, 3), r.encoding == "cp1252"))
+        best = max(
+            (r for r in results if r.chaos <= least + 0.01),
+            key=lambda r: (round(r.coherence, 3), r.encoding == "cp1252"),
+        )
         if (text := _try(body, best.encoding)) is not None:
             return text, f"{best.encoding} (detected)"
     return body.decode("utf-8", errors="replace"), "utf-8 (replaced)"

@@ -146,9 +146,19 @@ class Crawler:
             except Exception as exc:  # a bug or a page that breaks a parser: record it, crawl on
                 log.exception("crawl: %s failed unexpectedly", item.url)
                 if item.url not in self.frontier.done:
-                    self._commit(item, FAILED, f"internal_error: {type(exc).__name__}: {exc}"[:300],
-                                 {"source": "web", "url": item.url, "depth": item.depth, "referrer": item.referrer,
-                                  "fetched_at": now_iso(), "status": 0})
+                    self._commit(
+                        item,
+                        FAILED,
+                        f"internal_error: {type(exc).__name__}: {exc}"[:300],
+                        {
+                            "source": "web",
+                            "url": item.url,
+                            "depth": item.depth,
+                            "referrer": item.referrer,
+                            "fetched_at": now_iso(),
+                            "status": 0,
+                        },
+                    )
             finally:
                 await self.frontier.task_done()
 
@@ -198,20 +208,26 @@ class Crawler:
         if stored is None:  # a 304 we did not ask for: nothing to reuse
             self._commit(item, FAILED, "http_304: not modified, but the page was never stored", base)
             return
-        page = {"url": resp.url, "etag": resp.headers.get("etag") or stored.etag,
-                "last_modified": resp.headers.get("last-modified") or stored.last_modified,
-                "html_sha256": stored.html_sha256, "text_sha256": stored.text_sha256, "status": 304,
-                "fetched_at": base["fetched_at"], "links": stored.links}
-        self._commit(item, UNCHANGED, "not_modified", base, page=page, links=stored.links,
-                     claimed=[resp.url])
+        page = {
+            "url": resp.url,
+            "etag": resp.headers.get("etag") or stored.etag,
+            "last_modified": resp.headers.get("last-modified") or stored.last_modified,
+            "html_sha256": stored.html_sha256,
+            "text_sha256": stored.text_sha256,
+            "status": 304,
+            "fetched_at": base["fetched_at"],
+            "links": stored.links,
+        }
+        self._commit(item, UNCHANGED, "not_modified", base, page=page, links=stored.links, claimed=[resp.url])
 
     async def _page(self, item: QueuedUrl, resp: Response, base: dict) -> None:
         content_type = resp.headers.get("content-type", "")
         html, charset = decode(resp.body, content_type)
         if resp.media_type in HTML_TYPES or (not resp.media_type and html.lstrip()[:1] == "<"):
             loop = asyncio.get_running_loop()
-            ex = await loop.run_in_executor(self.executor, extract, html, resp.url,
-                                            resp.headers.get("content-language", ""))
+            ex = await loop.run_in_executor(
+                self.executor, extract, html, resp.url, resp.headers.get("content-language", "")
+            )
         else:  # text/plain and the like: the body is the text
             ex = Extracted(text=html.strip(), extractor="plain")
         doc_url = resp.url
@@ -221,16 +237,35 @@ class Crawler:
         links = [] if ex.nofollow else self._in_scope(ex.links)
         text_sha = sha256_text(ex.text)
         stored = self.store.stored(resp.url) if self.cfg.incremental else None
-        record = {**base, "url": doc_url, "fetched_url": item.url, "title": ex.title, "text": ex.text,
-                  "language": ex.language, "content_type": resp.media_type, "charset": charset,
-                  "etag": resp.headers.get("etag"), "last_modified": resp.headers.get("last-modified"),
-                  "html_sha256": _sha256_bytes(resp.body), "text_sha256": text_sha, "sha256": text_sha,
-                  "extractor": ex.extractor, "meta": {"title": ex.title}}
+        record = {
+            **base,
+            "url": doc_url,
+            "fetched_url": item.url,
+            "title": ex.title,
+            "text": ex.text,
+            "language": ex.language,
+            "content_type": resp.media_type,
+            "charset": charset,
+            "etag": resp.headers.get("etag"),
+            "last_modified": resp.headers.get("last-modified"),
+            "html_sha256": _sha256_bytes(resp.body),
+            "text_sha256": text_sha,
+            "sha256": text_sha,
+            "extractor": ex.extractor,
+            "meta": {"title": ex.title},
+        }
         if self.cfg.keep_html:
             record["html"] = html
-        page = {"url": resp.url, "etag": record["etag"], "last_modified": record["last_modified"],
-                "html_sha256": record["html_sha256"], "text_sha256": text_sha, "status": resp.status,
-                "fetched_at": base["fetched_at"], "links": links}
+        page = {
+            "url": resp.url,
+            "etag": record["etag"],
+            "last_modified": record["last_modified"],
+            "html_sha256": record["html_sha256"],
+            "text_sha256": text_sha,
+            "status": resp.status,
+            "fetched_at": base["fetched_at"],
+            "links": links,
+        }
         claimed = [resp.url, doc_url]
         # Another page already settled this one (same redirect target or canonical URL), maybe
         # while this request was in flight.
@@ -258,8 +293,18 @@ class Crawler:
                 out.append(url)
         return out
 
-    def _commit(self, item: QueuedUrl, kind: str, reason: str, record: dict, *, fetched: bool = True,
-                page: dict | None = None, links: Sequence[str] = (), claimed: Sequence[str] = ()) -> None:
+    def _commit(
+        self,
+        item: QueuedUrl,
+        kind: str,
+        reason: str,
+        record: dict,
+        *,
+        fetched: bool = True,
+        page: dict | None = None,
+        links: Sequence[str] = (),
+        claimed: Sequence[str] = (),
+    ) -> None:
         if reason and kind != DOC:
             record = {**record, "reason": reason}
         claimed_all = list(dict.fromkeys([item.url, *claimed]))
@@ -267,8 +312,17 @@ class Crawler:
         if item.depth < self.cfg.max_depth:
             follow = [QueuedUrl(u, item.depth + 1, item.url) for u in links if u not in self.frontier.seen]
         # No await from the duplicate check in _page to here: claims cannot interleave.
-        new = self.store.commit_page(self.crawl_id, claimed=claimed_all, kind=kind, reason=reason, fetched=fetched,
-                                     status=record.get("status", 0), record=record, page=page, links=follow)
+        new = self.store.commit_page(
+            self.crawl_id,
+            claimed=claimed_all,
+            kind=kind,
+            reason=reason,
+            fetched=fetched,
+            status=record.get("status", 0),
+            record=record,
+            page=page,
+            links=follow,
+        )
         self.frontier.done.update(claimed_all)
         self.frontier.seen.update(claimed_all)
         self.frontier.push(new)
@@ -286,10 +340,15 @@ class Crawler:
             wanted.append((f"{root}/sitemap.xml", False))
         result = await sitemap.discover(self.fetcher, wanted, self._guard)
         self.stats.sitemaps_read = result.read
-        items = [QueuedUrl(u, 1, src) for u, src in ((normalize(p), s) for p, s in result.urls)
-                 if u and u in self.scope and u not in self.frontier.seen]
-        failures = [{"source": "sitemap", "url": u, "reason": r, "fetched_at": now_iso(), "status": 0}
-                    for u, r in result.failures]
+        items = [
+            QueuedUrl(u, 1, src)
+            for u, src in ((normalize(p), s) for p, s in result.urls)
+            if u and u in self.scope and u not in self.frontier.seen
+        ]
+        failures = [
+            {"source": "sitemap", "url": u, "reason": r, "fetched_at": now_iso(), "status": 0}
+            for u, r in result.failures
+        ]
         self.frontier.push(self.store.enqueue_from_sitemaps(self.crawl_id, items, failures))
         self.stats.failed += len(failures)
 
@@ -300,9 +359,15 @@ class Crawler:
 
     def _log_progress(self, t0: float, final: bool = False) -> None:
         elapsed = max(time.monotonic() - t0, 1e-9)
-        log.info("crawl%s: fetched=%d queued=%d failed=%d docs=%d pages/s=%.1f", " done" if final else "",
-                 self.stats.fetched, len(self.frontier.heap), self.stats.failed, self.stats.docs,
-                 self.stats.fetched / elapsed)
+        log.info(
+            "crawl%s: fetched=%d queued=%d failed=%d docs=%d pages/s=%.1f",
+            " done" if final else "",
+            self.stats.fetched,
+            len(self.frontier.heap),
+            self.stats.failed,
+            self.stats.docs,
+            self.stats.fetched / elapsed,
+        )
 
 
 def _sha256_bytes(data: bytes) -> str:

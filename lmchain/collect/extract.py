@@ -18,8 +18,28 @@ _SPACE = re.compile(r"[ \t\r\f\v]+")
 _NON_CONTENT = ("script", "style", "noscript", "template", "svg", "head")
 # Permalink anchors next to headings ("¶" in Sphinx and MkDocs sites): markup, not text.
 _PRUNE = ["//a[contains(concat(' ', normalize-space(@class), ' '), ' headerlink ')]"]
-_BLOCKS = ("p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "tr", "dt", "dd", "blockquote",
-           "section", "article", "table", "ul", "ol")
+_BLOCKS = (
+    "p",
+    "div",
+    "br",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "pre",
+    "tr",
+    "dt",
+    "dd",
+    "blockquote",
+    "section",
+    "article",
+    "table",
+    "ul",
+    "ol",
+)
 
 
 @dataclass
@@ -37,8 +57,7 @@ class Extracted:
 def parse(html: str) -> lxml.html.HtmlElement | None:
     try:
         # lxml refuses str input that carries an XML encoding declaration; bytes it accepts.
-        return lxml.html.document_fromstring(html.encode("utf-8"),
-                                             parser=lxml.html.HTMLParser(encoding="utf-8"))
+        return lxml.html.document_fromstring(html.encode("utf-8"), parser=lxml.html.HTMLParser(encoding="utf-8"))
     except (etree.ParserError, ValueError):
         return None
 
@@ -64,8 +83,12 @@ def _page_metadata(tree, url: str, content_language: str) -> Extracted:
     for href in tree.xpath("//base/@href")[:1]:
         base = _join(url, href) or url
     out.title = collapse_whitespace(" ".join(tree.xpath("//title//text()")))
-    out.language = (tree.get("lang") or tree.get("{http://www.w3.org/XML/1998/namespace}lang")
-                    or content_language or "").split(",")[0].strip().lower()
+    out.language = (
+        (tree.get("lang") or tree.get("{http://www.w3.org/XML/1998/namespace}lang") or content_language or "")
+        .split(",")[0]
+        .strip()
+        .lower()
+    )
     for meta in tree.xpath("//meta[@name and @content]"):
         name, content = meta.get("name").lower(), meta.get("content").lower()
         if name in ("robots", "lmchain-crawler"):
@@ -103,8 +126,15 @@ def _main_text(tree, url: str) -> tuple[str, str]:
     import trafilatura
 
     # Metadata extraction (dates, authors) costs more than the text itself; we need the title only.
-    doc = trafilatura.bare_extraction(tree, url=url, with_metadata=False, include_comments=False,
-                                      include_tables=True, deduplicate=False, prune_xpath=_PRUNE)
+    doc = trafilatura.bare_extraction(
+        tree,
+        url=url,
+        with_metadata=False,
+        include_comments=False,
+        include_tables=True,
+        deduplicate=False,
+        prune_xpath=_PRUNE,
+    )
     if doc is None:
         return "", ""
     assert not isinstance(doc, dict)  # a dict only with as_dict=True; the default gives a Document

@@ -107,8 +107,9 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         self.inner = httpcore.AnyIOBackend()
         self.connections = 0  # TCP connections attempted (for the crawl's own accounting)
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                          socket_options=None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options=None
+    ) -> httpcore.AsyncNetworkStream:
         try:
             addresses = await self.guard.addresses(host, port)
         except Refused as exc:
@@ -117,8 +118,9 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         for address in addresses:
             try:
                 self.connections += 1
-                return await self.inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
-                                                    socket_options=socket_options)
+                return await self.inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
         raise error
@@ -138,11 +140,19 @@ def pinned_client(cfg: CrawlConfig, guard: NetGuard) -> tuple[httpx.AsyncClient,
     backend = PinnedBackend(guard)
     # httpx 0.28 takes no network backend: replace its pool by the same pool built around ours.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(), max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
-        network_backend=backend)
-    client = httpx.AsyncClient(headers={"User-Agent": cfg.user_agent}, transport=transport, trust_env=False,
-                               timeout=httpx.Timeout(cfg.timeout_s), follow_redirects=False)
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=backend,
+    )
+    client = httpx.AsyncClient(
+        headers={"User-Agent": cfg.user_agent},
+        transport=transport,
+        trust_env=False,
+        timeout=httpx.Timeout(cfg.timeout_s),
+        follow_redirects=False,
+    )
     return client, backend
 
 
@@ -153,8 +163,15 @@ class Fetcher:
         self.gates = gates
         self.net = net
 
-    async def get(self, url: str, *, guard: Guard | None = None, validators: Validators | None = None,
-                  content_types: list[str] | None = None, max_bytes: int | None = None) -> Response:
+    async def get(
+        self,
+        url: str,
+        *,
+        guard: Guard | None = None,
+        validators: Validators | None = None,
+        content_types: list[str] | None = None,
+        max_bytes: int | None = None,
+    ) -> Response:
         """Fetch ``url`` following redirects; the response's ``error`` says why it failed."""
         chain = [url]
         attempts = 0
@@ -166,8 +183,9 @@ class Fetcher:
             if guard is not None and len(chain) > 1 and (reason := await guard(current)):
                 return Response(current, error=reason, redirects=chain[:-1], attempts=attempts)
             headers = validators(current) if validators else {}
-            resp = await self._with_retries(current, headers, content_types or self.cfg.content_types,
-                                            max_bytes or self.cfg.max_bytes)
+            resp = await self._with_retries(
+                current, headers, content_types or self.cfg.content_types, max_bytes or self.cfg.max_bytes
+            )
             attempts += resp.attempts
             resp.attempts = attempts
             resp.redirects = chain[:-1]
@@ -185,15 +203,17 @@ class Fetcher:
                 return resp
             chain.append(target)
 
-    async def _with_retries(self, url: str, headers: dict[str, str], content_types: list[str],
-                            max_bytes: int) -> Response:
+    async def _with_retries(
+        self, url: str, headers: dict[str, str], content_types: list[str], max_bytes: int
+    ) -> Response:
         gate = self.gates[url]
         for attempt in range(self.cfg.retries + 1):
             async with gate.slot():
                 resp = await self._once(url, headers, content_types, max_bytes)
             resp.attempts = attempt + 1
             retryable = resp.error.startswith(("timeout", "connection_error")) or (
-                not resp.error and resp.status in RETRYABLE)
+                not resp.error and resp.status in RETRYABLE
+            )
             if not retryable:
                 if not resp.error and resp.status >= 400:
                     resp.error = f"http_{resp.status}"
@@ -202,7 +222,7 @@ class Fetcher:
                 resp.error = f"http_{resp.status}"
             if attempt == self.cfg.retries:
                 return resp
-            wait = self.cfg.backoff_s * 2 ** attempt * (1 + 0.25 * random.random())
+            wait = self.cfg.backoff_s * 2**attempt * (1 + 0.25 * random.random())
             retry_after = _retry_after_s(resp.headers.get("retry-after"))
             if retry_after is not None:
                 if retry_after > self.cfg.max_retry_after_s:

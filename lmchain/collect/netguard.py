@@ -37,17 +37,21 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Instance metadata services: credentials live behind these, so even allow_private_networks
 # leaves them closed. (AWS, GCP, Azure, OpenStack: 169.254.169.254; AWS IPv6; ECS task role;
 # Alibaba.)
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254", "fd00:ec2::254", "169.254.170.2", "100.100.100.200"))
-METADATA_NAMES = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data",
-                            "instance-data.ec2.internal"})
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "169.254.170.2", "100.100.100.200")
+)
+METADATA_NAMES = frozenset(
+    {"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
+)
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
-OPT_IN = "collect.crawl.allow_private_networks or collect.crawl.allow_networks (CLI: --allow-private-networks, " \
-         "--allow-network)"
+OPT_IN = (
+    "collect.crawl.allow_private_networks or collect.crawl.allow_networks (CLI: --allow-private-networks, "
+    "--allow-network)"
+)
 
 
 @dataclass(frozen=True)
@@ -111,10 +115,16 @@ def address_kind(ip: IPAddress) -> str | None:
     ip = _unwrap(ipaddress.ip_address(str(ip).split("%")[0]))
     if ip in METADATA_ADDRESSES:
         return "cloud metadata"
-    checks = [("unspecified", ip.is_unspecified), ("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
-              ("multicast", ip.is_multicast), ("carrier-grade NAT", ip.version == 4 and ip in _CGNAT),
-              ("unique-local", ip.version == 6 and ip in _UNIQUE_LOCAL), ("private", ip.is_private),
-              ("reserved", ip.is_reserved or not ip.is_global)]
+    checks = [
+        ("unspecified", ip.is_unspecified),
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("carrier-grade NAT", ip.version == 4 and ip in _CGNAT),
+        ("unique-local", ip.version == 6 and ip in _UNIQUE_LOCAL),
+        ("private", ip.is_private),
+        ("reserved", ip.is_reserved or not ip.is_global),
+    ]
     return next((kind for kind, hit in checks if hit), None)
 
 
@@ -146,8 +156,10 @@ class NetGuard:
         The transport connects to exactly these (the same cached lookup the check used)."""
         host = host.lower().rstrip(".").strip("[]")
         if host in METADATA_NAMES and not self._named(host, port):
-            raise Refused(f"blocked_address: {host} is a cloud metadata service name; refused (only an "
-                          "allow_networks entry naming it opens it)")
+            raise Refused(
+                f"blocked_address: {host} is a cloud metadata service name; refused (only an "
+                "allow_networks entry naming it opens it)"
+            )
         addresses = await self._resolve(host)
         for address in addresses:
             if (reason := self._refusal(host, address, port)) is not None:
@@ -166,10 +178,14 @@ class NetGuard:
             return None
         where = host if host == address else f"{host} resolves to {address}, which"
         if kind == "cloud metadata":
-            return (f"blocked_address: {where} is a cloud metadata address; refused (only an allow_networks "
-                    "entry naming it opens it)")
-        return (f"blocked_address: {where} is a {kind} address; the crawler refuses non-public addresses "
-                f"by default (your own sites: {OPT_IN})")
+            return (
+                f"blocked_address: {where} is a cloud metadata address; refused (only an allow_networks "
+                "entry naming it opens it)"
+            )
+        return (
+            f"blocked_address: {where} is a {kind} address; the crawler refuses non-public addresses "
+            f"by default (your own sites: {OPT_IN})"
+        )
 
     async def _resolve(self, host: str) -> list[str]:
         if host not in self._lookups:  # the first caller resolves; concurrent callers await the same future

@@ -64,11 +64,16 @@ class RobotsCache:
         return rules.reason or "robots_disallowed"
 
     async def _load(self, key: str) -> Rules:
-        resp = await self.fetcher.get(f"{key}/robots.txt", guard=self.scope, content_types=["*/*"],
-                                      max_bytes=ROBOTS_MAX_BYTES)
+        resp = await self.fetcher.get(
+            f"{key}/robots.txt", guard=self.scope, content_types=["*/*"], max_bytes=ROBOTS_MAX_BYTES
+        )
         if resp.redirects and resp.error.startswith("offsite"):
-            return Rules(None, allow_all=False, reason=f"robots_redirect_offsite: {key}/robots.txt redirects to "
-                                                       f"{resp.url}, outside the crawl's scope (disallow all)")
+            return Rules(
+                None,
+                allow_all=False,
+                reason=f"robots_redirect_offsite: {key}/robots.txt redirects to "
+                f"{resp.url}, outside the crawl's scope (disallow all)",
+            )
         if resp.status >= 500 or (resp.status == 0 and resp.error):
             return Rules(None, allow_all=False, reason=f"robots_unreachable: {resp.error or resp.status}")
         if resp.status >= 400 or resp.error or not 200 <= resp.status < 300:

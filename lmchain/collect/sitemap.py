@@ -18,8 +18,14 @@ from lmchain.collect.fetch import Fetcher
 
 MAX_SITEMAPS = 20
 MAX_SITEMAP_BYTES = 50_000_000  # the sitemaps.org limit (uncompressed)
-SITEMAP_TYPES = ["application/xml", "text/xml", "application/gzip", "application/x-gzip", "text/plain",
-                 "application/octet-stream"]
+SITEMAP_TYPES = [
+    "application/xml",
+    "text/xml",
+    "application/gzip",
+    "application/x-gzip",
+    "text/plain",
+    "application/octet-stream",
+]
 
 
 @dataclass

@@ -97,23 +97,27 @@ class CrawlStore:
         crawl is resumed (the CLI after a kill), else a new crawl starts (a re-crawl).
         """
         if run_key is not None:
-            row = self.db.execute("SELECT id, finished_at FROM crawls WHERE run_key = ? ORDER BY id DESC LIMIT 1",
-                                  (run_key,)).fetchone()
+            row = self.db.execute(
+                "SELECT id, finished_at FROM crawls WHERE run_key = ? ORDER BY id DESC LIMIT 1", (run_key,)
+            ).fetchone()
         else:
-            row = self.db.execute("SELECT id, finished_at FROM crawls WHERE finished_at IS NULL "
-                                  "ORDER BY id DESC LIMIT 1").fetchone()
+            row = self.db.execute(
+                "SELECT id, finished_at FROM crawls WHERE finished_at IS NULL ORDER BY id DESC LIMIT 1"
+            ).fetchone()
         if row is not None:
             return row[0], "finished" if row[1] else "resumed"
-        cur = self.db.execute("INSERT INTO crawls (run_key, seeds, started_at) VALUES (?, ?, ?)",
-                              (run_key, json.dumps(seeds), now))
+        cur = self.db.execute(
+            "INSERT INTO crawls (run_key, seeds, started_at) VALUES (?, ?, ?)", (run_key, json.dumps(seeds), now)
+        )
         assert cur.lastrowid is not None  # set by every INSERT on a rowid table
         return cur.lastrowid, "new"
 
     def sitemaps_done(self, crawl: int) -> bool:
         return bool(self.db.execute("SELECT sitemaps_done FROM crawls WHERE id = ?", (crawl,)).fetchone()[0])
 
-    def enqueue_from_sitemaps(self, crawl: int, items: Iterable[QueuedUrl],
-                              failures: list[dict[str, Any]]) -> list[QueuedUrl]:
+    def enqueue_from_sitemaps(
+        self, crawl: int, items: Iterable[QueuedUrl], failures: list[dict[str, Any]]
+    ) -> list[QueuedUrl]:
         """Add the sitemaps' URLs and failures and mark them read, together: a resumed crawl does
         not read them again (nor record their failures twice)."""
         with self._transaction():
@@ -122,12 +126,13 @@ class CrawlStore:
                 self._insert_outcome(crawl, FAILED, record["reason"], False, record.get("status", 0), record)
             return self._enqueue(crawl, items)
 
-    def _insert_outcome(self, crawl: int, kind: str, reason: str, fetched: bool, status: int,
-                        record: dict[str, Any]) -> None:
-        self.db.execute("INSERT INTO outcomes (crawl, url, kind, reason, fetched, status, record) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (crawl, record["url"], kind, reason, int(fetched), status,
-                         json.dumps(record, ensure_ascii=False)))
+    def _insert_outcome(
+        self, crawl: int, kind: str, reason: str, fetched: bool, status: int, record: dict[str, Any]
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO outcomes (crawl, url, kind, reason, fetched, status, record) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (crawl, record["url"], kind, reason, int(fetched), status, json.dumps(record, ensure_ascii=False)),
+        )
 
     def finish_crawl(self, crawl: int, now: str) -> None:
         self.db.execute("UPDATE crawls SET finished_at = ? WHERE id = ?", (now, crawl))
@@ -143,15 +148,18 @@ class CrawlStore:
         added = []
         for item in items:
             self._seq += 1
-            cur = self.db.execute("INSERT OR IGNORE INTO frontier (crawl, url, depth, referrer, seq) "
-                                  "VALUES (?, ?, ?, ?, ?)", (crawl, item.url, item.depth, item.referrer, self._seq))
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO frontier (crawl, url, depth, referrer, seq) VALUES (?, ?, ?, ?, ?)",
+                (crawl, item.url, item.depth, item.referrer, self._seq),
+            )
             if cur.rowcount:
                 added.append(item)
         return added
 
     def pending(self, crawl: int) -> list[QueuedUrl]:
-        rows = self.db.execute("SELECT url, depth, referrer FROM frontier WHERE crawl = ? AND done = 0 "
-                               "ORDER BY depth, seq", (crawl,))
+        rows = self.db.execute(
+            "SELECT url, depth, referrer FROM frontier WHERE crawl = ? AND done = 0 ORDER BY depth, seq", (crawl,)
+        )
         return [QueuedUrl(*row) for row in rows]
 
     def seen(self, crawl: int) -> tuple[set[str], set[str]]:
@@ -164,21 +172,31 @@ class CrawlStore:
         return seen, done
 
     def fetched_count(self, crawl: int) -> int:
-        return self.db.execute("SELECT COALESCE(SUM(fetched), 0) FROM outcomes WHERE crawl = ?",
-                               (crawl,)).fetchone()[0]
+        return self.db.execute("SELECT COALESCE(SUM(fetched), 0) FROM outcomes WHERE crawl = ?", (crawl,)).fetchone()[0]
 
     # ------------------------------------------------------------------ pages
 
     def stored(self, url: str) -> Stored | None:
-        row = self.db.execute("SELECT etag, last_modified, html_sha256, text_sha256, links FROM pages WHERE url = ?",
-                              (url,)).fetchone()
+        row = self.db.execute(
+            "SELECT etag, last_modified, html_sha256, text_sha256, links FROM pages WHERE url = ?", (url,)
+        ).fetchone()
         if row is None:
             return None
         return Stored(row[0], row[1], row[2], row[3], json.loads(row[4] or "[]"))
 
-    def commit_page(self, crawl: int, *, claimed: list[str], kind: str, reason: str, fetched: bool,
-                    status: int, record: dict[str, Any], page: dict[str, Any] | None,
-                    links: list[QueuedUrl]) -> list[QueuedUrl]:
+    def commit_page(
+        self,
+        crawl: int,
+        *,
+        claimed: list[str],
+        kind: str,
+        reason: str,
+        fetched: bool,
+        status: int,
+        record: dict[str, Any],
+        page: dict[str, Any] | None,
+        links: list[QueuedUrl],
+    ) -> list[QueuedUrl]:
         """Record one processed URL atomically; returns the links that are new to the frontier.
 
         ``claimed``: the URLs this outcome settles (the queued URL, plus the redirect target and
@@ -187,9 +205,11 @@ class CrawlStore:
         with self._transaction():
             for url in claimed:
                 self._seq += 1
-                self.db.execute("INSERT INTO frontier (crawl, url, depth, referrer, done, seq) "
-                                "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (crawl, url) DO UPDATE SET done = 1",
-                                (crawl, url, record.get("depth", 0), record.get("referrer"), self._seq))
+                self.db.execute(
+                    "INSERT INTO frontier (crawl, url, depth, referrer, done, seq) "
+                    "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (crawl, url) DO UPDATE SET done = 1",
+                    (crawl, url, record.get("depth", 0), record.get("referrer"), self._seq),
+                )
             self._insert_outcome(crawl, kind, reason, fetched, status, record)
             if page is not None:
                 self.db.execute(
@@ -198,7 +218,8 @@ class CrawlStore:
                     "ON CONFLICT (url) DO UPDATE SET etag = excluded.etag, last_modified = excluded.last_modified, "
                     "html_sha256 = excluded.html_sha256, text_sha256 = excluded.text_sha256, "
                     "status = excluded.status, fetched_at = excluded.fetched_at, links = excluded.links",
-                    {**page, "links": json.dumps(page.get("links", []))})
+                    {**page, "links": json.dumps(page.get("links", []))},
+                )
             return self._enqueue(crawl, links)
 
     # ------------------------------------------------------------------ output
@@ -206,8 +227,10 @@ class CrawlStore:
     def outcomes(self, crawl: int, kinds: tuple[str, ...]) -> Iterator[tuple[str, str, Document]]:
         """(kind, reason, record) of this crawl in the order they were committed."""
         marks = ",".join("?" * len(kinds))
-        rows = self.db.execute(f"SELECT kind, reason, record FROM outcomes WHERE crawl = ? AND kind IN ({marks}) "
-                               "ORDER BY id", (crawl, *kinds))
+        rows = self.db.execute(
+            f"SELECT kind, reason, record FROM outcomes WHERE crawl = ? AND kind IN ({marks}) ORDER BY id",
+            (crawl, *kinds),
+        )
         for kind, reason, record in rows:
             yield kind, reason, json.loads(record)
 
@@ -215,12 +238,17 @@ class CrawlStore:
         """Counts per outcome kind, per failure reason and per HTTP status, for the manifest."""
         kinds = dict(self.db.execute("SELECT kind, COUNT(*) FROM outcomes WHERE crawl = ? GROUP BY kind", (crawl,)))
         reasons: dict[str, int] = {}
-        for reason, n in self.db.execute("SELECT reason, COUNT(*) FROM outcomes WHERE crawl = ? AND kind = ? "
-                                         "GROUP BY reason", (crawl, FAILED)):
+        for reason, n in self.db.execute(
+            "SELECT reason, COUNT(*) FROM outcomes WHERE crawl = ? AND kind = ? GROUP BY reason", (crawl, FAILED)
+        ):
             key = reason.split(":")[0]
             reasons[key] = reasons.get(key, 0) + n
-        statuses = {str(s): n for s, n in self.db.execute(
-            "SELECT status, COUNT(*) FROM outcomes WHERE crawl = ? AND fetched = 1 GROUP BY status", (crawl,))}
+        statuses = {
+            str(s): n
+            for s, n in self.db.execute(
+                "SELECT status, COUNT(*) FROM outcomes WHERE crawl = ? AND fetched = 1 GROUP BY status", (crawl,)
+            )
+        }
         queued = self.db.execute("SELECT COUNT(*) FROM frontier WHERE crawl = ? AND done = 0", (crawl,)).fetchone()[0]
         return {"kinds": kinds, "reasons": reasons, "statuses": statuses, "queued_left": queued}
 

@@ -20,12 +20,18 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from lmchain.errors import ConfigError
 
-__all__ = ["Field", "Section", "build", "choices", "doc", "error_message", "model_validator", "problems",
-           "replace"]
+__all__ = ["Field", "Section", "build", "choices", "doc", "error_message", "model_validator", "problems", "replace"]
 
 
-def doc(text: str, default: Any = ..., *, factory: Any = None, hint: str | None = None, cli: str | None = None,
-        **constraints: Any):
+def doc(
+    text: str,
+    default: Any = ...,
+    *,
+    factory: Any = None,
+    hint: str | None = None,
+    cli: str | None = None,
+    **constraints: Any,
+):
     """A field with its documentation (the ``description`` that ``lmchain config --keys`` and the
     trigger form show); ``hint`` follows a range error (``must be >= 0 (0: automatic)``); ``cli``
     is the field's command-line flag, where a command generates its flags from the model
@@ -59,8 +65,9 @@ def problems(model: Section, found: Iterable[tuple[str, str]]) -> Section:
     of them, or return the model."""
     found = list(found)
     if found:
-        raise PydanticCustomError("config_problems", "{summary}",
-                                  {"problems": found, "summary": "; ".join(f"{k}: {m}" for k, m in found)})
+        raise PydanticCustomError(
+            "config_problems", "{summary}", {"problems": found, "summary": "; ".join(f"{k}: {m}" for k, m in found)}
+        )
     return model
 
 
@@ -70,8 +77,9 @@ def problems(model: Section, found: Iterable[tuple[str, str]]) -> Section:
 def build(cls: type[Section], data: dict[str, Any], prefix: str = "") -> Any:
     """Build section ``cls`` from ``data`` (a recipe's mapping), every error in one ConfigError."""
     if not isinstance(data, dict):
-        raise ConfigError(f"config key '{prefix or cls.__name__}': expected a mapping of {cls.__name__} "
-                          f"fields, got {data!r}")
+        raise ConfigError(
+            f"config key '{prefix or cls.__name__}': expected a mapping of {cls.__name__} fields, got {data!r}"
+        )
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
@@ -142,8 +150,16 @@ def _lookup(root: type[BaseModel], loc: tuple) -> tuple[type[BaseModel] | None, 
     return holder, info
 
 
-_TYPES = {"int_type": "int", "float_type": "float", "bool_type": "bool", "string_type": "str",
-          "list_type": "a list", "dict_type": "a mapping", "int_from_float": "int", "none_required": "null"}
+_TYPES = {
+    "int_type": "int",
+    "float_type": "float",
+    "bool_type": "bool",
+    "string_type": "str",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "int_from_float": "int",
+    "none_required": "null",
+}
 
 
 def _bounds(info: Any) -> str | None:
@@ -202,8 +218,7 @@ def _message(err: ErrorDetails, root: type[BaseModel], prefix: str) -> list[str]
     if kind in ("too_short", "too_long"):
         return [f"config key '{key}': {_hint(info) or err['msg'][0].lower() + err['msg'][1:]}"]
     if kind == "model_type" or kind == "model_attributes_type":
-        return [f"config key '{key}': expected a mapping of {ctx.get('class_name', 'section')} fields, "
-                f"got {value!r}"]
+        return [f"config key '{key}': expected a mapping of {ctx.get('class_name', 'section')} fields, got {value!r}"]
     if kind in _TYPES:
         return [f"config key '{key}': expected {_TYPES[kind]}, got {value!r}"]
     if kind == "value_error":

@@ -36,12 +36,16 @@ warnings.filterwarnings("ignore", message='Field name "register" in "PipelineCon
 
 class PipelineConfig(Section):
     name: str = doc("Name of the recipe, shown in manifests and MLflow.", "lmchain")
-    collect: CollectConfig = doc("Collection.", factory=lambda: CollectConfig(
-        files=[FileSource(path="${SST2}/train.tsv", text_field="sentence")]))
+    collect: CollectConfig = doc(
+        "Collection.",
+        factory=lambda: CollectConfig(files=[FileSource(path="${SST2}/train.tsv", text_field="sentence")]),
+    )
     curate: CurateConfig = doc("Curation.", factory=CurateConfig)
     gate: GateConfig = doc("Data-quality gate.", factory=GateConfig)
-    annotate: AnnotateConfig = doc("Labelling.", factory=lambda: AnnotateConfig(
-        labels=[LabelSource(path="${SST2}/train.tsv", text_field="sentence")]))
+    annotate: AnnotateConfig = doc(
+        "Labelling.",
+        factory=lambda: AnnotateConfig(labels=[LabelSource(path="${SST2}/train.tsv", text_field="sentence")]),
+    )
     pretrain: PretrainConfig = doc("Masked-LM pretraining.", factory=PretrainConfig)
     finetune: FinetuneConfig = doc("Fine-tuning.", factory=FinetuneConfig)
     evaluate: EvaluateConfig = doc("Evaluation.", factory=EvaluateConfig)

@@ -37,7 +37,7 @@ class SignatureStore:
             grown[: len(self.row)] = self.data[: len(self.row)]
             self.data = grown
         start = len(self.row)
-        self.data[start:start + len(owners)] = sigs
+        self.data[start : start + len(owners)] = sigs
         for k, owner in enumerate(owners):
             self.row[owner] = start + k
 
@@ -78,14 +78,18 @@ class Deduper:
                 return owner
         return None
 
-    def check(self, exact_keys: list[int], band_keys: np.ndarray | None, ordinals: list[int],
-              sigs: np.ndarray | None = None) -> list[tuple[str, int] | None]:
+    def check(
+        self, exact_keys: list[int], band_keys: np.ndarray | None, ordinals: list[int], sigs: np.ndarray | None = None
+    ) -> list[tuple[str, int] | None]:
         """For each document of a chunk (in input order): None (new) or (reason, owner id of the
         kept document it duplicates: its ordinal, or a negative id for one an earlier run kept)."""
         n = len(ordinals)
         verdicts: list[tuple[str, int] | None] = [None] * n
-        in_history = np.isin(np.array(exact_keys, dtype=np.uint64), self.history_exact) \
-            if self.exact and len(self.history_exact) else np.zeros(n, bool)
+        in_history = (
+            np.isin(np.array(exact_keys, dtype=np.uint64), self.history_exact)
+            if self.exact and len(self.history_exact)
+            else np.zeros(n, bool)
+        )
         # None: no near-duplicate check for this chunk (off, no band keys, or nothing to check)
         near_keys = band_keys if self.near and n > 0 else None
         earlier = self.lsh.lookup_all(near_keys) if near_keys is not None else None
@@ -112,7 +116,7 @@ class Deduper:
             if near_keys is not None:
                 if self.sigs is not None:
                     assert sigs is not None  # a deduper that keeps signatures is given each chunk's
-                    self.sigs.add([ordinals[i]], sigs[i:i + 1])
+                    self.sigs.add([ordinals[i]], sigs[i : i + 1])
                 for k in row:
                     in_chunk.setdefault(k, []).append(ordinals[i])
         if near_keys is not None and kept:
@@ -137,8 +141,12 @@ class Deduper:
                     continue  # own earlier output (a rerun), or another run's file being written
                 with np.load(path) as data:
                     if str(data["signature"]) != signature:
-                        log.warning("curate: ignoring %s: made with other MinHash settings (%s, now %s)",
-                                    path, data["signature"], signature)
+                        log.warning(
+                            "curate: ignoring %s: made with other MinHash settings (%s, now %s)",
+                            path,
+                            data["signature"],
+                            signature,
+                        )
                         continue
                     exact.append(data["exact"])
                     bands.append(data["bands"])
@@ -162,8 +170,13 @@ class Deduper:
         path = folder / f"{run}.npz"
         tmp = folder / f".{run}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz"  # two attempts never share one
         with file_lock(folder):
-            np.savez(tmp, exact=np.array(self.kept_exact, dtype=np.uint64), bands=bands, sigs=sigs,
-                     signature=np.array(signature))
+            np.savez(
+                tmp,
+                exact=np.array(self.kept_exact, dtype=np.uint64),
+                bands=bands,
+                sigs=sigs,
+                signature=np.array(signature),
+            )
             tmp.replace(path)
         return path
 

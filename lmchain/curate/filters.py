@@ -49,7 +49,7 @@ _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: n-gram keys as a p
 def _ngram_keys(ids: np.ndarray, n: int) -> np.ndarray:
     keys = ids[: len(ids) - n + 1].copy()
     for k in range(1, n):
-        keys = keys * _MULT + ids[k: len(ids) - n + 1 + k]
+        keys = keys * _MULT + ids[k : len(ids) - n + 1 + k]
     return keys
 
 
@@ -188,14 +188,22 @@ class GopherQuality(Filter):
         if self.max_symbol_word_ratio and (text.count("...") + text.count("…")) / n_words > self.max_symbol_word_ratio:
             return "too_many_ellipsis"
         lines = text.splitlines()
-        if lines and self.max_bullet_lines_ratio and sum(
-                s.lstrip().startswith(("•", "-")) for s in lines) / len(lines) > self.max_bullet_lines_ratio:
+        if (
+            lines
+            and self.max_bullet_lines_ratio
+            and sum(s.lstrip().startswith(("•", "-")) for s in lines) / len(lines) > self.max_bullet_lines_ratio
+        ):
             return "too_many_bullets"
-        if lines and self.max_ellipsis_lines_ratio and sum(
-                s.rstrip().endswith(("...", "…")) for s in lines) / len(lines) > self.max_ellipsis_lines_ratio:
+        if (
+            lines
+            and self.max_ellipsis_lines_ratio
+            and sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines) > self.max_ellipsis_lines_ratio
+        ):
             return "too_many_end_ellipsis"
-        if self.max_non_alpha_words_ratio and sum(
-                any(c.isalpha() for c in w) for w in toks) / n_words < self.max_non_alpha_words_ratio:
+        if (
+            self.max_non_alpha_words_ratio
+            and sum(any(c.isalpha() for c in w) for w in toks) / n_words < self.max_non_alpha_words_ratio
+        ):
             return "below_alpha_threshold"
         if self.min_stop_words and len(set(self.stop_words).intersection(toks)) < self.min_stop_words:
             return "enough_stop_words"

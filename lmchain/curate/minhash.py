@@ -51,7 +51,7 @@ def word_ngram_keys(text: str, n: int) -> np.ndarray:
     n = min(n, len(words))
     keys = words[: len(words) - n + 1].copy()
     for k in range(1, n):
-        keys = keys * _MULT + words[k: len(words) - n + 1 + k]
+        keys = keys * _MULT + words[k : len(words) - n + 1 + k]
     keys = (keys ^ (keys >> np.uint64(31))) * _MIX
     return np.unique(keys ^ (keys >> np.uint64(29)))
 
@@ -85,7 +85,7 @@ class MinHasher:
                 stop += 1
             flat = np.concatenate(sets[start:stop])
             values = (flat[:, None] * self.a + self.b) % MERSENNE & MAX_HASH
-            offsets = np.cumsum([0] + [len(s) for s in sets[start:stop - 1]])
+            offsets = np.cumsum([0] + [len(s) for s in sets[start : stop - 1]])
             out[start:stop] = np.minimum.reduceat(values, offsets, axis=0)
             start = stop
         return out
@@ -105,7 +105,7 @@ class MinHasher:
 
 def candidate_probability(jaccard: float, bands: int, rows: int) -> float:
     """P(two documents with this Jaccard similarity share a band)."""
-    return 1.0 - (1.0 - jaccard ** rows) ** bands
+    return 1.0 - (1.0 - jaccard**rows) ** bands
 
 
 class LshIndex:

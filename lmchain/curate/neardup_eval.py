@@ -21,7 +21,7 @@ def ngram_set(text: str, n: int = 5) -> set[tuple[str, ...]]:
     words = shingle_words(text)
     if len(words) < n:
         return {tuple(words)}
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def jaccard(a: set, b: set) -> float:
@@ -43,8 +43,9 @@ def edited_copy(text: str, target: float, rng: random.Random, n: int = 5) -> str
     return " ".join(out)
 
 
-def labelled_set(bases: list[str], copies_per_base: int = 3, seed: int = 0, n: int = 5,
-                 low: float = 0.5, high: float = 1.0) -> tuple[list[str], list[int]]:
+def labelled_set(
+    bases: list[str], copies_per_base: int = 3, seed: int = 0, n: int = 5, low: float = 0.5, high: float = 1.0
+) -> tuple[list[str], list[int]]:
     """(texts, family id of each text): the bases followed, per base, by its edited copies."""
     rng = random.Random(seed)
     texts, family = [], []
@@ -98,5 +99,11 @@ def scores(predicted: set, truth: set, texts: list[str], n: int = 5, threshold: 
     precision = correct / len(predicted) if predicted else 1.0
     recall = len(predicted & truth) / len(truth) if truth else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-            "predicted": len(predicted), "true": len(truth), "cross_family_true": extra_truth}
+    return {
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+        "predicted": len(predicted),
+        "true": len(truth),
+        "cross_family_true": extra_truth,
+    }

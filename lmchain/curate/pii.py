@@ -26,18 +26,30 @@ IPV6 = re.compile(
     rf"(?:{_H}:){{7}}{_H}"  # full form
     rf"|(?:{_H}:){{1,7}}:(?:{_H}(?::{_H}){{0,6}})?"  # compressed: a::b, a::, a:b::c
     rf"|::(?:{_H}(?::{_H}){{0,6}})"  # ::1, ::ffff:...
-    r")(?![\w:])")
+    r")(?![\w:])"
+)
 # Not inside a longer dotted run: "1.2.3.4.5" is a version or an OID, not an address.
 IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w]|\.\d)")
-PHONE = re.compile(r"(?<!\w)(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}(?!\w)"
-                   r"|(?<!\w)\+\d{10,15}(?!\w)")  # E.164 without separators: +14155552671
+PHONE = re.compile(
+    r"(?<!\w)(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}(?!\w)"
+    r"|(?<!\w)\+\d{10,15}(?!\w)"
+)  # E.164 without separators: +14155552671
 # The whole run of digit groups a phone match sits in (its left and right neighbours included).
 _NUMBER_RUN = re.compile(r"[+(]?\d[\d()]*(?:[ \u00a0\u202f.,-]\(?\d[\d()]*)*")
-_VERSION_WORD = re.compile(r"(?:\bv|\b(?:version|ver|release|rel|build|rev|revision|update|patch|firmware|python))"
-                           r"\.?\s*$", re.IGNORECASE)
+_VERSION_WORD = re.compile(
+    r"(?:\bv|\b(?:version|ver|release|rel|build|rev|revision|update|patch|firmware|python))"
+    r"\.?\s*$",
+    re.IGNORECASE,
+)
 
-TOKENS = {"email": "<EMAIL>", "iban": "<IBAN>", "credit_card": "<CREDIT_CARD>", "ipv6": "<IP_ADDRESS>",
-          "ipv4": "<IP_ADDRESS>", "phone": "<PHONE>"}
+TOKENS = {
+    "email": "<EMAIL>",
+    "iban": "<IBAN>",
+    "credit_card": "<CREDIT_CARD>",
+    "ipv6": "<IP_ADDRESS>",
+    "ipv4": "<IP_ADDRESS>",
+    "phone": "<PHONE>",
+}
 
 
 def luhn_ok(digits: str) -> bool:
@@ -74,14 +86,18 @@ def _ipv6_ok(m: re.Match) -> bool:
 
 
 def _ipv4_ok(m: re.Match) -> bool:
-    return not _VERSION_WORD.search(m.string[max(0, m.start() - 12):m.start()])
+    return not _VERSION_WORD.search(m.string[max(0, m.start() - 12) : m.start()])
 
 
 def _is_digit_grouping(groups: list[str]) -> bool:
     """1-3 digits, then groups of exactly three: a number written with thousands separators."""
     head, rest = groups[0], groups[1:]
-    return bool(rest) and 1 <= len(head) <= 3 and (head == "0" or not head.startswith("0")) \
+    return (
+        bool(rest)
+        and 1 <= len(head) <= 3
+        and (head == "0" or not head.startswith("0"))
         and all(len(g) == 3 for g in rest)
+    )
 
 
 def _is_year_list(groups: list[str]) -> bool:
@@ -107,8 +123,14 @@ def _phone_ok(m: re.Match) -> bool:
 
 
 # Order matters: an e-mail's digits are not a phone number, a card number is not a phone number.
-_BUILTIN = [("email", EMAIL, None), ("iban", IBAN, _iban_ok), ("credit_card", CARD, _card_ok),
-            ("ipv6", IPV6, _ipv6_ok), ("ipv4", IPV4, _ipv4_ok), ("phone", PHONE, _phone_ok)]
+_BUILTIN = [
+    ("email", EMAIL, None),
+    ("iban", IBAN, _iban_ok),
+    ("credit_card", CARD, _card_ok),
+    ("ipv6", IPV6, _ipv6_ok),
+    ("ipv4", IPV4, _ipv4_ok),
+    ("phone", PHONE, _phone_ok),
+]
 
 
 @dataclass
@@ -127,6 +149,7 @@ class PiiRedactor:
     def redact(self, text: str) -> tuple[str, Counter]:
         found: Counter[str] = Counter()
         for kind, rx, ok, token in self._rules:
+
             def replace(m: re.Match) -> str:
                 if ok is not None and not ok(m):
                     return m.group()

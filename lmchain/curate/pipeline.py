@@ -149,8 +149,8 @@ def map_chunks(cfg: CurateConfig, records: Iterable[Document], eval_texts: list[
     ctx = multiprocessing.get_context("spawn")
     pending: list[tuple[list[Document], Any]] = []
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(cfg, eval_texts)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, eval_texts)) as pool:
+
             def submit(chunk: list[Document]) -> None:
                 pending.append((chunk, None))  # listed before submit, which can raise
                 pending[-1] = (chunk, pool.submit(_run_chunk, chunk))
@@ -184,8 +184,7 @@ class Progress:
         if force or now - self.last >= self.every_s:
             self.last = now
             rate = seen / max(now - self.t0, 1e-9)
-            log.info("curate: %d documents, %d kept (%.1f%%), %.0f docs/s", seen, kept,
-                     100 * kept / max(seen, 1), rate)
+            log.info("curate: %d documents, %d kept (%.1f%%), %.0f docs/s", seen, kept, 100 * kept / max(seen, 1), rate)
 
 
 def pii_counts(records: list[Document]) -> Counter:

@@ -113,8 +113,13 @@ _PHRASE_FIRST = frozenset(p[0] for p in _PHRASES)
 
 def _merge_special_phrases(toks: list[str]) -> list[str]:
     """spaCy's ``_filter_special_spans``: longest match first, then earliest start, no overlap."""
-    found = [(n, i) for i in range(len(toks)) if toks[i] in _PHRASE_FIRST
-             for n in _PHRASE_LENGTHS if i + n <= len(toks) and tuple(toks[i:i + n]) in _PHRASES]
+    found = [
+        (n, i)
+        for i in range(len(toks))
+        if toks[i] in _PHRASE_FIRST
+        for n in _PHRASE_LENGTHS
+        if i + n <= len(toks) and tuple(toks[i : i + n]) in _PHRASES
+    ]
     if not found:
         return toks
     taken: set[int] = set()
@@ -126,7 +131,7 @@ def _merge_special_phrases(toks: list[str]) -> list[str]:
     out, i = [], 0
     while i < len(toks):
         if i in spans:
-            out.extend(_SPECIALS[_PHRASES[tuple(toks[i:i + spans[i]])]])
+            out.extend(_SPECIALS[_PHRASES[tuple(toks[i : i + spans[i]])]])
             i += spans[i]
         else:
             out.append(toks[i])

@@ -30,8 +30,13 @@ def paired_bootstrap(champion_correct, challenger_correct, samples: int, confide
     idx = rng.integers(0, len(diff), size=(samples, len(diff)))
     means = diff[idx].mean(axis=1)
     alpha = (1 - confidence) / 2
-    return {"delta": float(diff.mean()), "lower": float(np.quantile(means, alpha)),
-            "upper": float(np.quantile(means, 1 - alpha)), "samples": samples, "confidence": confidence}
+    return {
+        "delta": float(diff.mean()),
+        "lower": float(np.quantile(means, alpha)),
+        "upper": float(np.quantile(means, 1 - alpha)),
+        "samples": samples,
+        "confidence": confidence,
+    }
 
 
 def mcnemar_exact(champion_correct, challenger_correct) -> dict:
@@ -62,9 +67,19 @@ class Decision:
         return asdict(self)
 
 
-def slice_check(champion_correct, challenger_correct, members: dict[str, list[int]], *, guarded: list[str],
-                tolerance: float, min_slice_size: int, slice_test: str, samples: int, confidence: float,
-                seed: int) -> list[dict[str, Any]]:
+def slice_check(
+    champion_correct,
+    challenger_correct,
+    members: dict[str, list[int]],
+    *,
+    guarded: list[str],
+    tolerance: float,
+    min_slice_size: int,
+    slice_test: str,
+    samples: int,
+    confidence: float,
+    seed: int,
+) -> list[dict[str, Any]]:
     """Every guarded slice large enough to judge, with its accuracies, drop, CI and verdict."""
     a = np.asarray(champion_correct, dtype=float)
     b = np.asarray(challenger_correct, dtype=float)
@@ -75,35 +90,68 @@ def slice_check(champion_correct, challenger_correct, members: dict[str, list[in
         boot = paired_bootstrap(a[idx], b[idx], samples, confidence, seed)
         drop = float(a[idx].mean() - b[idx].mean())
         regressed = drop > tolerance and (slice_test == "observed" or boot["upper"] < 0)
-        checked.append({"slice": key, "n": len(idx), "champion": float(a[idx].mean()),
-                        "challenger": float(b[idx].mean()), "drop": drop,
-                        "ci": [boot["lower"], boot["upper"]], "regressed": regressed})
+        checked.append(
+            {
+                "slice": key,
+                "n": len(idx),
+                "champion": float(a[idx].mean()),
+                "challenger": float(b[idx].mean()),
+                "drop": drop,
+                "ci": [boot["lower"], boot["upper"]],
+                "regressed": regressed,
+            }
+        )
     return checked
 
 
-def decide(champion_correct, challenger_correct, slice_members: dict[str, list[int]], *,
-           margin: float, guarded: list[str], tolerance: float, min_slice_size: int,
-           samples: int, confidence: float, seed: int, champion: str,
-           slice_test: str = "significant") -> Decision:
+def decide(
+    champion_correct,
+    challenger_correct,
+    slice_members: dict[str, list[int]],
+    *,
+    margin: float,
+    guarded: list[str],
+    tolerance: float,
+    min_slice_size: int,
+    samples: int,
+    confidence: float,
+    seed: int,
+    champion: str,
+    slice_test: str = "significant",
+) -> Decision:
     boot = paired_bootstrap(champion_correct, challenger_correct, samples, confidence, seed)
     mc = mcnemar_exact(champion_correct, challenger_correct)
-    checked = slice_check(champion_correct, challenger_correct, slice_members, guarded=guarded,
-                          tolerance=tolerance, min_slice_size=min_slice_size, slice_test=slice_test,
-                          samples=samples, confidence=confidence, seed=seed)
+    checked = slice_check(
+        champion_correct,
+        challenger_correct,
+        slice_members,
+        guarded=guarded,
+        tolerance=tolerance,
+        min_slice_size=min_slice_size,
+        slice_test=slice_test,
+        samples=samples,
+        confidence=confidence,
+        seed=seed,
+    )
     regressions = [c for c in checked if c["regressed"]]
     if boot["lower"] <= margin:
-        reason = (f"accuracy change {boot['delta']:+.4f}, {int(confidence * 100)}% CI "
-                  f"[{boot['lower']:+.4f}, {boot['upper']:+.4f}]: lower bound does not clear margin {margin}")
+        reason = (
+            f"accuracy change {boot['delta']:+.4f}, {int(confidence * 100)}% CI "
+            f"[{boot['lower']:+.4f}, {boot['upper']:+.4f}]: lower bound does not clear margin {margin}"
+        )
         return Decision(False, reason, champion, boot, mc, regressions, checked)
     if regressions:
         worst = max(regressions, key=lambda r: r["drop"])
-        reason = (f"accuracy +{boot['delta']:.4f} (CI lower {boot['lower']:+.4f}) but guarded slice "
-                  f"{worst['slice']} (n={worst['n']}) drops {worst['drop']:.4f} > tolerance {tolerance}"
-                  + (f", CI [{worst['ci'][0]:+.4f}, {worst['ci'][1]:+.4f}] below zero"
-                     if slice_test == "significant" else ""))
+        reason = (
+            f"accuracy +{boot['delta']:.4f} (CI lower {boot['lower']:+.4f}) but guarded slice "
+            f"{worst['slice']} (n={worst['n']}) drops {worst['drop']:.4f} > tolerance {tolerance}"
+            + (f", CI [{worst['ci'][0]:+.4f}, {worst['ci'][1]:+.4f}] below zero" if slice_test == "significant" else "")
+        )
         return Decision(False, reason, champion, boot, mc, regressions, checked)
     noisy = [c for c in checked if c["drop"] > tolerance]
-    reason = (f"accuracy {boot['delta']:+.4f}, {int(confidence * 100)}% CI [{boot['lower']:+.4f}, "
-              f"{boot['upper']:+.4f}] clears margin {margin}; McNemar p={mc['p_value']:.3g}; no guarded slice regresses"
-              + (f" ({', '.join(c['slice'] for c in noisy)} dropped within noise)" if noisy else ""))
+    reason = (
+        f"accuracy {boot['delta']:+.4f}, {int(confidence * 100)}% CI [{boot['lower']:+.4f}, "
+        f"{boot['upper']:+.4f}] clears margin {margin}; McNemar p={mc['p_value']:.3g}; no guarded slice regresses"
+        + (f" ({', '.join(c['slice'] for c in noisy)} dropped within noise)" if noisy else "")
+    )
     return Decision(True, reason, champion, boot, mc, regressions, checked)

@@ -29,8 +29,12 @@ def classification_metrics(y_true, y_pred, n_labels: int) -> dict[str, Any]:
         "macro_f1": float(f1.mean()) if n_labels else 0.0,
         # Single-label classification: micro-F1 equals accuracy; reported under its own name.
         "micro_f1": accuracy,
-        "per_class": {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
-                      "support": actual.tolist()},
+        "per_class": {
+            "precision": precision.tolist(),
+            "recall": recall.tolist(),
+            "f1": f1.tolist(),
+            "support": actual.tolist(),
+        },
         "per_class_f1": f1.tolist(),
         "confusion": confusion.tolist(),
         "n": n,
@@ -54,8 +58,9 @@ def calibration(y_true, probs, n_bins: int = 10) -> dict[str, Any]:
         if count:
             acc, mean_conf = float(correct[mask].mean()), float(conf[mask].mean())
             ece += count / len(conf) * abs(acc - mean_conf)
-        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count,
-                     "accuracy": acc, "confidence": mean_conf})
+        bins.append(
+            {"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count, "accuracy": acc, "confidence": mean_conf}
+        )
     return {"ece": float(ece), "bins": bins}
 
 
@@ -106,5 +111,7 @@ def slice_members(examples: list[dict], families, length_edges, label_names) -> 
 def slice_accuracy(examples: list[dict], correct, families, length_edges, label_names) -> dict[str, dict]:
     """{slice: {n, accuracy}} for every slice with at least one example."""
     correct = np.asarray(correct, dtype=float)
-    return {key: {"n": len(idx), "accuracy": float(correct[idx].mean())}
-            for key, idx in slice_members(examples, families, length_edges, label_names).items()}
+    return {
+        key: {"n": len(idx), "accuracy": float(correct[idx].mean())}
+        for key, idx in slice_members(examples, families, length_edges, label_names).items()
+    }

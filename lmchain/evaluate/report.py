@@ -64,11 +64,21 @@ def slices_png(challenger: dict[str, dict], champion: dict[str, dict] | None, pa
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(keys) + 1.2), dpi=100)
     ys = range(len(keys))
     h = 0.4 if champion else 0.8
-    ax.barh([y + (h / 2 if champion else 0) for y in ys], [challenger[k]["accuracy"] for k in keys], height=h,
-            color="#4c72b0", label="challenger")
+    ax.barh(
+        [y + (h / 2 if champion else 0) for y in ys],
+        [challenger[k]["accuracy"] for k in keys],
+        height=h,
+        color="#4c72b0",
+        label="challenger",
+    )
     if champion:
-        ax.barh([y - h / 2 for y in ys], [champion.get(k, {}).get("accuracy", 0) for k in keys], height=h,
-                color="#c44e52", label="champion")
+        ax.barh(
+            [y - h / 2 for y in ys],
+            [champion.get(k, {}).get("accuracy", 0) for k in keys],
+            height=h,
+            color="#c44e52",
+            label="champion",
+        )
         ax.legend(fontsize=7)
     ax.set_yticks(list(ys), [f"{k} (n={challenger[k]['n']})" for k in keys], fontsize=7)
     ax.set_xlim(0, 1)
@@ -96,8 +106,18 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def write_report(out_dir: Path, *, title: str, metrics: dict, labels: list[str], calib: dict, slices: dict,
-                 champion: dict | None, decision: dict, latency_ms: float) -> dict[str, Path]:
+def write_report(
+    out_dir: Path,
+    *,
+    title: str,
+    metrics: dict,
+    labels: list[str],
+    calib: dict,
+    slices: dict,
+    champion: dict | None,
+    decision: dict,
+    latency_ms: float,
+) -> dict[str, Path]:
     """Write the figures and report.html into ``out_dir``; returns their paths."""
     figs = {
         "confusion": confusion_png(metrics["confusion"], labels, out_dir / "confusion.png"),
@@ -105,20 +125,31 @@ def write_report(out_dir: Path, *, title: str, metrics: dict, labels: list[str],
         "slices": slices_png(slices, champion["slices"] if champion else None, out_dir / "slices.png"),
     }
     pc = metrics["per_class"]
-    summary = [["accuracy", metrics["accuracy"]], ["macro F1", metrics["macro_f1"]],
-               ["micro F1", metrics["micro_f1"]], ["ECE", calib["ece"]],
-               ["latency per example (ms)", latency_ms], ["test examples", metrics["n"]]]
-    per_class = [[labels[i], pc["precision"][i], pc["recall"][i], pc["f1"][i], pc["support"][i]]
-                 for i in range(len(labels))]
-    slice_rows = [[k, v["n"], v["accuracy"], (champion["slices"].get(k, {}).get("accuracy", "") if champion else "")]
-                  for k, v in slices.items()]
+    summary = [
+        ["accuracy", metrics["accuracy"]],
+        ["macro F1", metrics["macro_f1"]],
+        ["micro F1", metrics["micro_f1"]],
+        ["ECE", calib["ece"]],
+        ["latency per example (ms)", latency_ms],
+        ["test examples", metrics["n"]],
+    ]
+    per_class = [
+        [labels[i], pc["precision"][i], pc["recall"][i], pc["f1"][i], pc["support"][i]] for i in range(len(labels))
+    ]
+    slice_rows = [
+        [k, v["n"], v["accuracy"], (champion["slices"].get(k, {}).get("accuracy", "") if champion else "")]
+        for k, v in slices.items()
+    ]
     if champion:
-        cmp_rows = [["champion", champion["name"]], ["champion accuracy", champion["metrics"]["accuracy"]],
-                    ["challenger accuracy", metrics["accuracy"]],
-                    ["improvement", decision["bootstrap"].get("delta", "")],
-                    ["CI lower", decision["bootstrap"].get("lower", "")],
-                    ["CI upper", decision["bootstrap"].get("upper", "")],
-                    ["McNemar p", decision["mcnemar"].get("p_value", "")]]
+        cmp_rows = [
+            ["champion", champion["name"]],
+            ["champion accuracy", champion["metrics"]["accuracy"]],
+            ["challenger accuracy", metrics["accuracy"]],
+            ["improvement", decision["bootstrap"].get("delta", "")],
+            ["CI lower", decision["bootstrap"].get("lower", "")],
+            ["CI upper", decision["bootstrap"].get("upper", "")],
+            ["McNemar p", decision["mcnemar"].get("p_value", "")],
+        ]
         cmp_html = _table(cmp_rows, ["", "value"])
     else:
         cmp_html = "<p>No champion yet: nothing to compare against.</p>"

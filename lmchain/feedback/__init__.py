@@ -28,10 +28,10 @@ def with_feedback_labels(cfg: PipelineConfig, lm_home: Home | Path) -> PipelineC
     if not cfg.feedback.include_in_training or not target.is_file() or target.stat().st_size == 0:
         return cfg
     # Not windowed: a nightly run reads only new files, but always all the accumulated feedback.
-    collect = replace(cfg.collect, files=[*cfg.collect.files, FileSource(path=str(target),
-                                                                                     windowed=False)])
+    collect = replace(cfg.collect, files=[*cfg.collect.files, FileSource(path=str(target), windowed=False)])
     # Lenient: one odd feedback row becomes a reject rather than failing the night's run.
-    feedback = LabelSource(path=str(target), text_field="text", label_field="label", precedence=1,
-                           provenance="feedback", strict=False)
+    feedback = LabelSource(
+        path=str(target), text_field="text", label_field="label", precedence=1, provenance="feedback", strict=False
+    )
     annotate = replace(cfg.annotate, labels=[*cfg.annotate.labels, feedback])
     return replace(cfg, collect=collect, annotate=annotate)

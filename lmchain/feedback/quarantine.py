@@ -47,10 +47,14 @@ def summary(home: Home | Path) -> list[dict[str, Any]]:
         record = release_record(qdir)
         batch = qdir / "batch.json"
         run_id = read_json(batch, {}).get("run_id")
-        out.append({"run_id": run_id or qdir.parent.name,
-                    "folder": str(qdir), "rows": [{"row": r["row"], "store_id": r.get("store_id"),
-                                                   "reasons": r["reasons"]} for r in rows],
-                    "release": record})
+        out.append(
+            {
+                "run_id": run_id or qdir.parent.name,
+                "folder": str(qdir),
+                "rows": [{"row": r["row"], "store_id": r.get("store_id"), "reasons": r["reasons"]} for r in rows],
+                "release": record,
+            }
+        )
     return out
 
 
@@ -60,8 +64,10 @@ def _qdir(home: Home | Path, run_id: str) -> Path:
     qdir = quarantine_dir(home, run_id, SUITE)
     if not (qdir / ROWS).is_file():
         held = [p.parent.name for p in held_dirs(home)]
-        raise InputError(f"no quarantined feedback rows for run {run_id} (looked in {qdir}); runs with held "
-                         f"rows: {', '.join(held) or 'none'}. List them with `lmchain feedback quarantine`")
+        raise InputError(
+            f"no quarantined feedback rows for run {run_id} (looked in {qdir}); runs with held "
+            f"rows: {', '.join(held) or 'none'}. List them with `lmchain feedback quarantine`"
+        )
     return qdir
 
 
@@ -78,18 +84,28 @@ def release(home: Home | Path, run_id: str, reason: str, drop: list[int] | None 
     drop = sorted(set(drop or []))
     unknown = [r for r in drop if r not in rows]
     if unknown:
-        raise InputError(f"--drop {unknown}: run {run_id} holds rows {sorted(rows)} only (the 'row' numbers of "
-                         "`lmchain feedback quarantine`)")
+        raise InputError(
+            f"--drop {unknown}: run {run_id} holds rows {sorted(rows)} only (the 'row' numbers of "
+            "`lmchain feedback quarantine`)"
+        )
     # The merge reads and marks release records under this lock: a release never races a merge.
     with file_lock(labels_path(home)):
         previous = release_record(qdir)
         if previous is not None:
-            raise InputError(f"the feedback rows of run {run_id} were already released on "
-                             f"{previous['released_at']} by {previous['released_by']} ({previous['reason']!r}); "
-                             "a release is final")
-        record = {"run_id": run_id, "released_at": now_iso(), "released_by": getpass.getuser(),
-                  "reason": reason.strip(), "released_rows": sorted(rows - set(drop)), "dropped_rows": drop,
-                  "merged_in": None}
+            raise InputError(
+                f"the feedback rows of run {run_id} were already released on "
+                f"{previous['released_at']} by {previous['released_by']} ({previous['reason']!r}); "
+                "a release is final"
+            )
+        record = {
+            "run_id": run_id,
+            "released_at": now_iso(),
+            "released_by": getpass.getuser(),
+            "reason": reason.strip(),
+            "released_rows": sorted(rows - set(drop)),
+            "dropped_rows": drop,
+            "merged_in": None,
+        }
         write_private_json(qdir / RELEASE, record)
     return qdir / RELEASE
 

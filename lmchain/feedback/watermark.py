@@ -29,8 +29,12 @@ class Watermark:
     @classmethod
     def read(cls, home: Home | Path) -> "Watermark":
         data = read_json(Home.of(home).watermark, {})
-        return cls(int(data.get("last_id", 0)), [list(s) for s in data.get("spans", [])], data.get("run_id"),
-                   data.get("counts"))
+        return cls(
+            int(data.get("last_id", 0)),
+            [list(s) for s in data.get("spans", [])],
+            data.get("run_id"),
+            data.get("counts"),
+        )
 
     def write(self, home: Home | Path) -> None:
         write_json(Home.of(home).watermark, {**dataclasses.asdict(self), "at": time.time()})

@@ -19,8 +19,13 @@ def records_frame(path: str | Path):
     if not path.is_file():
         raise InputError(f"gate: batch file {path} does not exist")
     if path.suffix in (".csv", ".tsv"):
-        df = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
-                         quoting=3 if path.suffix == ".tsv" else 0)
+        df = pd.read_csv(
+            path,
+            sep="\t" if path.suffix == ".tsv" else ",",
+            dtype=str,
+            keep_default_na=False,
+            quoting=3 if path.suffix == ".tsv" else 0,
+        )
     else:
         df = pd.DataFrame(list(read_jsonl(path)))  # an InputError names a bad line
     if df.empty:

@@ -26,8 +26,9 @@ from lmchain.errors import GateFailed
 from lmchain.quality import data_docs_dir
 
 
-def check(ctx: RunContext, stage: str, cfg: GateConfig, batches: dict, label_names: list[str],
-          passthrough: dict[str, str]) -> Manifest:
+def check(
+    ctx: RunContext, stage: str, cfg: GateConfig, batches: dict, label_names: list[str], passthrough: dict[str, str]
+) -> Manifest:
     """Validate ``batches`` ({suite: (dataframe, files)}); publish the evidence; raise if any is blocked.
 
     ``passthrough`` outputs are the validated files themselves: downstream stages read them
@@ -38,17 +39,24 @@ def check(ctx: RunContext, stage: str, cfg: GateConfig, batches: dict, label_nam
     empty = [(suite, files) for suite, (df, files) in batches.items() if len(df) == 0]
     if empty:
         block_empty(ctx, stage, cfg, empty)
-    results = [validate(ctx.home, ctx.run_id, suite, df, files, getattr(cfg, suite), label_names)
-               for suite, (df, files) in batches.items()]
+    results = [
+        validate(ctx.home, ctx.run_id, suite, df, files, getattr(cfg, suite), label_names)
+        for suite, (df, files) in batches.items()
+    ]
     blocked = [r for r in results if not r.passed]
     manifest = publish(ctx, stage, cfg, results, passthrough, status=BLOCKED if blocked else OK)
     if blocked:
-        details = " | ".join(f"suite '{r.suite}' failed {len(r.failed)} of {len(r.checks)} expectations: "
-                             f"{r.failure_text()}; batch quarantined in {r.quarantine} (failing rows: "
-                             f"failing_rows.jsonl)" for r in blocked)
-        raise GateFailed(f"data-quality gate blocked run {ctx.run_id}: {details}. Fix the data or the gate.* "
-                         f"thresholds, or release it with `lmchain gate --accept {ctx.run_id} --suite "
-                         f"{blocked[0].suite} --reason ...`; Data Docs: {blocked[0].docs_url}")
+        details = " | ".join(
+            f"suite '{r.suite}' failed {len(r.failed)} of {len(r.checks)} expectations: "
+            f"{r.failure_text()}; batch quarantined in {r.quarantine} (failing rows: "
+            f"failing_rows.jsonl)"
+            for r in blocked
+        )
+        raise GateFailed(
+            f"data-quality gate blocked run {ctx.run_id}: {details}. Fix the data or the gate.* "
+            f"thresholds, or release it with `lmchain gate --accept {ctx.run_id} --suite "
+            f"{blocked[0].suite} --reason ...`; Data Docs: {blocked[0].docs_url}"
+        )
     return manifest
 
 
@@ -59,14 +67,23 @@ def block_empty(ctx: RunContext, stage: str, cfg: GateConfig, empty: list) -> No
         out.manifest.counts = {f"{suite}_rows": 0 for suite, _ in empty}
         out.manifest.info = {"passed": False, "empty": [suite for suite, _ in empty]}
         out.manifest.status = BLOCKED
-    raise GateFailed(f"data-quality gate blocked run {ctx.run_id}: {names} is empty (0 rows), so there is nothing "
-                     "to validate. Check the stage that wrote it (its manifest's counts and drop_reasons say "
-                     "where the records went)")
+    raise GateFailed(
+        f"data-quality gate blocked run {ctx.run_id}: {names} is empty (0 rows), so there is nothing "
+        "to validate. Check the stage that wrote it (its manifest's counts and drop_reasons say "
+        "where the records went)"
+    )
 
 
-def publish(ctx: RunContext, stage: str, cfg: GateConfig, results: list, passthrough: dict[str, str],
-            info: dict | None = None, write: Callable[[StageOutput], None] | None = None,
-            status: str = OK) -> Manifest:
+def publish(
+    ctx: RunContext,
+    stage: str,
+    cfg: GateConfig,
+    results: list,
+    passthrough: dict[str, str],
+    info: dict | None = None,
+    write: Callable[[StageOutput], None] | None = None,
+    status: str = OK,
+) -> Manifest:
     """The gate stage's evidence: validation.json and the manifest here, both and this run's
     Data Docs pages in MLflow. None of it holds a value from the batch (see the module doc).
     ``info`` joins the manifest's info; ``write`` adds the caller's own outputs to the stage;
@@ -79,17 +96,23 @@ def publish(ctx: RunContext, stage: str, cfg: GateConfig, results: list, passthr
         write_json(out.output("gate_result", "validation.json"), {r.suite: r.to_dict() for r in results})
         out.manifest.outputs.update(passthrough)
         out.manifest.status = status
-        out.manifest.counts = {**{f"{r.suite}_rows": r.rows for r in results},
-                               "expectations": sum(len(r.checks) for r in results),
-                               "failed": sum(len(r.failed) for r in results),
-                               "warnings": sum(len(r.warnings) for r in results)}
-        out.manifest.info = {"passed": all(r.passed for r in results), "suites": [r.suite for r in results],
-                             "data_docs": results[0].docs_url if results else "",
-                             "quarantine": {r.suite: r.quarantine for r in results if r.quarantine},
-                             "accepted": {r.suite: r.accepted for r in results if r.accepted},
-                             "warnings": [f"{r.suite}: {w['expectation']} observed {w['observed']}"
-                                          for r in results for w in r.warnings],
-                             **(info or {})}
+        out.manifest.counts = {
+            **{f"{r.suite}_rows": r.rows for r in results},
+            "expectations": sum(len(r.checks) for r in results),
+            "failed": sum(len(r.failed) for r in results),
+            "warnings": sum(len(r.warnings) for r in results),
+        }
+        out.manifest.info = {
+            "passed": all(r.passed for r in results),
+            "suites": [r.suite for r in results],
+            "data_docs": results[0].docs_url if results else "",
+            "quarantine": {r.suite: r.quarantine for r in results if r.quarantine},
+            "accepted": {r.suite: r.accepted for r in results if r.accepted},
+            "warnings": [
+                f"{r.suite}: {w['expectation']} observed {w['observed']}" for r in results for w in r.warnings
+            ],
+            **(info or {}),
+        }
         if write is not None:
             write(out)
         for w in out.manifest.info["warnings"]:

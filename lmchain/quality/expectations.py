@@ -45,7 +45,8 @@ ENGLISH_STOPWORDS = frozenset(
     "the a an and or but of to in on at for with by from as is are was were be been being it its this that "
     "these those he she they we you i his her their our your my not no so if then than too very can will "
     "just do does did have has had what which who whom there here all any some more most such only own same "
-    "about into over after before again further once up down out off under while because until".split())
+    "about into over after before again further once up down out off under while because until".split()
+)
 _WORD = re.compile(r"[A-Za-z']+|[^\W\d_]+", re.UNICODE)
 
 
@@ -222,10 +223,17 @@ class TableSplitOverlap(TableMetricProvider):
 
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
-        df, _, _ = execution_engine.get_compute_domain(domain_kwargs=metric_domain_kwargs,
-                                                       domain_type=MetricDomainTypes.TABLE)
-        return int(overlap_mask(df, metric_value_kwargs["text_column"], metric_value_kwargs["split_column"],
-                                metric_value_kwargs["train_split"]).sum())
+        df, _, _ = execution_engine.get_compute_domain(
+            domain_kwargs=metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE
+        )
+        return int(
+            overlap_mask(
+                df,
+                metric_value_kwargs["text_column"],
+                metric_value_kwargs["split_column"],
+                metric_value_kwargs["train_split"],
+            ).sum()
+        )
 
 
 class ExpectNoTextOverlapBetweenSplits(BatchExpectation):

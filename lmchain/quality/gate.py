@@ -35,8 +35,12 @@ from lmchain.errors import InputError
 # GX keeps the positions of failing rows, never their values: no partial_unexpected_list or
 # _counts, no unexpected_rows, and no unexpected_index_query (for pandas a text that would grow
 # with the batch). COMPLETE: every failing row's index, so that each one can be quarantined.
-RESULT_FORMAT = {"result_format": "COMPLETE", "exclude_unexpected_values": True,
-                 "include_unexpected_rows": False, "return_unexpected_index_query": False}
+RESULT_FORMAT = {
+    "result_format": "COMPLETE",
+    "exclude_unexpected_values": True,
+    "include_unexpected_rows": False,
+    "return_unexpected_index_query": False,
+}
 INDEX_SAMPLE = 20  # row indices per check in validation.json; the quarantine holds them all
 
 
@@ -44,9 +48,12 @@ def _row_masks():
     """Aggregate expectations whose failure is still due to particular rows, and how to find them."""
     from lmchain.quality.expectations import duplicate_mask, overlap_mask
 
-    return {"expect_column_duplicate_rate_to_be_between": lambda df, kw: duplicate_mask(df[kw["column"]]),
-            "expect_no_text_overlap_between_splits": lambda df, kw: overlap_mask(
-                df, kw.get("text_column", "text"), kw.get("split_column", "split"), kw.get("train_split", "train"))}
+    return {
+        "expect_column_duplicate_rate_to_be_between": lambda df, kw: duplicate_mask(df[kw["column"]]),
+        "expect_no_text_overlap_between_splits": lambda df, kw: overlap_mask(
+            df, kw.get("text_column", "text"), kw.get("split_column", "split"), kw.get("train_split", "train")
+        ),
+    }
 
 
 @dataclass
@@ -79,9 +86,16 @@ class SuiteResult:
         return "; ".join(f"{c['expectation']}({_short(c['kwargs'])}) observed {c['observed']}" for c in self.failed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"suite": self.suite, "rows": self.rows, "passed": self.passed, "checks": self.checks,
-                "docs_url": self.docs_url, "batch_sha256": self.batch_sha256, "accepted": self.accepted,
-                "quarantine": self.quarantine}
+        return {
+            "suite": self.suite,
+            "rows": self.rows,
+            "passed": self.passed,
+            "checks": self.checks,
+            "docs_url": self.docs_url,
+            "batch_sha256": self.batch_sha256,
+            "accepted": self.accepted,
+            "quarantine": self.quarantine,
+        }
 
 
 def _short(kwargs: dict) -> dict:
@@ -134,12 +148,17 @@ def _checkpoint(ctx, suite: str, expectations: list):
     except (LookupError, KeyError):
         batch_def = asset.add_batch_definition_whole_dataframe("whole")
     gx_suite = ctx.suites.add_or_update(gx.ExpectationSuite(name=suite, expectations=expectations))
-    vdef = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=f"{suite}_vd", data=batch_def,
-                                                                            suite=gx_suite))
-    return ctx.checkpoints.add_or_update(gx.Checkpoint(
-        name=f"{suite}_gate", validation_definitions=[vdef],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-        result_format=RESULT_FORMAT))
+    vdef = ctx.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{suite}_vd", data=batch_def, suite=gx_suite)
+    )
+    return ctx.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=f"{suite}_gate",
+            validation_definitions=[vdef],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            result_format=RESULT_FORMAT,
+        )
+    )
 
 
 def _failing_rows(r, df) -> list[int] | None:
@@ -167,8 +186,13 @@ def _checks(result, df) -> tuple[list[dict[str, Any]], dict[int, list[str]]]:
             if r.exception_info and r.exception_info.get("raised_exception"):
                 observed = f"error: {r.exception_info.get('exception_message')}"
             severity = str(getattr(cfg, "severity", "critical") or "critical").split(".")[-1].lower()
-            check = {"expectation": cfg.type, "kwargs": {k: v for k, v in cfg.kwargs.items() if k != "batch_id"},
-                     "severity": severity, "success": bool(r.success), "observed": observed}
+            check = {
+                "expectation": cfg.type,
+                "kwargs": {k: v for k, v in cfg.kwargs.items() if k != "batch_id"},
+                "severity": severity,
+                "success": bool(r.success),
+                "observed": observed,
+            }
             if not r.success and severity == "critical":
                 rows = _failing_rows(r, df)
                 if rows is not None:
@@ -180,8 +204,16 @@ def _checks(result, df) -> tuple[list[dict[str, Any]], dict[int, list[str]]]:
     return checks, blamed
 
 
-def validate(home: Home | Path, run_id: str, suite: str, df, files: list[Path], cfg: SuiteConfig,
-             label_names: list[str], hold: str = "batch") -> SuiteResult:
+def validate(
+    home: Home | Path,
+    run_id: str,
+    suite: str,
+    df,
+    files: list[Path],
+    cfg: SuiteConfig,
+    label_names: list[str],
+    hold: str = "batch",
+) -> SuiteResult:
     """Run ``suite`` on ``df`` (read from ``files``) and quarantine what failed.
 
     ``hold="batch"``: a blocked batch is copied to quarantine whole, with its failing rows named.
@@ -193,8 +225,10 @@ def validate(home: Home | Path, run_id: str, suite: str, df, files: list[Path], 
 
     missing = [c for c in COLUMNS[suite] if c not in df.columns]
     if missing:
-        raise InputError(f"gate: the {suite} batch {', '.join(map(str, files))} lacks column(s) {missing}; "
-                         f"the {suite} suite needs {COLUMNS[suite]}")
+        raise InputError(
+            f"gate: the {suite} batch {', '.join(map(str, files))} lacks column(s) {missing}; "
+            f"the {suite} suite needs {COLUMNS[suite]}"
+        )
     ref_file = reference_path(home, suite)
     reference = read_json(ref_file, {})
     df = df.reset_index(drop=True)  # GX reports failing rows by index: make it the row's position
@@ -210,8 +244,9 @@ def validate(home: Home | Path, run_id: str, suite: str, df, files: list[Path], 
     result = checkpoint.run(batch_parameters={"dataframe": checked}, run_id=RunIdentifier(run_name=run_id))
     docs = ctx.get_docs_sites_urls()
     checks, blamed = _checks(result, df)
-    out = SuiteResult(suite, len(df), checks, docs[0]["site_url"] if docs else "", batch_hash(files),
-                      row_failures=blamed)
+    out = SuiteResult(
+        suite, len(df), checks, docs[0]["site_url"] if docs else "", batch_hash(files), row_failures=blamed
+    )
     out.warnings = [c for c in out.checks if not c["success"] and c["severity"] != "critical"]
 
     qdir = quarantine_dir(home, run_id, suite)
@@ -274,14 +309,22 @@ def failing_row_records(df, blamed: dict[int, list[str]]) -> list[dict[str, Any]
     return [{"row": i, "reasons": sorted(set(blamed[i])), **rows.loc[i].to_dict()} for i in sorted(blamed)]
 
 
-def _write_held(qdir: Path, rows_file: str, run_id: str, result: SuiteResult, files: list[Path], df,
-                hold: str) -> Path:
+def _write_held(qdir: Path, rows_file: str, run_id: str, result: SuiteResult, files: list[Path], df, hold: str) -> Path:
     write_private_jsonl(qdir / rows_file, failing_row_records(df, result.row_failures))
     write_private_json(qdir / "validation.json", result.to_dict())
-    write_private_json(qdir / "batch.json", {
-        "run_id": run_id, "suite": result.suite, "rows": result.rows, "failing_rows": len(result.row_failures),
-        "hold": hold, "batch_sha256": result.batch_sha256, "files": [str(f) for f in files],
-        "quarantined_at": now_iso()})
+    write_private_json(
+        qdir / "batch.json",
+        {
+            "run_id": run_id,
+            "suite": result.suite,
+            "rows": result.rows,
+            "failing_rows": len(result.row_failures),
+            "hold": hold,
+            "batch_sha256": result.batch_sha256,
+            "files": [str(f) for f in files],
+            "quarantined_at": now_iso(),
+        },
+    )
     return qdir
 
 
@@ -315,9 +358,17 @@ def accept(home: Home | Path, run_id: str, suite: str, reason: str) -> Path:
         raise InputError("accepting a quarantined batch needs a --reason, which is recorded with it")
     info = json.loads(batch.read_text())
     if info.get("hold") == "rows":
-        raise InputError(f"the {suite} quarantine of run {run_id} holds rows, not a batch: release them with "
-                         f"`lmchain feedback release --run-id {run_id} --reason ...`")
-    record = {"run_id": run_id, "suite": suite, "accepted_at": now_iso(), "accepted_by": getpass.getuser(),
-              "reason": reason, "batch_sha256": info["batch_sha256"]}
+        raise InputError(
+            f"the {suite} quarantine of run {run_id} holds rows, not a batch: release them with "
+            f"`lmchain feedback release --run-id {run_id} --reason ...`"
+        )
+    record = {
+        "run_id": run_id,
+        "suite": suite,
+        "accepted_at": now_iso(),
+        "accepted_by": getpass.getuser(),
+        "reason": reason,
+        "batch_sha256": info["batch_sha256"],
+    }
     write_private_json(qdir / "accepted.json", record)
     return qdir / "accepted.json"

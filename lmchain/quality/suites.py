@@ -34,50 +34,87 @@ def build(suite: str, cfg: SuiteConfig, label_names: list[str], reference: dict[
 
     E = gx.expectations
     items: list[tuple[str, Any]] = [
-        ("expect_table_columns_to_match_set",
-         lambda **s: E.ExpectTableColumnsToMatchSet(column_set=COLUMNS[suite], exact_match=False, **s)),
-        ("expect_table_row_count_to_be_between",
-         lambda **s: E.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows, **s)),
+        (
+            "expect_table_columns_to_match_set",
+            lambda **s: E.ExpectTableColumnsToMatchSet(column_set=COLUMNS[suite], exact_match=False, **s),
+        ),
+        (
+            "expect_table_row_count_to_be_between",
+            lambda **s: E.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows, **s),
+        ),
         ("expect_column_values_to_not_be_null", lambda **s: E.ExpectColumnValuesToNotBeNull(column="text", **s)),
-        ("expect_column_value_lengths_to_be_between",
-         lambda **s: E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=cfg.min_chars,
-                                                           max_value=cfg.max_chars, **s)),
+        (
+            "expect_column_value_lengths_to_be_between",
+            lambda **s: E.ExpectColumnValueLengthsToBeBetween(
+                column="text", min_value=cfg.min_chars, max_value=cfg.max_chars, **s
+            ),
+        ),
     ]
     if suite in ("raw", "curated", "labelled"):
-        items.append(("expect_column_values_to_be_unique",
-                      lambda **s: E.ExpectColumnValuesToBeUnique(column="id", **s)))
+        items.append(
+            ("expect_column_values_to_be_unique", lambda **s: E.ExpectColumnValuesToBeUnique(column="id", **s))
+        )
     if suite in ("curated", "labelled", "feedback"):
         items += [
-            ("expect_column_duplicate_rate_to_be_between",
-             lambda **s: X.ExpectColumnDuplicateRateToBeBetween(column="text", max_value=cfg.max_duplicate_rate, **s)),
-            ("expect_column_values_to_not_contain_pii",
-             lambda **s: X.ExpectColumnValuesToNotContainPii(column="text", mostly=1.0 - cfg.max_pii_rate, **s)),
-            ("expect_column_values_to_be_in_language",
-             lambda **s: X.ExpectColumnValuesToBeInLanguage(column="text", language=cfg.language,
-                                                           mostly=cfg.min_language_share, **s)),
+            (
+                "expect_column_duplicate_rate_to_be_between",
+                lambda **s: X.ExpectColumnDuplicateRateToBeBetween(
+                    column="text", max_value=cfg.max_duplicate_rate, **s
+                ),
+            ),
+            (
+                "expect_column_values_to_not_contain_pii",
+                lambda **s: X.ExpectColumnValuesToNotContainPii(column="text", mostly=1.0 - cfg.max_pii_rate, **s),
+            ),
+            (
+                "expect_column_values_to_be_in_language",
+                lambda **s: X.ExpectColumnValuesToBeInLanguage(
+                    column="text", language=cfg.language, mostly=cfg.min_language_share, **s
+                ),
+            ),
         ]
     if suite == "curated":
         items += [
-            ("expect_column_mean_to_be_between",
-             lambda **s: E.ExpectColumnMeanToBeBetween(column="chars", min_value=0, max_value=cfg.max_mean_chars, **s)),
-            ("expect_column_shift_from_reference_to_be_below",
-             lambda **s: X.ExpectColumnShiftFromReferenceToBeBelow(
-                 column="text", buckets=LENGTH_BUCKETS, reference=reference.get("length", {}),
-                 max_value=cfg.max_length_shift, **s)),
+            (
+                "expect_column_mean_to_be_between",
+                lambda **s: E.ExpectColumnMeanToBeBetween(
+                    column="chars", min_value=0, max_value=cfg.max_mean_chars, **s
+                ),
+            ),
+            (
+                "expect_column_shift_from_reference_to_be_below",
+                lambda **s: X.ExpectColumnShiftFromReferenceToBeBelow(
+                    column="text",
+                    buckets=LENGTH_BUCKETS,
+                    reference=reference.get("length", {}),
+                    max_value=cfg.max_length_shift,
+                    **s,
+                ),
+            ),
         ]
     label_column = {"labelled": "label", "feedback": "correct_label"}.get(suite)
     if label_column:
-        items.append(("expect_column_values_to_be_in_set",
-                      lambda **s: E.ExpectColumnValuesToBeInSet(column=label_column, value_set=label_names, **s)))
+        items.append(
+            (
+                "expect_column_values_to_be_in_set",
+                lambda **s: E.ExpectColumnValuesToBeInSet(column=label_column, value_set=label_names, **s),
+            )
+        )
     if suite == "labelled":
         items += [
-            ("expect_column_minority_share_to_be_at_least",
-             lambda **s: X.ExpectColumnMinorityShareToBeAtLeast(column="label", value_set=label_names,
-                                                               min_value=cfg.min_class_share, **s)),
+            (
+                "expect_column_minority_share_to_be_at_least",
+                lambda **s: X.ExpectColumnMinorityShareToBeAtLeast(
+                    column="label", value_set=label_names, min_value=cfg.min_class_share, **s
+                ),
+            ),
             ("expect_no_text_overlap_between_splits", lambda **s: X.ExpectNoTextOverlapBetweenSplits(**s)),
-            ("expect_column_shift_from_reference_to_be_below",
-             lambda **s: X.ExpectColumnShiftFromReferenceToBeBelow(
-                 column="label", reference=reference.get("label", {}), max_value=cfg.max_label_shift, **s)),
+            (
+                "expect_column_shift_from_reference_to_be_below",
+                lambda **s: X.ExpectColumnShiftFromReferenceToBeBelow(
+                    column="label", reference=reference.get("label", {}), max_value=cfg.max_label_shift, **s
+                ),
+            ),
         ]
     return [make(**_severity(name, cfg)) for name, make in items]
 

@@ -29,8 +29,12 @@ from lmchain.serve.routes import ROUTES, routers, validation_error
 from lmchain.serve.service import PredictorService
 
 
-def create_app(model_uri: str | None = None, settings: ServeConfig | None = None,
-               model_dir: str | Path | None = None, home: Home | None = None) -> FastAPI:
+def create_app(
+    model_uri: str | None = None,
+    settings: ServeConfig | None = None,
+    model_dir: str | Path | None = None,
+    home: Home | None = None,
+) -> FastAPI:
     """The service. ``home`` (default: the environment's) holds its registry, model downloads,
     variants and, unless ``settings`` name others, its store and spill file."""
     service = PredictorService(settings, model_uri=model_uri, model_dir=model_dir, home=home)
@@ -41,16 +45,25 @@ def create_app(model_uri: str | None = None, settings: ServeConfig | None = None
         async with service.running():
             yield
 
-    app = FastAPI(title="lmchain model service", version="1", lifespan=lifespan,
-                  description="Text classification with the registry's champion model. Send the API key as "
-                              "`X-API-Key` or `Authorization: Bearer`.")
+    app = FastAPI(
+        title="lmchain model service",
+        version="1",
+        lifespan=lifespan,
+        description="Text classification with the registry's champion model. Send the API key as "
+        "`X-API-Key` or `Authorization: Bearer`.",
+    )
     # Starlette types handlers over Exception; it calls this one with RequestValidationError only.
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     # The last added runs first: metrics see every answer; the Host check and load shedding come
     # before the body is read and checked.
     app.add_middleware(BodyGuardMiddleware, max_bytes=s.max_body_bytes)
-    app.add_middleware(ShedMiddleware, path="/v1/predict", is_full=service.queue_full,
-                       max_bytes=s.max_body_bytes, on_shed=service.metrics.overloaded.inc)
+    app.add_middleware(
+        ShedMiddleware,
+        path="/v1/predict",
+        is_full=service.queue_full,
+        max_bytes=s.max_body_bytes,
+        on_shed=service.metrics.overloaded.inc,
+    )
     app.add_middleware(HostAllowMiddleware, allowed=[*s.allowed_hosts, s.host])
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=ROUTES)
     for router in routers(service):

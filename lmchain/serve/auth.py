@@ -43,8 +43,10 @@ def _parse(entries: list[str], where: str) -> set[str]:
             continue
         hexpart = entry.removeprefix(PREFIX)
         if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart.lower()):
-            raise ConfigError(f"{where}: {entry[:20]!r}... is not a 'sha256:<64 hex digits>' key hash "
-                              "(store hashes, not keys; `lmchain serve --new-api-key` prints one)")
+            raise ConfigError(
+                f"{where}: {entry[:20]!r}... is not a 'sha256:<64 hex digits>' key hash "
+                "(store hashes, not keys; `lmchain serve --new-api-key` prints one)"
+            )
         hashes.add(PREFIX + hexpart.lower())
     return hashes
 
@@ -54,8 +56,9 @@ class ApiKeys:
         self.hashes = hashes
 
     @classmethod
-    def load(cls, keys_file: str | None, env: str = ENV_HASHES,
-             setting: str = "deploy.service.api_keys_file") -> "ApiKeys":
+    def load(
+        cls, keys_file: str | None, env: str = ENV_HASHES, setting: str = "deploy.service.api_keys_file"
+    ) -> "ApiKeys":
         hashes = _parse(os.environ.get(env, "").split(","), env)
         if keys_file:
             path = Path(keys_file)
@@ -106,4 +109,5 @@ def check_exposure(host: str, keys: ApiKeys, insecure_open: bool) -> None:
         "post feedback that becomes training labels. Make a key with `lmchain serve --new-api-key`, put its "
         f"hash in {ENV_HASHES} or a file named by deploy.service.api_keys_file (--api-keys-file), and "
         "give the key to clients; or bind to 127.0.0.1; or, to run open on purpose, pass --insecure-open "
-        "(deploy.service.insecure_open=true)")
+        "(deploy.service.insecure_open=true)"
+    )

@@ -40,9 +40,15 @@ class _Item:
 
 
 class MicroBatcher:
-    def __init__(self, run_batch: Callable[[list[str]], tuple[list[dict[str, Any]], Any]],
-                 max_batch: int, max_wait_ms: float, on_batch: Callable[[int, float], None] | None = None,
-                 max_queue_texts: int = 1 << 30, on_skip: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        run_batch: Callable[[list[str]], tuple[list[dict[str, Any]], Any]],
+        max_batch: int,
+        max_wait_ms: float,
+        on_batch: Callable[[int, float], None] | None = None,
+        max_queue_texts: int = 1 << 30,
+        on_skip: Callable[[int], None] | None = None,
+    ):
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
@@ -166,5 +172,5 @@ class MicroBatcher:
         start = 0
         for item in batch:
             if not item.future.done():  # a client that went away cancelled its future
-                item.future.set_result(BatchResult(predictions[start:start + len(item.texts)], model))
+                item.future.set_result(BatchResult(predictions[start : start + len(item.texts)], model))
             start += len(item.texts)

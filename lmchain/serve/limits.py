@@ -80,8 +80,14 @@ class HostAllowMiddleware:
         host = host_of(_header(scope, b"host") or "")
         if self.allows(host):
             return await self.app(scope, receive, send)
-        await send_json(send, 400, {"detail": "this Host header is not one the service answers to; add the name "
-                                              "to deploy.service.allowed_hosts"})
+        await send_json(
+            send,
+            400,
+            {
+                "detail": "this Host header is not one the service answers to; add the name "
+                "to deploy.service.allowed_hosts"
+            },
+        )
 
 
 # --------------------------------------------------------------------------- body size and strict JSON
@@ -106,8 +112,11 @@ def _check_strings(value: Any) -> None:
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                raise BodyRejected(400, "the body holds a lone UTF-16 surrogate escape (like \\ud800) that "
-                                        "encodes no character; send valid Unicode text") from None
+                raise BodyRejected(
+                    400,
+                    "the body holds a lone UTF-16 surrogate escape (like \\ud800) that "
+                    "encodes no character; send valid Unicode text",
+                ) from None
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
@@ -124,9 +133,16 @@ def check_json(body: bytes) -> None:
     try:
         doc = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise BodyRejected(422, [{"type": "json_invalid", "loc": ["body", exc.pos],
-                                  "msg": f"JSON decode error: {exc.msg} (line {exc.lineno}, column {exc.colno})"}]
-                           ) from None
+        raise BodyRejected(
+            422,
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ["body", exc.pos],
+                    "msg": f"JSON decode error: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                }
+            ],
+        ) from None
     except RecursionError:
         raise BodyRejected(400, "the JSON body is nested too deeply") from None
     if _SURROGATE_ESCAPE.search(text):
@@ -152,8 +168,11 @@ class BodyGuardMiddleware:
         self.max_bytes = max_bytes
 
     def _too_large(self) -> BodyRejected:
-        return BodyRejected(413, f"request body over the limit of {self.max_bytes} bytes "
-                                 "(deploy.service.max_body_bytes); send fewer or shorter texts")
+        return BodyRejected(
+            413,
+            f"request body over the limit of {self.max_bytes} bytes "
+            "(deploy.service.max_body_bytes); send fewer or shorter texts",
+        )
 
     async def _read(self, scope, receive) -> bytes | None:
         """The whole body, or None when the client left while sending it."""
@@ -221,8 +240,9 @@ class ShedMiddleware:
         if self.on_shed:
             self.on_shed()
         headers = {"retry-after": "1", **({"connection": "close"} if size > self.max_bytes else {})}
-        await send_json(send, 503, {"detail": "the service is at capacity; retry after the Retry-After seconds"},
-                        headers)
+        await send_json(
+            send, 503, {"detail": "the service is at capacity; retry after the Retry-After seconds"}, headers
+        )
 
 
 # --------------------------------------------------------------------------- rate limits

@@ -12,14 +12,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 # StoreStats field -> (metric name, help): read from the store at scrape time.
 STORE_COUNTERS = {
     "write_errors": ("lmchain_store_write_errors_total", "Failed database writes of predictions (retries included)."),
-    "unstored_rows": ("lmchain_store_unstored_predictions_total",
-                      "Predictions the database did not take (spilled or held in memory instead)."),
+    "unstored_rows": (
+        "lmchain_store_unstored_predictions_total",
+        "Predictions the database did not take (spilled or held in memory instead).",
+    ),
     "spilled_rows": ("lmchain_store_spilled_predictions_total", "Predictions written to the spill file."),
     "spill_errors": ("lmchain_store_spill_errors_total", "Failed writes of the spill file."),
-    "buffered_rows": ("lmchain_store_buffered_predictions_total",
-                      "Predictions held in memory because the spill file failed too."),
-    "dropped_rows": ("lmchain_store_dropped_predictions_total",
-                     "Predictions lost: pushed out of the full in-memory buffer."),
+    "buffered_rows": (
+        "lmchain_store_buffered_predictions_total",
+        "Predictions held in memory because the spill file failed too.",
+    ),
+    "dropped_rows": (
+        "lmchain_store_dropped_predictions_total",
+        "Predictions lost: pushed out of the full in-memory buffer.",
+    ),
     "queue_full": ("lmchain_store_queue_full_total", "Requests that found the writer's queue full."),
     "writer_errors": ("lmchain_store_writer_errors_total", "Unexpected errors caught in the writer thread."),
 }
@@ -34,8 +40,10 @@ class StoreCollector:
             family = CounterMetricFamily(name.removesuffix("_total"), help_text)
             family.add_metric([], getattr(self.store.stats, field))
             yield family
-        yield GaugeMetricFamily("lmchain_store_buffer_predictions", "Predictions held in memory now.",
-                                value=self.store.buffered)
+        yield GaugeMetricFamily(
+            "lmchain_store_buffer_predictions", "Predictions held in memory now.", value=self.store.buffered
+        )
+
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -45,36 +53,57 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("lmchain_requests_total", "HTTP requests by route and status code.",
-                                ["route", "status"], registry=r)
-        self.latency = Histogram("lmchain_request_latency_seconds", "HTTP request latency by route.", ["route"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("lmchain_batch_size", "Texts per model call of the micro-batcher.",
-                                    buckets=BATCH_BUCKETS, registry=r)
-        self.batch_seconds = Histogram("lmchain_batch_seconds", "Model time per micro-batch.",
-                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "lmchain_requests_total", "HTTP requests by route and status code.", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "lmchain_request_latency_seconds",
+            "HTTP request latency by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "lmchain_batch_size", "Texts per model call of the micro-batcher.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.batch_seconds = Histogram(
+            "lmchain_batch_seconds", "Model time per micro-batch.", buckets=LATENCY_BUCKETS, registry=r
+        )
         self.texts = Counter("lmchain_predicted_texts_total", "Texts classified.", registry=r)
         self.feedback = Counter("lmchain_feedback_total", "Feedback records stored.", registry=r)
-        self.model_info = Gauge("lmchain_model_info", "The model version being served (value 1).",
-                                ["model", "version", "variant"], registry=r)
+        self.model_info = Gauge(
+            "lmchain_model_info",
+            "The model version being served (value 1).",
+            ["model", "version", "variant"],
+            registry=r,
+        )
         self.swaps = Counter("lmchain_model_swaps_total", "Hot swaps to a new model version.", registry=r)
         self.queue_texts = Gauge("lmchain_queue_waiting_texts", "Texts waiting for the model now.", registry=r)
-        self.overloaded = Counter("lmchain_overloaded_total", "Predict requests refused with 503: queue full.",
-                                  registry=r)
-        self.rate_limited = Counter("lmchain_rate_limited_total", "Requests refused with 429, by route.", ["route"],
-                                    registry=r)
-        self.skipped_texts = Counter("lmchain_skipped_texts_total",
-                                     "Texts never run because their client disconnected first.", registry=r)
-        self.disconnected = Counter("lmchain_disconnected_total",
-                                    "Predict requests whose client left before the answer.", registry=r)
-        self.unconfirmed = Counter("lmchain_store_unconfirmed_total",
-                                   "Predict answers sent before the store confirmed the rows (store_wait_s).",
-                                   registry=r)
-        self.feedback_errors = Counter("lmchain_feedback_store_errors_total",
-                                       "Feedback the store failed to write (answered 503).", registry=r)
-        self.swap_failures = Counter("lmchain_model_swap_failures_total",
-                                     "New versions that failed to load or warm (the old one keeps serving).",
-                                     registry=r)
+        self.overloaded = Counter(
+            "lmchain_overloaded_total", "Predict requests refused with 503: queue full.", registry=r
+        )
+        self.rate_limited = Counter(
+            "lmchain_rate_limited_total", "Requests refused with 429, by route.", ["route"], registry=r
+        )
+        self.skipped_texts = Counter(
+            "lmchain_skipped_texts_total", "Texts never run because their client disconnected first.", registry=r
+        )
+        self.disconnected = Counter(
+            "lmchain_disconnected_total", "Predict requests whose client left before the answer.", registry=r
+        )
+        self.unconfirmed = Counter(
+            "lmchain_store_unconfirmed_total",
+            "Predict answers sent before the store confirmed the rows (store_wait_s).",
+            registry=r,
+        )
+        self.feedback_errors = Counter(
+            "lmchain_feedback_store_errors_total", "Feedback the store failed to write (answered 503).", registry=r
+        )
+        self.swap_failures = Counter(
+            "lmchain_model_swap_failures_total",
+            "New versions that failed to load or warm (the old one keeps serving).",
+            registry=r,
+        )
 
     def watch_store(self, store) -> None:
         self.registry.register(StoreCollector(store))

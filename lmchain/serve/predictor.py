@@ -36,15 +36,18 @@ class BasePredictor:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         results: list[dict[str, Any]] = [{}] * len(texts)
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             logits = self._logits([texts[i] for i in idx]).astype(np.float64)
             logits -= logits.max(axis=1, keepdims=True)
             probs = np.exp(logits)
             probs /= probs.sum(axis=1, keepdims=True)
             for i, row in zip(idx, probs.tolist()):
                 best = max(range(len(row)), key=row.__getitem__)
-                results[i] = {"label": self.labels[best], "label_id": best,
-                              "scores": {name: round(p, 6) for name, p in zip(self.labels, row)}}
+                results[i] = {
+                    "label": self.labels[best],
+                    "label_id": best,
+                    "scores": {name: round(p, 6) for name, p in zip(self.labels, row)},
+                }
         return results
 
 
@@ -57,8 +60,13 @@ class Predictor(BasePredictor):
 
     variant = "fp32"
 
-    def __init__(self, model_dir: str | Path, max_length: int = 128, batch_size: int = 64,
-                 tokenizer_dir: str | Path | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        max_length: int = 128,
+        batch_size: int = 64,
+        tokenizer_dir: str | Path | None = None,
+    ):
         import torch
         from transformers import AutoModelForSequenceClassification
 

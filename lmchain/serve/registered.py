@@ -82,8 +82,15 @@ def fetch(name: str, version: str, home: Home | None = None, tags: dict[str, str
     return RegisteredModel(name, str(version), folder, dict(tags or {}))
 
 
-def load(ref: str, home: Home | None = None, *, variant: str = "fp32", max_length: int = 128,
-         batch_size: int = 64, threads: int | None = None) -> tuple[RegisteredModel, BasePredictor] | None:
+def load(
+    ref: str,
+    home: Home | None = None,
+    *,
+    variant: str = "fp32",
+    max_length: int = 128,
+    batch_size: int = 64,
+    threads: int | None = None,
+) -> tuple[RegisteredModel, BasePredictor] | None:
     """:func:`resolve`, then its predictor in ``variant`` ('auto': the deploy stage's choice);
     None when the alias holds no version. ONNX variants are built (once) in the home's cache."""
     from lmchain.serve import variants
@@ -92,6 +99,12 @@ def load(ref: str, home: Home | None = None, *, variant: str = "fp32", max_lengt
     model = resolve(ref, home)
     if model is None:
         return None
-    predictor = variants.load(model.folder, model.variant(variant), max_length=max_length, batch_size=batch_size,
-                              threads=threads, cache=home.variants)
+    predictor = variants.load(
+        model.folder,
+        model.variant(variant),
+        max_length=max_length,
+        batch_size=batch_size,
+        threads=threads,
+        cache=home.variants,
+    )
     return model, predictor

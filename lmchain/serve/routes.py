@@ -40,15 +40,18 @@ def routers(service: PredictorService) -> list[APIRouter]:
 
 
 def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type="application/json",
-                    headers=headers)
+    return Response(
+        json.dumps(body, separators=(",", ":")), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> Response:
     """422 with where and why only: never the input, which may be megabytes or private text."""
     errors = exc.errors()
-    shown = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-             for e in errors[:MAX_ERRORS_SHOWN]]
+    shown = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in errors[:MAX_ERRORS_SHOWN]
+    ]
     body: dict[str, Any] = {"detail": shown}
     if len(errors) > MAX_ERRORS_SHOWN:
         body["more_errors"] = len(errors) - MAX_ERRORS_SHOWN
@@ -100,9 +103,14 @@ def rate_limited(service: PredictorService, limiter: RateLimiter, route: str, wh
         wait = limiter.retry_after(who)
         if wait:
             service.metrics.rate_limited.labels(route).inc()
-            raise HTTPException(429, f"rate limit of {limiter.rate:g} {what} per second per API key or client "
-                                     f"address (burst {limiter.burst:g}) reached; retry after the Retry-After "
-                                     "seconds", headers=retry_after_header(wait))
+            raise HTTPException(
+                429,
+                f"rate limit of {limiter.rate:g} {what} per second per API key or client "
+                f"address (burst {limiter.burst:g}) reached; retry after the Retry-After "
+                "seconds",
+                headers=retry_after_header(wait),
+            )
+
     return check
 
 
@@ -113,9 +121,12 @@ def admin_only(service: PredictorService):
         # No admin key configured means no admin routes, also on loopback: a loopback service may
         # sit behind a proxy that makes it public, and nothing the deploy stage does needs them.
         if not admin_keys.enabled:
-            raise HTTPException(403, "admin routes are off: no admin key is configured (put a hash from "
-                                     "`lmchain serve --new-admin-key` in LMCHAIN_ADMIN_KEY_HASHES or the file "
-                                     "named by deploy.service.admin_keys_file)")
+            raise HTTPException(
+                403,
+                "admin routes are off: no admin key is configured (put a hash from "
+                "`lmchain serve --new-admin-key` in LMCHAIN_ADMIN_KEY_HASHES or the file "
+                "named by deploy.service.admin_keys_file)",
+            )
         given = presented(key, cred)
         if admin_keys.knows(given):
             return
@@ -157,11 +168,16 @@ def api_router(service: PredictorService) -> APIRouter:
     # the routes read their parameter through an Any for that reason only.
     PredictRequest, FeedbackRequest = request_models(service.settings)
 
-    @router.post("/v1/predict", response_model=PredictResponse,
-                 dependencies=[Depends(rate_limited(service, service.predict_limit, "/v1/predict", "requests"))],
-                 responses={401: {"description": "Missing or invalid API key."},
-                            429: {"description": "Rate limit of this key reached (see Retry-After)."},
-                            503: {"description": "Model not loaded (yet), or the queue is full (see Retry-After)."}})
+    @router.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        dependencies=[Depends(rate_limited(service, service.predict_limit, "/v1/predict", "requests"))],
+        responses={
+            401: {"description": "Missing or invalid API key."},
+            429: {"description": "Rate limit of this key reached (see Retry-After)."},
+            503: {"description": "Model not loaded (yet), or the queue is full (see Retry-After)."},
+        },
+    )
     async def predict(body_in: PredictRequest, request: Request) -> Response:  # type: ignore[valid-type]
         req: Any = body_in
         try:
@@ -169,39 +185,59 @@ def api_router(service: PredictorService) -> APIRouter:
         except NotReady as exc:
             raise not_ready(exc) from None
         except Overloaded as exc:
-            raise HTTPException(503, f"the service is at capacity ({exc}); retry after the Retry-After seconds",
-                                headers={"Retry-After": "1"}) from None
+            raise HTTPException(
+                503,
+                f"the service is at capacity ({exc}); retry after the Retry-After seconds",
+                headers={"Retry-After": "1"},
+            ) from None
         if body is None:  # the client left: nobody to answer
             return Response(status_code=499)
         return json_response(body, headers={"X-Request-ID": body["request_id"]})
 
-    @router.post("/v1/feedback", response_model=FeedbackResponse,
-                 dependencies=[Depends(rate_limited(service, service.feedback_limit, "/v1/feedback",
-                                                    "feedback posts"))],
-                 responses={401: {"description": "Missing or invalid API key."},
-                            404: {"description": "No prediction with this request_id and position."},
-                            409: {"description": "This prediction already has its feedback."},
-                            422: {"description": "Invalid, or disagrees with the stored prediction."},
-                            429: {"description": "Rate limit of this key reached (see Retry-After)."},
-                            503: {"description": "Model not loaded (yet), or the store failed: retry."}})
+    @router.post(
+        "/v1/feedback",
+        response_model=FeedbackResponse,
+        dependencies=[Depends(rate_limited(service, service.feedback_limit, "/v1/feedback", "feedback posts"))],
+        responses={
+            401: {"description": "Missing or invalid API key."},
+            404: {"description": "No prediction with this request_id and position."},
+            409: {"description": "This prediction already has its feedback."},
+            422: {"description": "Invalid, or disagrees with the stored prediction."},
+            429: {"description": "Rate limit of this key reached (see Retry-After)."},
+            503: {"description": "Model not loaded (yet), or the store failed: retry."},
+        },
+    )
     def feedback(body_in: FeedbackRequest) -> FeedbackResponse:  # type: ignore[valid-type]
         """Correct (or confirm) one prediction; the record is on disk before the 200."""
         req: Any = body_in
         try:
-            record = service.feedback(req.request_id, req.position, req.correct_label, text=req.text,
-                                      predicted_label=req.predicted_label, comment=req.comment)
+            record = service.feedback(
+                req.request_id,
+                req.position,
+                req.correct_label,
+                text=req.text,
+                predicted_label=req.predicted_label,
+                comment=req.comment,
+            )
         except NotReady as exc:
             raise not_ready(exc) from None
         except FeedbackRejected as exc:
             raise HTTPException(exc.status, exc.detail) from None
         except DuplicateFeedback:
-            raise HTTPException(409, f"position {req.position} of this request already has its feedback; a "
-                                     "recorded label is never replaced") from None
+            raise HTTPException(
+                409,
+                f"position {req.position} of this request already has its feedback; a recorded label is never replaced",
+            ) from None
         except FeedbackStoreFailed:
-            raise HTTPException(503, "the feedback store failed; nothing was stored; retry later",
-                                headers={"Retry-After": "5"}) from None
-        return FeedbackResponse(feedback_id=record["feedback_id"], stored=True, text_sha256=record["text_sha256"],
-                                predicted_label=record["predicted_label"])
+            raise HTTPException(
+                503, "the feedback store failed; nothing was stored; retry later", headers={"Retry-After": "5"}
+            ) from None
+        return FeedbackResponse(
+            feedback_id=record["feedback_id"],
+            stored=True,
+            text_sha256=record["text_sha256"],
+            predicted_label=record["predicted_label"],
+        )
 
     return router
 
@@ -209,9 +245,14 @@ def api_router(service: PredictorService) -> APIRouter:
 def admin_router(service: PredictorService) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/admin/reload", dependencies=[Depends(admin_only(service))],
-                 responses={401: {"description": "Missing or invalid admin key."},
-                            403: {"description": "Not an admin key, or no admin key configured."}})
+    @router.post(
+        "/v1/admin/reload",
+        dependencies=[Depends(admin_only(service))],
+        responses={
+            401: {"description": "Missing or invalid admin key."},
+            403: {"description": "Not an admin key, or no admin key configured."},
+        },
+    )
     async def reload() -> dict[str, Any]:
         """Check the registry alias now and hot-swap if it moved. Needs an admin key."""
         try:

@@ -43,19 +43,26 @@ def request_models(s: ServeConfig) -> RequestModels:
     Text = Annotated[str, StringConstraints(min_length=1, max_length=s.max_chars_per_text)]
 
     class PredictRequest(BaseModel):
-        texts: list[Text] = Field(..., min_length=1, max_length=s.max_texts_per_request,
-                                  description=f"1 to {s.max_texts_per_request} texts of at most "
-                                              f"{s.max_chars_per_text} characters.")
+        texts: list[Text] = Field(
+            ...,
+            min_length=1,
+            max_length=s.max_texts_per_request,
+            description=f"1 to {s.max_texts_per_request} texts of at most {s.max_chars_per_text} characters.",
+        )
 
     class FeedbackRequest(BaseModel):
         request_id: str = Field(min_length=1, max_length=64, description="request_id that /v1/predict returned.")
         position: int = Field(0, ge=0, le=100_000, description="Index of the text in that request's texts.")
         correct_label: str = Field(min_length=1, max_length=200)
         comment: str | None = Field(None, max_length=2000)
-        text: Text | None = Field(None, description="Needed only where the service keeps no texts "
-                                                    "(checked against the prediction's SHA-256); else optional "
-                                                    "and must equal the prediction's text.")
-        predicted_label: str | None = Field(None, max_length=200,
-                                            description="Optional; must equal the service's answer.")
+        text: Text | None = Field(
+            None,
+            description="Needed only where the service keeps no texts "
+            "(checked against the prediction's SHA-256); else optional "
+            "and must equal the prediction's text.",
+        )
+        predicted_label: str | None = Field(
+            None, max_length=200, description="Optional; must equal the service's answer."
+        )
 
     return RequestModels(PredictRequest, FeedbackRequest)

@@ -51,8 +51,13 @@ class PredictorService:
     (ConfigError) here. The background parts (batcher, model load, alias poller, store writer)
     run inside :meth:`running`."""
 
-    def __init__(self, settings: ServeConfig | None = None, model_uri: str | None = None,
-                 model_dir: str | Path | None = None, home: Home | None = None):
+    def __init__(
+        self,
+        settings: ServeConfig | None = None,
+        model_uri: str | None = None,
+        model_dir: str | Path | None = None,
+        home: Home | None = None,
+    ):
         s = self.settings = settings or ServeConfig()
         home = Home.of(home)
         self.model_uri = model_uri
@@ -61,13 +66,23 @@ class PredictorService:
         check_exposure(s.host, self.keys, s.insecure_open)  # before anything is opened
         self.metrics = ServiceMetrics()
         self.slot = ModelSlot(s, model_uri=model_uri, model_dir=Path(model_dir) if model_dir else None, home=home)
-        self.store = ServingStore(s.store_url or default_url(home), spill_path=s.spill_path or home.spill_file,
-                                  buffer_rows=s.spill_buffer_rows, recent_rows=s.recent_predictions)
+        self.store = ServingStore(
+            s.store_url or default_url(home),
+            spill_path=s.spill_path or home.spill_file,
+            buffer_rows=s.spill_buffer_rows,
+            recent_rows=s.recent_predictions,
+        )
         self.metrics.watch_store(self.store)
         self.predict_limit = RateLimiter(s.rate_limit_per_s, s.rate_limit_burst)
         self.feedback_limit = RateLimiter(s.feedback_rate_per_s, s.feedback_burst)
-        self.batcher = MicroBatcher(self._run_batch, s.max_batch_size, s.max_wait_ms, self._on_batch,
-                                    max_queue_texts=s.max_queue_texts, on_skip=self.metrics.skipped_texts.inc)
+        self.batcher = MicroBatcher(
+            self._run_batch,
+            s.max_batch_size,
+            s.max_wait_ms,
+            self._on_batch,
+            max_queue_texts=s.max_queue_texts,
+            on_skip=self.metrics.skipped_texts.inc,
+        )
         self.metrics.queue_texts.set_function(lambda: self.batcher.waiting_texts)
 
     # ------------------------------------------------------------------ batcher and slot callbacks
@@ -93,8 +108,11 @@ class PredictorService:
         out the prediction queue is drained into the store, in bounded time."""
         s = self.settings
         if not self.keys.enabled:
-            log.warning("no API keys configured: /v1/predict and /v1/feedback are open to anyone who can "
-                        "reach %s:%s", s.host, s.port)
+            log.warning(
+                "no API keys configured: /v1/predict and /v1/feedback are open to anyone who can reach %s:%s",
+                s.host,
+                s.port,
+            )
         self.batcher.start()
         background = asyncio.get_running_loop().create_task(self._load_then_follow())
         try:
@@ -133,8 +151,9 @@ class PredictorService:
         """Whether /v1/predict should be shed before its body is read."""
         return self.batcher.waiting_texts >= self.settings.max_queue_texts
 
-    async def predict(self, texts: list[str],
-                      client_gone: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any] | None:
+    async def predict(
+        self, texts: list[str], client_gone: Callable[[], Awaitable[None]] | None = None
+    ) -> dict[str, Any] | None:
         """Classify ``texts`` in the next micro-batch and store the predictions; returns the answer
         body, or None when ``client_gone`` returns first (the texts are then withdrawn, and nothing
         is recorded). Raises NotReady, or Overloaded when the queue is full."""
@@ -154,13 +173,30 @@ class PredictorService:
         if s.log_texts:
             log.info("request %s texts=%s", request_id, texts)
         now = time.time()
-        await self.store_predictions([
-            {"request_id": request_id, "position": i, "created_at": now, "model": m.name, "version": m.version,
-             "variant": m.variant, "text_sha256": sha256_text(t),
-             "text": t if s.store_texts else None, "label": p["label"], "score": p["scores"][p["label"]]}
-            for i, (t, p) in enumerate(zip(texts, result.predictions))])
-        return {"request_id": request_id, "model": m.name, "version": m.version, "variant": m.variant,
-                "predictions": result.predictions}
+        await self.store_predictions(
+            [
+                {
+                    "request_id": request_id,
+                    "position": i,
+                    "created_at": now,
+                    "model": m.name,
+                    "version": m.version,
+                    "variant": m.variant,
+                    "text_sha256": sha256_text(t),
+                    "text": t if s.store_texts else None,
+                    "label": p["label"],
+                    "score": p["scores"][p["label"]],
+                }
+                for i, (t, p) in enumerate(zip(texts, result.predictions))
+            ]
+        )
+        return {
+            "request_id": request_id,
+            "model": m.name,
+            "version": m.version,
+            "variant": m.variant,
+            "predictions": result.predictions,
+        }
 
     async def store_predictions(self, rows: list[dict[str, Any]]) -> None:
         """Hand rows to the writer; wait (up to store_wait_s) until they are stored or spilled."""
@@ -178,8 +214,16 @@ class PredictorService:
             except asyncio.TimeoutError:
                 self.metrics.unconfirmed.inc()
 
-    def feedback(self, request_id: str, position: int, correct_label: str, *, text: str | None = None,
-                 predicted_label: str | None = None, comment: str | None = None) -> dict[str, Any]:
+    def feedback(
+        self,
+        request_id: str,
+        position: int,
+        correct_label: str,
+        *,
+        text: str | None = None,
+        predicted_label: str | None = None,
+        comment: str | None = None,
+    ) -> dict[str, Any]:
         """Store the feedback on one prediction (on disk when this returns) and return its record.
 
         Blocking (database write): call it off the event loop. Raises NotReady, FeedbackRejected
@@ -187,8 +231,16 @@ class PredictorService:
         or FeedbackStoreFailed."""
         m = self.ready_model()
         try:
-            record = feedback_record(self.store, request_id, position, correct_label, m.predictor.labels,
-                                     text=text, predicted_label=predicted_label, comment=comment)
+            record = feedback_record(
+                self.store,
+                request_id,
+                position,
+                correct_label,
+                m.predictor.labels,
+                text=text,
+                predicted_label=predicted_label,
+                comment=comment,
+            )
             self.store.add_feedback(record)
         except (FeedbackRejected, DuplicateFeedback):
             raise
@@ -211,8 +263,9 @@ class PredictorService:
         return self.metrics.render()
 
 
-async def _answer_or_leave(future: asyncio.Future,
-                           client_gone: Callable[[], Awaitable[None]] | None) -> BatchResult | None:
+async def _answer_or_leave(
+    future: asyncio.Future, client_gone: Callable[[], Awaitable[None]] | None
+) -> BatchResult | None:
     """The batcher's result, or None when ``client_gone`` returns first (its work is then withdrawn)."""
     if client_gone is None:
         return await future

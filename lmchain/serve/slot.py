@@ -30,8 +30,11 @@ from lmchain.serve.predictor import BasePredictor
 log = logging.getLogger("lmchain.serve")
 
 # Texts of different lengths: ONNX Runtime and PyTorch allocate per input shape on first use.
-WARM_TEXTS = ["warm", "a warm-up sentence of moderate length for the model",
-              " ".join(["a longer warm-up text that fills more of the sequence"] * 8)]
+WARM_TEXTS = [
+    "warm",
+    "a warm-up sentence of moderate length for the model",
+    " ".join(["a longer warm-up text that fills more of the sequence"] * 8),
+]
 
 
 class NotValidated(LmchainError):
@@ -57,8 +60,13 @@ def parse_alias(model_uri: str) -> tuple[str, str] | None:
 
 
 class ModelSlot:
-    def __init__(self, settings: ServeConfig, model_uri: str | None = None, model_dir: Path | None = None,
-                 home: Home | None = None):
+    def __init__(
+        self,
+        settings: ServeConfig,
+        model_uri: str | None = None,
+        model_dir: Path | None = None,
+        home: Home | None = None,
+    ):
         if not (model_uri or model_dir):
             raise ValueError("give a model URI or a model folder")
         self.home = Home.of(home)  # its registry, its model downloads and variants
@@ -75,8 +83,14 @@ class ModelSlot:
     def _build(self, name: str, version: str, folder: Path, variant: str) -> Loaded:
         s = self.settings
         t0 = time.perf_counter()
-        predictor = variants.load(folder, variant, max_length=s.max_length, batch_size=s.model_batch_size,
-                                  threads=s.threads, cache=self.home.variants)
+        predictor = variants.load(
+            folder,
+            variant,
+            max_length=s.max_length,
+            batch_size=s.model_batch_size,
+            threads=s.threads,
+            cache=self.home.variants,
+        )
         predictor.predict(WARM_TEXTS)
         log.warning("loaded %s version %s (%s) in %.1fs", name, version, variant, time.perf_counter() - t0)
         return Loaded(name, version, variant, predictor, time.time())
@@ -169,8 +183,11 @@ class ModelSlot:
                 raise
             except Exception as exc:
                 on_failure()
-                log.error("could not swap to the new version (still serving %s): %s",
-                          self.current.version if self.current else None, exc)
+                log.error(
+                    "could not swap to the new version (still serving %s): %s",
+                    self.current.version if self.current else None,
+                    exc,
+                )
 
     def _report_refusals(self, counted: int, on_refusal) -> int:
         for _ in range(self.refusals - counted):  # the initial load's refusal included

@@ -36,7 +36,8 @@ log = logging.getLogger("lmchain.serve")
 
 META = sa.MetaData()
 PREDICTIONS = sa.Table(
-    "predictions", META,
+    "predictions",
+    META,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(64), nullable=False, index=True),
     sa.Column("position", sa.Integer, nullable=False),
@@ -50,7 +51,8 @@ PREDICTIONS = sa.Table(
     sa.Column("score", sa.Float, nullable=False),
 )
 FEEDBACK = sa.Table(
-    "feedback", META,
+    "feedback",
+    META,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("feedback_id", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -64,8 +66,9 @@ FEEDBACK = sa.Table(
     sa.Column("model", sa.String(200), nullable=True),
     sa.Column("version", sa.String(32), nullable=True),
 )
-ONE_FEEDBACK_PER_PREDICTION = sa.Index("ux_feedback_prediction", FEEDBACK.c.request_id, FEEDBACK.c.position,
-                                       unique=True)
+ONE_FEEDBACK_PER_PREDICTION = sa.Index(
+    "ux_feedback_prediction", FEEDBACK.c.request_id, FEEDBACK.c.position, unique=True
+)
 
 # Errors worth a retry: the database is locked, restarting or unreachable.
 TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
@@ -99,6 +102,7 @@ def _engine(url: str) -> sa.Engine:
 
 def _upgrade(engine: sa.Engine) -> None:
     """Stores made before feedback named its prediction: add the position and the unique index."""
+
     def has_position() -> bool:
         return "position" in {c["name"] for c in sa.inspect(engine).get_columns("feedback")}
 
@@ -112,23 +116,25 @@ def _upgrade(engine: sa.Engine) -> None:
     try:
         ONE_FEEDBACK_PER_PREDICTION.create(engine, checkfirst=True)
     except sa.exc.IntegrityError:
-        log.error("the feedback table holds several records for one prediction (from before feedback was "
-                  "tied to predictions); the service still refuses a second one, but two racing posts could "
-                  "both land until the duplicates are removed")
+        log.error(
+            "the feedback table holds several records for one prediction (from before feedback was "
+            "tied to predictions); the service still refuses a second one, but two racing posts could "
+            "both land until the duplicates are removed"
+        )
 
 
 @dataclass
 class StoreStats:
     """Counters the service exports in /metrics (plain ints: read under the GIL at scrape time)."""
 
-    write_errors: int = 0      # database writes that failed (each failed attempt, retries included)
-    unstored_rows: int = 0     # predictions the database did not take, spilled or buffered instead
+    write_errors: int = 0  # database writes that failed (each failed attempt, retries included)
+    unstored_rows: int = 0  # predictions the database did not take, spilled or buffered instead
     spilled_rows: int = 0
     spill_errors: int = 0
     buffered_rows: int = 0
-    dropped_rows: int = 0      # pushed out of the full in-memory buffer: lost
-    queue_full: int = 0        # requests that found the writer's queue full
-    writer_errors: int = 0     # unexpected exceptions caught in the writer loop
+    dropped_rows: int = 0  # pushed out of the full in-memory buffer: lost
+    queue_full: int = 0  # requests that found the writer's queue full
+    writer_errors: int = 0  # unexpected exceptions caught in the writer loop
 
 
 @dataclass
@@ -139,9 +145,17 @@ class _Job:
 
 
 class ServingStore:
-    def __init__(self, url: str, queue_size: int = 10_000, spill_path: Path | str | None = None, *,
-                 buffer_rows: int = 10_000, recent_rows: int = 10_000,
-                 retry_delays: tuple[float, ...] = (0.1, 0.3, 1.0), pause_after_failure_s: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        queue_size: int = 10_000,
+        spill_path: Path | str | None = None,
+        *,
+        buffer_rows: int = 10_000,
+        recent_rows: int = 10_000,
+        retry_delays: tuple[float, ...] = (0.1, 0.3, 1.0),
+        pause_after_failure_s: float = 5.0,
+    ):
         self.url = url
         # Without one given: the environment's home's (lmchain's callers give their home's).
         self.spill_path = Path(spill_path) if spill_path else Home.from_env().spill_file
@@ -226,8 +240,12 @@ class ServingStore:
             return
         if isinstance(error, TRANSIENT):
             self._db_resting_until = time.monotonic() + self.pause_after_failure_s
-            log.error("could not store %d predictions (%s); kept them in %s", sum(len(j.rows) for j in jobs),
-                      _short(error), self.spill_path)
+            log.error(
+                "could not store %d predictions (%s); kept them in %s",
+                sum(len(j.rows) for j in jobs),
+                _short(error),
+                self.spill_path,
+            )
             for job in jobs:
                 self._settle(job, stored=False)
             return
@@ -236,8 +254,12 @@ class ServingStore:
             if len(jobs) > 1 and self._insert(job.rows, retry=False) is None:
                 self._settle(job, stored=True)
                 continue
-            log.error("the database refused %d predictions (%s); kept them in %s", len(job.rows), _short(error),
-                      self.spill_path)
+            log.error(
+                "the database refused %d predictions (%s); kept them in %s",
+                len(job.rows),
+                _short(error),
+                self.spill_path,
+            )
             self._settle(job, stored=False)
 
     def _insert(self, rows: list[dict[str, Any]], retry: bool) -> Exception | None:
@@ -282,8 +304,12 @@ class ServingStore:
             return SPILLED
         except Exception as exc:
             self._count("spill_errors")
-            log.error("could not spill %d predictions to %s (%s); holding them in memory", len(rows),
-                      self.spill_path, _short(exc))
+            log.error(
+                "could not spill %d predictions to %s (%s); holding them in memory",
+                len(rows),
+                self.spill_path,
+                _short(exc),
+            )
         with self._spill_lock:
             for row in rows:
                 if len(self._buffer) >= self._buffer_rows:
@@ -363,8 +389,11 @@ class ServingStore:
                 except queue.Empty:
                     break
             rows = [row for job in left for row in job.rows]
-            log.error("prediction writer still busy at shutdown (database hung?): %d predictions kept in %s",
-                      len(rows), self.spill_path)
+            log.error(
+                "prediction writer still busy at shutdown (database hung?): %d predictions kept in %s",
+                len(rows),
+                self.spill_path,
+            )
             for job in left:
                 self._settle(job, stored=False)
         if self._buffer:
@@ -387,21 +416,24 @@ class ServingStore:
             with self.engine.begin() as conn:
                 conn.execute(FEEDBACK.insert(), [record])
         except sa.exc.IntegrityError as exc:
-            if record.get("request_id") is not None and self.feedback_for(record["request_id"],
-                                                                          record.get("position", 0)):
+            if record.get("request_id") is not None and self.feedback_for(
+                record["request_id"], record.get("position", 0)
+            ):
                 raise DuplicateFeedback(record["request_id"]) from None
             raise exc
 
     def feedback_for(self, request_id: str, position: int) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(FEEDBACK).where(FEEDBACK.c.request_id == request_id,
-                                                         FEEDBACK.c.position == position)).first()
+            row = conn.execute(
+                sa.select(FEEDBACK).where(FEEDBACK.c.request_id == request_id, FEEDBACK.c.position == position)
+            ).first()
             return dict(row._mapping) if row else None
 
     def prediction(self, request_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(PREDICTIONS).where(PREDICTIONS.c.request_id == request_id)
-                                .order_by(PREDICTIONS.c.position))
+            rows = conn.execute(
+                sa.select(PREDICTIONS).where(PREDICTIONS.c.request_id == request_id).order_by(PREDICTIONS.c.position)
+            )
             return [dict(r._mapping) for r in rows]
 
     def count(self, table: str) -> int:

@@ -36,11 +36,16 @@ class DeployFailed(LmchainError):
 # --------------------------------------------------------------------------- HTTP helpers
 
 
-def _request(url: str, payload: dict | None = None, timeout: float = 60.0,
-             headers: dict[str, str] | None = None) -> tuple[int, dict]:
+def _request(
+    url: str, payload: dict | None = None, timeout: float = 60.0, headers: dict[str, str] | None = None
+) -> tuple[int, dict]:
     data = json.dumps(payload).encode() if payload is not None else None
-    req = urllib.request.Request(url, data=data, method="POST" if data else "GET",
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method="POST" if data else "GET",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
@@ -62,8 +67,9 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout_s: float, output: dequ
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise DeployFailed(f"service exited with {proc.returncode} before it was ready: "
-                               + " | ".join(list(output)[-5:]))
+            raise DeployFailed(
+                f"service exited with {proc.returncode} before it was ready: " + " | ".join(list(output)[-5:])
+            )
         try:
             status, body = _request(base + "/readyz", timeout=2)
             if status == 200:
@@ -79,8 +85,9 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout_s: float, output: dequ
 # --------------------------------------------------------------------------- variant choice
 
 
-def choose_variant(folder: Path, test: list[dict], cfg: DeployConfig,
-                   cache: Path | None = None) -> tuple[str, dict[str, Any]]:
+def choose_variant(
+    folder: Path, test: list[dict], cfg: DeployConfig, cache: Path | None = None
+) -> tuple[str, dict[str, Any]]:
     """Score every configured variant; the fastest one within the accuracy budget wins."""
     from lmchain.serve import variants
 
@@ -89,9 +96,14 @@ def choose_variant(folder: Path, test: list[dict], cfg: DeployConfig,
     probe = texts[:200]
     report: dict[str, Any] = {}
     for name in dict.fromkeys(["fp32", *cfg.variants]):  # fp32 first: it is the reference
-        predictor = variants.load(folder, name, max_length=cfg.service.max_length,
-                                  batch_size=cfg.service.model_batch_size, threads=cfg.service.threads,
-                                  cache=cache)
+        predictor = variants.load(
+            folder,
+            name,
+            max_length=cfg.service.max_length,
+            batch_size=cfg.service.model_batch_size,
+            threads=cfg.service.threads,
+            cache=cache,
+        )
         preds = predictor.predict(texts)
         accuracy = sum(p["label_id"] == g for p, g in zip(preds, gold)) / max(1, len(gold))
         predictor.predict(probe[:5])
@@ -102,8 +114,11 @@ def choose_variant(folder: Path, test: list[dict], cfg: DeployConfig,
             times.append(1000 * (time.perf_counter() - t0))
         # The labels the infra validation expects come from one-text calls, as its requests are:
         # int8 quantises activations per batch, so a borderline text can flip with its batch-mates.
-        report[name] = {"accuracy": round(accuracy, 5), "latency_ms_p50": round(statistics.median(times), 3),
-                        "labels": single}
+        report[name] = {
+            "accuracy": round(accuracy, 5),
+            "latency_ms_p50": round(statistics.median(times), 3),
+            "labels": single,
+        }
         del predictor
     base = report["fp32"]["accuracy"]
     for variant_name, r in report.items():
@@ -111,8 +126,10 @@ def choose_variant(folder: Path, test: list[dict], cfg: DeployConfig,
         r["kept"] = variant_name in cfg.variants and r["accuracy_drop"] <= cfg.max_accuracy_drop + 1e-12
     kept = [n for n, r in report.items() if r["kept"]]
     if not kept:
-        raise DeployFailed(f"no serving variant of {cfg.variants} stays within {cfg.max_accuracy_drop} of fp32 "
-                           f"accuracy {base}: " + ", ".join(f"{n} {r['accuracy']}" for n, r in report.items()))
+        raise DeployFailed(
+            f"no serving variant of {cfg.variants} stays within {cfg.max_accuracy_drop} of fp32 "
+            f"accuracy {base}: " + ", ".join(f"{n} {r['accuracy']}" for n, r in report.items())
+        )
     return min(kept, key=lambda n: report[n]["latency_ms_p50"]), report
 
 
@@ -126,8 +143,20 @@ def _keep_tail(stream: IO[str] | None, output: deque[str]) -> None:
 
 
 def _serve_command(cfg: DeployConfig, model_uri: str, variant: str, port: int) -> list[str]:
-    cmd = [sys.executable, "-m", "lmchain.cli", "serve", "--model-uri", model_uri, "--variant", variant,
-           "--host", cfg.host, "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmchain.cli",
+        "serve",
+        "--model-uri",
+        model_uri,
+        "--variant",
+        variant,
+        "--host",
+        cfg.host,
+        "--port",
+        str(port),
+    ]
     # Every service setting is passed explicitly: the candidate runs exactly this stage's config.
     for key, value in cfg.service.model_dump().items():
         if key not in ("host", "port", "variant"):
@@ -136,8 +165,9 @@ def _serve_command(cfg: DeployConfig, model_uri: str, variant: str, port: int) -
     return cmd
 
 
-def infra_validate(cfg: DeployConfig, ctx: RunContext, model_uri: str, variant: str,
-                   probe: list[str], expected: list[str]) -> dict[str, Any]:
+def infra_validate(
+    cfg: DeployConfig, ctx: RunContext, model_uri: str, variant: str, probe: list[str], expected: list[str]
+) -> dict[str, Any]:
     from lmchain.serve.auth import ApiKeys, new_key
 
     port = free_port(cfg.host)
@@ -151,16 +181,22 @@ def infra_validate(cfg: DeployConfig, ctx: RunContext, model_uri: str, variant: 
         headers = {"X-API-Key": key}
     output: deque[str] = deque(maxlen=50)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(_serve_command(cfg, model_uri, variant, port), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _serve_command(cfg, model_uri, variant, port),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     threading.Thread(target=_keep_tail, args=(proc.stdout, output), daemon=True).start()
     try:
         ready = wait_ready(base, proc, cfg.ready_timeout_s, output)
         ready_s = time.perf_counter() - t0
         smoke = post_json(base + "/v1/predict", {"texts": cfg.smoke_texts}, headers=headers)
         if len(smoke.get("predictions", [])) != len(cfg.smoke_texts):
-            raise DeployFailed(f"service returned {len(smoke.get('predictions', []))} predictions for "
-                               f"{len(cfg.smoke_texts)} texts")
+            raise DeployFailed(
+                f"service returned {len(smoke.get('predictions', []))} predictions for {len(cfg.smoke_texts)} texts"
+            )
         latencies, served = [], []
         for i in range(cfg.latency_probe_requests):
             text = probe[i % len(probe)]
@@ -178,13 +214,24 @@ def infra_validate(cfg: DeployConfig, ctx: RunContext, model_uri: str, variant: 
     p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
     n = min(len(served), len(expected))
     mismatches = sum(a != b for a, b in zip(served[:n], expected[:n]))
-    result = {"ready": ready, "ready_seconds": round(ready_s, 2), "p50_ms": round(statistics.median(latencies), 2),
-              "p95_ms": round(p95, 2), "slo_p95_ms": cfg.p95_slo_ms, "probe_requests": len(latencies),
-              "label_mismatches": mismatches, "smoke": smoke}
+    result = {
+        "ready": ready,
+        "ready_seconds": round(ready_s, 2),
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p95_ms": round(p95, 2),
+        "slo_p95_ms": cfg.p95_slo_ms,
+        "probe_requests": len(latencies),
+        "label_mismatches": mismatches,
+        "smoke": smoke,
+    }
     if mismatches:
-        raise DeployFailed(f"the candidate server's labels differ from the measured model on {mismatches} of "
-                           f"{n} probe texts ({variant})")
+        raise DeployFailed(
+            f"the candidate server's labels differ from the measured model on {mismatches} of "
+            f"{n} probe texts ({variant})"
+        )
     if p95 > cfg.p95_slo_ms:
-        raise DeployFailed(f"infra validation failed: p95 latency {p95:.1f} ms over {len(latencies)} requests "
-                           f"exceeds deploy.p95_slo_ms={cfg.p95_slo_ms}")
+        raise DeployFailed(
+            f"infra validation failed: p95 latency {p95:.1f} ms over {len(latencies)} requests "
+            f"exceeds deploy.p95_slo_ms={cfg.p95_slo_ms}"
+        )
     return result

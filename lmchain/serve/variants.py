@@ -48,8 +48,10 @@ def variant_file(model_dir: str | Path, variant: str, cache: Path | None = None)
     from lmchain.artifacts import sha256_text
 
     folder = Path(model_dir).resolve()
-    stamps = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-              for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))]
+    stamps = [
+        f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+        for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    ]
     key = sha256_text("|".join([RECIPE, str(folder), *stamps]))[:16]
     return (cache or Home.from_env().variants) / key / variant / "model.onnx"
 
@@ -70,8 +72,16 @@ def _export_onnx(model_dir: Path, target: Path) -> None:
     # tests compare the exported model with PyTorch on texts of mixed lengths.
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, tuple(enc[n] for n in names), str(target), input_names=names,
-                          output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            model,
+            tuple(enc[n] for n in names),
+            str(target),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 def build(model_dir: str | Path, variant: str, cache: Path | None = None) -> Path | None:
@@ -100,8 +110,9 @@ def build(model_dir: str | Path, variant: str, cache: Path | None = None) -> Pat
             # Per-channel scales with a 7-bit range: on the demo's fine-tuned MiniLM, per-tensor
             # int8 cost 1.4 pt of SST-2 test accuracy (over the 0.5 pt budget); per-channel with
             # reduce_range cost 0.06 pt at the same speed (0.9 ms/text vs 2.6 for ONNX fp32).
-            quantize_dynamic(str(fp32), str(tmp / "model.onnx"), weight_type=QuantType.QInt8,
-                             per_channel=True, reduce_range=True)
+            quantize_dynamic(
+                str(fp32), str(tmp / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
+            )
             (tmp / "fp32.onnx").unlink(missing_ok=True)
         target.parent.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -119,8 +130,15 @@ def build(model_dir: str | Path, variant: str, cache: Path | None = None) -> Pat
 
 
 class OnnxPredictor(BasePredictor):
-    def __init__(self, model_dir: str | Path, variant: str, max_length: int = 128, batch_size: int = 64,
-                 threads: int | None = None, cache: Path | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        variant: str,
+        max_length: int = 128,
+        batch_size: int = 64,
+        threads: int | None = None,
+        cache: Path | None = None,
+    ):
         import onnxruntime as ort
         from transformers import AutoConfig
 
@@ -140,8 +158,14 @@ class OnnxPredictor(BasePredictor):
         return self.session.run(["logits"], {n: enc[n].astype(np.int64) for n in self.input_names})[0]
 
 
-def load(model_dir: str | Path, variant: str = "fp32", max_length: int = 128, batch_size: int = 64,
-         threads: int | None = None, cache: Path | None = None) -> BasePredictor:
+def load(
+    model_dir: str | Path,
+    variant: str = "fp32",
+    max_length: int = 128,
+    batch_size: int = 64,
+    threads: int | None = None,
+    cache: Path | None = None,
+) -> BasePredictor:
     _check(variant)
     if variant == "fp32":
         if threads:
@@ -149,5 +173,4 @@ def load(model_dir: str | Path, variant: str = "fp32", max_length: int = 128, ba
 
             torch.set_num_threads(threads)
         return Predictor(model_dir, max_length=max_length, batch_size=batch_size)
-    return OnnxPredictor(model_dir, variant, max_length=max_length, batch_size=batch_size, threads=threads,
-                         cache=cache)
+    return OnnxPredictor(model_dir, variant, max_length=max_length, batch_size=batch_size, threads=threads, cache=cache)

@@ -26,8 +26,19 @@ from typing import Any, Iterator
 from lmchain.datasets import expand
 from lmchain.errors import InputError
 
-FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
-           ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".parquet": "parquet"}
+FORMATS = {
+    ".txt": "txt",
+    ".text": "txt",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".md": "md",
+    ".markdown": "md",
+    ".html": "html",
+    ".htm": "html",
+    ".parquet": "parquet",
+}
 
 # SST-2 and similar corpora carry long sentences in unquoted TSV cells.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -47,8 +58,11 @@ def resolve_files(path: str) -> list[Path]:
             return [Path(pattern)]
         matches = sorted(p for p in Path(pattern).rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
         if not matches:
-            raise InputError(f"collect.files: folder {pattern} holds no file of a supported type ("
-                             + ", ".join(sorted(FORMATS)) + ") and is not a saved dataset")
+            raise InputError(
+                f"collect.files: folder {pattern} holds no file of a supported type ("
+                + ", ".join(sorted(FORMATS))
+                + ") and is not a saved dataset"
+            )
         return matches
     else:
         matches = [Path(pattern)]
@@ -58,8 +72,9 @@ def resolve_files(path: str) -> list[Path]:
         if not match.is_file():
             raise InputError(f"collect.files: input file {match} does not exist; fix collect.files[].path")
         if match.suffix.lower() not in FORMATS:
-            raise InputError(f"collect.files: {match} has an unsupported extension; use one of "
-                             + ", ".join(sorted(FORMATS)))
+            raise InputError(
+                f"collect.files: {match} has an unsupported extension; use one of " + ", ".join(sorted(FORMATS))
+            )
     return matches
 
 
@@ -86,8 +101,9 @@ def read_file(path: Path, text_field: str) -> Iterator[tuple[int, str | None, di
             else:
                 yield from _read_delimited(fh, path, text_field, "\t" if fmt == "tsv" else ",")
     except UnicodeDecodeError as exc:
-        raise InputError(f"collect.files: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                         "re-encode it as UTF-8") from None
+        raise InputError(
+            f"collect.files: {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode it as UTF-8"
+        ) from None
 
 
 def _read_jsonl(fh, path: Path, text_field: str):
@@ -115,8 +131,10 @@ def _read_delimited(fh, path: Path, text_field: str, delimiter: str):
     if header is None:
         raise InputError(f"collect.files: {path} is empty; expected a header row with a '{text_field}' column")
     if text_field not in header:
-        raise InputError(f"collect.files: {path} has no column '{text_field}' (columns: {', '.join(header)}); "
-                         "set text_field to the column that holds the text")
+        raise InputError(
+            f"collect.files: {path} has no column '{text_field}' (columns: {', '.join(header)}); "
+            "set text_field to the column that holds the text"
+        )
     col = header.index(text_field)
     for i, row in enumerate(reader, 2):
         if len(row) != len(header):
@@ -158,8 +176,10 @@ def _read_parquet(path: Path, text_field: str):
 def rows_to_records(batches, where, text_field: str, columns: list[str]):
     """Records of Arrow record batches (parquet files, saved datasets)."""
     if text_field not in columns:
-        raise InputError(f"collect.files: {where} has no column '{text_field}' (columns: {', '.join(columns)}); "
-                         "set text_field to the column that holds the text")
+        raise InputError(
+            f"collect.files: {where} has no column '{text_field}' (columns: {', '.join(columns)}); "
+            "set text_field to the column that holds the text"
+        )
     row = 0
     for batch in batches:
         for rec in batch.to_pylist():

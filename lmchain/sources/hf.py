@@ -26,8 +26,9 @@ def read_saved(folder: Path, text_field: str, split: str):
     if (folder / "dataset_dict.json").is_file():
         splits = json.loads((folder / "dataset_dict.json").read_text()).get("splits", [])
         if split not in splits:
-            raise InputError(f"collect.files: dataset {folder} has splits {splits}, not '{split}'; "
-                             "set collect.files[].split")
+            raise InputError(
+                f"collect.files: dataset {folder} has splits {splits}, not '{split}'; set collect.files[].split"
+            )
         folder = folder / split
     try:
         import datasets
@@ -46,8 +47,10 @@ def _read_arrow_files(folder: Path, text_field: str):
     files = [folder / f["filename"] for f in state.get("_data_files", [])]
     missing = [str(f) for f in files if not f.is_file()]
     if not files or missing:
-        raise InputError(f"collect.files: dataset {folder} is incomplete (missing {missing or 'data files'}); "
-                         "save it again with save_to_disk")
+        raise InputError(
+            f"collect.files: dataset {folder} is incomplete (missing {missing or 'data files'}); "
+            "save it again with save_to_disk"
+        )
     batches, names = [], None
     for path in files:
         with pa.memory_map(str(path)) as source:
@@ -61,11 +64,14 @@ def read_hub(name: str, text_field: str, split: str):
     try:
         import datasets
     except ImportError:
-        raise InputError(f"collect.files: '{HUB_PREFIX}{name}' needs the `datasets` package "
-                         "(pip install datasets) and a network; offline, give a folder saved with save_to_disk")
+        raise InputError(
+            f"collect.files: '{HUB_PREFIX}{name}' needs the `datasets` package "
+            "(pip install datasets) and a network; offline, give a folder saved with save_to_disk"
+        )
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as exc:  # offline, unknown name, gated dataset: all end here
         raise InputError(f"collect.files: cannot load hub dataset '{name}' split '{split}': {exc}") from None
-    yield from rows_to_records(ds.with_format("arrow").iter(batch_size=4096), f"{HUB_PREFIX}{name}", text_field,
-                               ds.column_names)
+    yield from rows_to_records(
+        ds.with_format("arrow").iter(batch_size=4096), f"{HUB_PREFIX}{name}", text_field, ds.column_names
+    )

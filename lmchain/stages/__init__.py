@@ -21,14 +21,36 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Callable
 
-from lmchain.stages import (annotate, collect, curate, deploy, evaluate, finetune, gate, gate_labels, pretrain,
-                            register, review_queue)
+from lmchain.stages import (
+    annotate,
+    collect,
+    curate,
+    deploy,
+    evaluate,
+    finetune,
+    gate,
+    gate_labels,
+    pretrain,
+    register,
+    review_queue,
+)
 from lmchain.stages.feedback import decide, export, merge
 from lmchain.stages.feedback import gate as feedback_gate
 
 # lmchain_pipeline, in the order `lmchain run` runs them (an order the DAG's dependencies allow).
-PIPELINE: tuple[ModuleType, ...] = (collect, curate, gate, annotate, review_queue, gate_labels, pretrain, finetune,
-                                    evaluate, register, deploy)
+PIPELINE: tuple[ModuleType, ...] = (
+    collect,
+    curate,
+    gate,
+    annotate,
+    review_queue,
+    gate_labels,
+    pretrain,
+    finetune,
+    evaluate,
+    register,
+    deploy,
+)
 # lmchain_feedback.
 FEEDBACK: tuple[ModuleType, ...] = (export, feedback_gate, merge, decide)
 

@@ -34,8 +34,9 @@ ASSETS: tuple[str, ...] = ()
 READS_FEEDBACK_LABELS = True
 
 
-def _weak_examples(cfg: AnnotateConfig, ctx: RunContext, names: list[str], pool: list[Document],
-                   gold: list[Example]) -> tuple[list[Example], list[Example], dict]:
+def _weak_examples(
+    cfg: AnnotateConfig, ctx: RunContext, names: list[str], pool: list[Document], gold: list[Example]
+) -> tuple[list[Example], list[Example], dict]:
     """Semi-automatic labels for ``pool`` records -> (kept examples, every decision, info)."""
     from lmchain.annotate.champion import champion_predict
     from lmchain.annotate.lfs import build_lfs, provenance, weak_labels
@@ -45,25 +46,44 @@ def _weak_examples(cfg: AnnotateConfig, ctx: RunContext, names: list[str], pool:
     predict, info = champion_predict(ctx) if weak.champion else (None, {"champion": None, "reason": "off"})
     lfs = build_lfs(weak, names, predict)
     if not lfs:
-        raise InputError("annotate.mode is semi/mixed but no labelling function is set up and there is no "
-                         f"champion ({info.get('reason')}); configure annotate.weak (vader, keywords, regexes)")
+        raise InputError(
+            "annotate.mode is semi/mixed but no labelling function is set up and there is no "
+            f"champion ({info.get('reason')}); configure annotate.weak (vader, keywords, regexes)"
+        )
     if weak.max_items is not None and len(pool) > weak.max_items:
         pool = sorted(pool, key=lambda r: unit(r["text"], "weak"))[: weak.max_items]  # stable sample
     texts = [g["text"] for g in gold] + [r["text"] for r in pool]
-    probs, votes, report = weak_labels(lfs, texts, len(names), weak.combine,
-                                       {i: g["label"] for i, g in enumerate(gold)})
+    probs, votes, report = weak_labels(
+        lfs, texts, len(names), weak.combine, {i: g["label"] for i, g in enumerate(gold)}
+    )
     kept, decisions = [], []
     for j, rec in enumerate(pool):
         i = len(gold) + j
         label, conf = int(probs[i].argmax()), float(probs[i].max())
-        ex = Example(id=rec["id"], text=rec["text"], label=label, label_name=names[label],
-                     source=rec.get("source", "unknown"), provenance=provenance(votes[i], lfs, label),
-                     confidence=round(conf, 4), votes={lf.name: names[v] for lf, v in zip(lfs, votes[i]) if v >= 0})
+        ex = Example(
+            id=rec["id"],
+            text=rec["text"],
+            label=label,
+            label_name=names[label],
+            source=rec.get("source", "unknown"),
+            provenance=provenance(votes[i], lfs, label),
+            confidence=round(conf, 4),
+            votes={lf.name: names[v] for lf, v in zip(lfs, votes[i]) if v >= 0},
+        )
         decisions.append(Example(**ex, kept=conf >= weak.min_confidence))
         if conf >= weak.min_confidence and ex["provenance"] != "prior":
             kept.append(ex)
-    return kept, decisions, {**info, "labelling_functions": report, "combine": weak.combine,
-                             "weak_pool": len(pool), "weak_kept": len(kept)}
+    return (
+        kept,
+        decisions,
+        {
+            **info,
+            "labelling_functions": report,
+            "combine": weak.combine,
+            "weak_pool": len(pool),
+            "weak_kept": len(kept),
+        },
+    )
 
 
 def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
@@ -84,8 +104,17 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
         if h in labels and h not in used:
             used.add(h)
             _, label, conf, prov = labels[h]
-            human.append(Example(id=rec["id"], text=rec["text"], label=label, label_name=names[label],
-                                 source=rec.get("source", "unknown"), provenance=prov, confidence=conf))
+            human.append(
+                Example(
+                    id=rec["id"],
+                    text=rec["text"],
+                    label=label,
+                    label_name=names[label],
+                    source=rec.get("source", "unknown"),
+                    provenance=prov,
+                    confidence=conf,
+                )
+            )
         elif h not in labels:
             unlabelled.append(Document(id=rec["id"], text=rec["text"], source=rec.get("source", "unknown")))
     for h, (text, label, _, _) in labels.items():
@@ -104,14 +133,19 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
         gold = [e for e in human if split_of(e["text"], cfg) == "validation"]
         pool = [r for r in unlabelled if split_of(r["text"], cfg) == "train"]
         if cfg.mode == "semi":
-            pool += [Document(id=e["id"], text=e["text"], source=e["source"])
-                     for e in human if split_of(e["text"], cfg) == "train"]
+            pool += [
+                Document(id=e["id"], text=e["text"], source=e["source"])
+                for e in human
+                if split_of(e["text"], cfg) == "train"
+            ]
         weak, decisions, weak_info = _weak_examples(cfg, ctx, names, pool, gold)
     examples = (human if cfg.mode != "semi" else [e for e in human if split_of(e["text"], cfg) != "train"]) + weak
     if len({e["label"] for e in examples}) < 2:
-        raise InputError(f"annotate: only {len(examples)} labelled examples with "
-                         f"{len({e['label'] for e in examples})} class(es) matched the corpus {corpus}; "
-                         "a classifier needs at least two classes. Check annotate.labels and the collect sources")
+        raise InputError(
+            f"annotate: only {len(examples)} labelled examples with "
+            f"{len({e['label'] for e in examples})} class(es) matched the corpus {corpus}; "
+            "a classifier needs at least two classes. Check annotate.labels and the collect sources"
+        )
     splits = stratified_split(examples, cfg)
     check_leakage(splits)
 
@@ -128,15 +162,24 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
         write_json(out.output("agreement", "agreement.json"), agreement)
         write_json(out.output("labels", "labels.json"), {"names": names})
         out.manifest.outputs["corpus"] = corpus
-        out.manifest.counts = {**{s: len(v) for s, v in splits.items()}, "rejects": len(rejects),
-                               "conflicts": len(conflicts), "human_labels": len(human), "weak_labels": len(weak),
-                               "unlabelled": len(unlabelled)}
+        out.manifest.counts = {
+            **{s: len(v) for s, v in splits.items()},
+            "rejects": len(rejects),
+            "conflicts": len(conflicts),
+            "human_labels": len(human),
+            "weak_labels": len(weak),
+            "unlabelled": len(unlabelled),
+        }
         out.manifest.drop_reasons = dict(Counter(r["reason"].split(":")[0] for r in rejects))
         if decisions:
             out.manifest.drop_reasons["weak_below_confidence"] = sum(not d["kept"] for d in decisions)
         out.manifest.info = {
-            "label_names": names, "mode": cfg.mode, "aggregate": cfg.aggregate, "agreement": agreement,
+            "label_names": names,
+            "mode": cfg.mode,
+            "aggregate": cfg.aggregate,
+            "agreement": agreement,
             "class_counts": dict(Counter(names[e["label"]] for e in splits["train"])),
             "provenance": {s: dict(Counter(e["provenance"] for e in v)) for s, v in splits.items()},
-            **({"weak": weak_info} if weak_info else {})}
+            **({"weak": weak_info} if weak_info else {}),
+        }
     return out.manifest

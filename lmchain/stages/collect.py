@@ -97,12 +97,17 @@ def _collect(cfg: CollectConfig, out: StageOutput, run_key: str | None) -> None:
     finally:
         writer.close()
     m = out.manifest
-    m.counts = {**m.counts, "records": writer.per_source.total(), "rejects": writer.reasons.total(),
-                **{f"from_{k}": v for k, v in writer.per_source.items()}}
+    m.counts = {
+        **m.counts,
+        "records": writer.per_source.total(),
+        "rejects": writer.reasons.total(),
+        **{f"from_{k}": v for k, v in writer.per_source.items()},
+    }
     m.drop_reasons = dict(writer.reasons)
     # Resolved paths (globs and ${SST2} expanded): lineage must reach the actual files.
-    m.inputs = {f"files[{i}]": ",".join(str(p.resolve()) for p in paths) or src.path
-                for i, (src, paths) in enumerate(files)}
+    m.inputs = {
+        f"files[{i}]": ",".join(str(p.resolve()) for p in paths) or src.path for i, (src, paths) in enumerate(files)
+    }
     if cfg.crawl.seeds:
         m.inputs["crawl_seeds"] = ",".join(cfg.crawl.seeds)
 
@@ -123,12 +128,16 @@ def _read_source(src, paths: list[Path], writer: _Writer) -> None:
     from lmchain.sources.files import read_file
 
     if src.path.startswith(hf.HUB_PREFIX):
-        name = src.path[len(hf.HUB_PREFIX):]
+        name = src.path[len(hf.HUB_PREFIX) :]
         units = [(f"{src.path}#{src.split}", hf.read_hub(name, src.text_field, src.split))]
     else:
-        units = [(path.resolve().as_uri(),
-                  hf.read_saved(path, src.text_field, src.split) if path.is_dir() else read_file(path, src.text_field))
-                 for path in paths]
+        units = [
+            (
+                path.resolve().as_uri(),
+                hf.read_saved(path, src.text_field, src.split) if path.is_dir() else read_file(path, src.text_field),
+            )
+            for path in paths
+        ]
     taken = 0
     for uri, rows in units:
         fetched_at = now_iso()
@@ -161,11 +170,25 @@ def _crawl(cfg: CrawlConfig, m: Manifest, writer: _Writer, run_key: str | None, 
         finally:
             store.close()
     kinds = summary["kinds"]
-    m.counts.update({"crawl_docs": kinds.get(DOC, 0), "crawl_failed": kinds.get(FAILED, 0),
-                     "crawl_unchanged": kinds.get("unchanged", 0), "crawl_duplicates": kinds.get(DUPLICATE, 0),
-                     "crawl_skipped": kinds.get(SKIPPED, 0), "crawl_queued_left": summary["queued_left"]})
-    m.info["crawl"] = {"crawl_id": stats.crawl_id, "state": stats.state, "state_path": str(state),
-                       "statuses": summary["statuses"], "failure_reasons": summary["reasons"],
-                       "fetched_this_process": stats.fetched, "seconds": round(stats.seconds, 3),
-                       "pages_per_s": round(stats.pages_per_s, 2), "sitemaps_read": stats.sitemaps_read}
+    m.counts.update(
+        {
+            "crawl_docs": kinds.get(DOC, 0),
+            "crawl_failed": kinds.get(FAILED, 0),
+            "crawl_unchanged": kinds.get("unchanged", 0),
+            "crawl_duplicates": kinds.get(DUPLICATE, 0),
+            "crawl_skipped": kinds.get(SKIPPED, 0),
+            "crawl_queued_left": summary["queued_left"],
+        }
+    )
+    m.info["crawl"] = {
+        "crawl_id": stats.crawl_id,
+        "state": stats.state,
+        "state_path": str(state),
+        "statuses": summary["statuses"],
+        "failure_reasons": summary["reasons"],
+        "fetched_this_process": stats.fetched,
+        "seconds": round(stats.seconds, 3),
+        "pages_per_s": round(stats.pages_per_s, 2),
+        "sitemaps_read": stats.sitemaps_read,
+    }
     m.metrics["crawl_pages_per_s"] = round(stats.pages_per_s, 2)

@@ -68,8 +68,11 @@ def _eval_texts(cfg: CurateConfig) -> list[str]:
     for path_glob in cfg.decontaminate.paths:
         for path in resolve_files(path_glob):
             # a record without a reject reason has its text
-            texts.extend(text for _, text, _, bad in read_file(path, cfg.decontaminate.text_field)
-                         if not bad and text is not None)
+            texts.extend(
+                text
+                for _, text, _, bad in read_file(path, cfg.decontaminate.text_field)
+                if not bad and text is not None
+            )
     return texts
 
 
@@ -90,8 +93,10 @@ def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Home, run_id
     seen = kept = 0
     progress = Progress()
     out.manifest.inputs = {"records": source}
-    with open(out.output("records", "records.jsonl"), "w", encoding="utf-8") as keep_fh, \
-            open(out.output("rejects", "rejects.jsonl"), "w", encoding="utf-8") as rej_fh:
+    with (
+        open(out.output("records", "records.jsonl"), "w", encoding="utf-8") as keep_fh,
+        open(out.output("rejects", "rejects.jsonl"), "w", encoding="utf-8") as rej_fh,
+    ):
         documents = cast(Iterator[Document], read_jsonl(source))  # collect's records.jsonl
         for result in map_chunks(cfg, documents, eval_texts):
             survivors = [i for i, r in enumerate(result.reasons) if r is None]
@@ -105,8 +110,12 @@ def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Home, run_id
                     dup_reason, owner = verdict
                     rec = result.records[i]
                     result.reasons[i] = dup_reason
-                    rejected: Rejected = {**rec, "text": rec.pop("_original", rec["text"]), "reason": dup_reason,
-                                          "duplicate_of": "earlier run" if owner < 0 else kept_ids[owner]}
+                    rejected: Rejected = {
+                        **rec,
+                        "text": rec.pop("_original", rec["text"]),
+                        "reason": dup_reason,
+                        "duplicate_of": "earlier run" if owner < 0 else kept_ids[owner],
+                    }
                     result.records[i] = rejected
             for i, (rec, reason) in enumerate(zip(result.records, result.reasons)):
                 rec.pop("_original", None)
@@ -123,10 +132,16 @@ def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Home, run_id
     if history_dir:
         deduper.save_history(history_dir, run_key, minhash_signature(cfg))
     elapsed = time.perf_counter() - t0
-    out.manifest.counts = {"input": seen, "records": kept, "rejects": reasons.total(),
-                           **{f"pii_{kind}": n for kind, n in sorted(pii.items())}}
+    out.manifest.counts = {
+        "input": seen,
+        "records": kept,
+        "rejects": reasons.total(),
+        **{f"pii_{kind}": n for kind, n in sorted(pii.items())},
+    }
     out.manifest.drop_reasons = dict(reasons)
     out.manifest.metrics = {"docs_per_second": round(seen / max(elapsed, 1e-9), 1)}
-    out.manifest.info = {"workers": worker_count(cfg), "history": {
-        "index": str(history_dir), "documents_before": history_docs} if history_dir else None,
-        "eval_texts": len(eval_texts)}
+    out.manifest.info = {
+        "workers": worker_count(cfg),
+        "history": {"index": str(history_dir), "documents_before": history_docs} if history_dir else None,
+        "eval_texts": len(eval_texts),
+    }

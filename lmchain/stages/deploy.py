@@ -48,23 +48,28 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
     promote = bool(reg["promoted"])
     candidate = str(reg["version"]) if promote else (str(previous.version) if previous else None)
     if candidate is None:
-        raise DeployFailed(f"nothing to deploy: version {reg['version']} was not promoted and {name} has no "
-                           "champion yet")
+        raise DeployFailed(
+            f"nothing to deploy: version {reg['version']} was not promoted and {name} has no champion yet"
+        )
     model_uri = f"models:/{name}/{candidate}"
     model = registered.fetch(name, candidate, ctx.home)
     folder, tags = model.folder, model.tags
 
-    test = list(read_jsonl(inputs["annotate"]["outputs"]["test"]))[:cfg.variant_eval_examples]
+    test = list(read_jsonl(inputs["annotate"]["outputs"]["test"]))[: cfg.variant_eval_examples]
     report = json.loads(tags["lmchain.variant_report"]) if "lmchain.variant_report" in tags else None
     if report is None or tags.get(VARIANT_TAG) not in cfg.variants:
         variant, report = choose_variant(folder, test, cfg, ctx.home.variants)
         client.set_model_version_tag(name, candidate, VARIANT_TAG, variant)
-        client.set_model_version_tag(name, candidate, "lmchain.variant_report", json.dumps(
-            {n: {k: v for k, v in r.items() if k != "labels"} for n, r in report.items()}))
+        client.set_model_version_tag(
+            name,
+            candidate,
+            "lmchain.variant_report",
+            json.dumps({n: {k: v for k, v in r.items() if k != "labels"} for n, r in report.items()}),
+        )
     else:
         variant = tags[VARIANT_TAG]
         report = {n: {**r, "labels": None} for n, r in report.items()}
-    expected = (report[variant].get("labels") or [])
+    expected = report[variant].get("labels") or []
     probe = [r["text"] for r in test[:200]] or cfg.smoke_texts
 
     validation = infra_validate(cfg, ctx, model_uri, variant, probe, expected)
@@ -74,27 +79,49 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
         client.set_registered_model_alias(name, CHAMPION, candidate)
 
     summary = {n: {k: v for k, v in r.items() if k != "labels"} for n, r in report.items()}
-    record = {"model_uri": f"models:/{name}@{CHAMPION}", "model": name, "version": candidate, "variant": variant,
-              "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "run_id": ctx.run_id,
-              "promoted": promote, "previous_champion": str(previous.version) if previous else None,
-              "validated": {k: v for k, v in validated.items() if k != "hmac"},
-              "smoke": [{"text": t, **p} for t, p in zip(cfg.smoke_texts, validation["smoke"]["predictions"])]}
+    record = {
+        "model_uri": f"models:/{name}@{CHAMPION}",
+        "model": name,
+        "version": candidate,
+        "variant": variant,
+        "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "run_id": ctx.run_id,
+        "promoted": promote,
+        "previous_champion": str(previous.version) if previous else None,
+        "validated": {k: v for k, v in validated.items() if k != "hmac"},
+        "smoke": [{"text": t, **p} for t, p in zip(cfg.smoke_texts, validation["smoke"]["predictions"])],
+    }
     with registry.stage_run(ctx, ctx.experiment, "deploy"):
-        mlflow.log_dict({"variants": summary, "chosen": variant, **{k: v for k, v in validation.items()
-                                                                    if k != "smoke"}}, "deploy/validation.json")
-        mlflow.log_metrics({"p95_ms": validation["p95_ms"], "p50_ms": validation["p50_ms"],
-                            "ready_seconds": validation["ready_seconds"]})
+        mlflow.log_dict(
+            {"variants": summary, "chosen": variant, **{k: v for k, v in validation.items() if k != "smoke"}},
+            "deploy/validation.json",
+        )
+        mlflow.log_metrics(
+            {
+                "p95_ms": validation["p95_ms"],
+                "p50_ms": validation["p50_ms"],
+                "ready_seconds": validation["ready_seconds"],
+            }
+        )
     with StageOutput(ctx, "deploy", cfg.model_dump()) as out:
         write_json(out.output("smoke", "smoke.json"), record)
-        write_json(out.output("validation", "validation.json"), {"variants": summary, "chosen": variant,
-                                                                  **validation})
+        write_json(out.output("validation", "validation.json"), {"variants": summary, "chosen": variant, **validation})
         out.manifest.inputs = {"model_uri": model_uri}
         out.manifest.counts = {"smoke_texts": len(cfg.smoke_texts), "probe_requests": validation["probe_requests"]}
-        out.manifest.metrics = {"ready_seconds": validation["ready_seconds"], "p50_ms": validation["p50_ms"],
-                                "p95_ms": validation["p95_ms"],
-                                **{f"accuracy_{n.replace('-', '_')}": r["accuracy"] for n, r in summary.items()}}
-        out.manifest.info = {"version": candidate, "model": name, "variant": variant, "promoted": promote,
-                             "previous_champion": record["previous_champion"], "ready": validation["ready"],
-                             "predictions": [p["label"] for p in validation["smoke"]["predictions"]]}
+        out.manifest.metrics = {
+            "ready_seconds": validation["ready_seconds"],
+            "p50_ms": validation["p50_ms"],
+            "p95_ms": validation["p95_ms"],
+            **{f"accuracy_{n.replace('-', '_')}": r["accuracy"] for n, r in summary.items()},
+        }
+        out.manifest.info = {
+            "version": candidate,
+            "model": name,
+            "variant": variant,
+            "promoted": promote,
+            "previous_champion": record["previous_champion"],
+            "ready": validation["ready"],
+            "predictions": [p["label"] for p in validation["smoke"]["predictions"]],
+        }
     write_json(ctx.home.current_deployment, record)
     return out.manifest

@@ -32,7 +32,9 @@ def _predict(predictor, test: list[dict], cfg: EvaluateConfig) -> dict[str, Any]
     probs = [[p["scores"][name] for name in labels] for p in preds]
     correct = [int(a == b) for a, b in zip(y_true, y_pred)]
     return {
-        "labels": labels, "preds": preds, "correct": correct,
+        "labels": labels,
+        "preds": preds,
+        "correct": correct,
         "metrics": classification_metrics(y_true, y_pred, len(labels)),
         "calibration": calibration(y_true, probs, cfg.ece_bins),
         "slices": slice_accuracy(test, correct, cfg.slices, cfg.length_buckets, labels),
@@ -49,8 +51,9 @@ def _champion(ctx: RunContext, test: list[dict], cfg: EvaluateConfig) -> dict[st
         return None
     model, predictor = found
     result = _predict(predictor, test, cfg)
-    result.update(name=f"{ctx.model_name} v{model.version}", version=model.version,
-                  run_id=model.tags.get(registry.RUN_TAG))
+    result.update(
+        name=f"{ctx.model_name} v{model.version}", version=model.version, run_id=model.tags.get(registry.RUN_TAG)
+    )
     return result
 
 
@@ -63,13 +66,26 @@ def decide_against(champ: dict | None, new: dict, test: list[dict], cfg: Evaluat
     if champ["run_id"] == ctx.run_id:
         return Decision(True, f"{champ['name']} is this run's own model (rerun)", champ["name"])
     if champ["labels"] != new["labels"]:
-        return Decision(False, f"label sets differ (champion {champ['labels']}, challenger {new['labels']}); "
-                               "promote by hand if intended", champ["name"])
+        return Decision(
+            False,
+            f"label sets differ (champion {champ['labels']}, challenger {new['labels']}); promote by hand if intended",
+            champ["name"],
+        )
     members = slice_members(test, cfg.slices, cfg.length_buckets, new["labels"])
-    return decide(champ["correct"], new["correct"], members, margin=cfg.margin,
-                  guarded=cfg.guarded_slices, tolerance=cfg.slice_tolerance, min_slice_size=cfg.min_slice_size,
-                  slice_test=cfg.slice_test, samples=cfg.bootstrap_samples, confidence=cfg.confidence,
-                  seed=cfg.seed, champion=champ["name"])
+    return decide(
+        champ["correct"],
+        new["correct"],
+        members,
+        margin=cfg.margin,
+        guarded=cfg.guarded_slices,
+        tolerance=cfg.slice_tolerance,
+        min_slice_size=cfg.min_slice_size,
+        slice_test=cfg.slice_test,
+        samples=cfg.bootstrap_samples,
+        confidence=cfg.confidence,
+        seed=cfg.seed,
+        champion=champ["name"],
+    )
 
 
 def run(cfg: EvaluateConfig, ctx: RunContext, inputs: dict) -> Manifest:
@@ -86,29 +102,60 @@ def run(cfg: EvaluateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     champ = _champion(ctx, test, cfg)
     decision = decide_against(champ, new, test, cfg, ctx).to_dict()
     m = new["metrics"]
-    summary = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "micro_f1": m["micro_f1"],
-               "ece": new["calibration"]["ece"], "latency_ms": new["latency_ms"]}
+    summary = {
+        "accuracy": m["accuracy"],
+        "macro_f1": m["macro_f1"],
+        "micro_f1": m["micro_f1"],
+        "ece": new["calibration"]["ece"],
+        "latency_ms": new["latency_ms"],
+    }
 
     with StageOutput(ctx, "evaluate", cfg.model_dump()) as out:
-        write_jsonl(out.output("predictions", "predictions.jsonl"), (
-            {**r, "pred": p["label_id"], "scores": p["scores"],
-             **({"champion_pred": c["label_id"]} if champ else {})}
-            for r, p, c in zip(test, new["preds"], champ["preds"] if champ else new["preds"])))
-        write_json(out.output("metrics", "metrics.json"),
-                   {**m, "labels": new["labels"], "calibration": new["calibration"], "slices": new["slices"],
-                    "latency_ms": new["latency_ms"],
-                    "champion": {k: champ[k] for k in ("name", "metrics", "slices")} if champ else None})
+        write_jsonl(
+            out.output("predictions", "predictions.jsonl"),
+            (
+                {
+                    **r,
+                    "pred": p["label_id"],
+                    "scores": p["scores"],
+                    **({"champion_pred": c["label_id"]} if champ else {}),
+                }
+                for r, p, c in zip(test, new["preds"], champ["preds"] if champ else new["preds"])
+            ),
+        )
+        write_json(
+            out.output("metrics", "metrics.json"),
+            {
+                **m,
+                "labels": new["labels"],
+                "calibration": new["calibration"],
+                "slices": new["slices"],
+                "latency_ms": new["latency_ms"],
+                "champion": {k: champ[k] for k in ("name", "metrics", "slices")} if champ else None,
+            },
+        )
         write_json(out.output("decision", "decision.json"), decision)
-        files = write_report(out.tmp, title=f"Evaluation of run {ctx.run_id}", metrics=m, labels=new["labels"],
-                             calib=new["calibration"], slices=new["slices"], champion=champ, decision=decision,
-                             latency_ms=new["latency_ms"])
+        files = write_report(
+            out.tmp,
+            title=f"Evaluation of run {ctx.run_id}",
+            metrics=m,
+            labels=new["labels"],
+            calib=new["calibration"],
+            slices=new["slices"],
+            champion=champ,
+            decision=decision,
+            latency_ms=new["latency_ms"],
+        )
         for key, path in files.items():
             out.manifest.outputs[key] = str(out.final / path.name)
         out.manifest.inputs = {"model": model_dir, "test": test_path}
         out.manifest.counts = {"test": len(test)}
         out.manifest.metrics = summary
-        out.manifest.info = {"decision": decision, "labels": new["labels"],
-                             "champion_accuracy": champ["metrics"]["accuracy"] if champ else None}
+        out.manifest.info = {
+            "decision": decision,
+            "labels": new["labels"],
+            "champion_accuracy": champ["metrics"]["accuracy"] if champ else None,
+        }
         with registry.stage_run(ctx, ctx.experiment, "evaluate"):
             mlflow.log_metrics(summary)
             mlflow.log_dict(decision, "evaluate/decision.json")

@@ -75,8 +75,9 @@ def _train(cfg: FinetuneConfig, ctx: RunContext, inputs: dict, stage: str, trial
     else:
         base = models.resolve(cfg.base_model)
     with StageOutput(ctx, stage, cfg.model_dump()) as out:
-        metrics = train_classifier(cfg, base, labelled["train"], labelled.get("validation"), names,
-                                   out.path("model"), out.path("job"))
+        metrics = train_classifier(
+            cfg, base, labelled["train"], labelled.get("validation"), names, out.path("model"), out.path("job")
+        )
         params = {k: v for k, v in cfg.model_dump().items() if k not in ("report_on", "lora_targets", "search")}
         if cfg.method == "lora":
             params["lora_targets"] = ",".join(cfg.lora_targets)
@@ -84,14 +85,31 @@ def _train(cfg: FinetuneConfig, ctx: RunContext, inputs: dict, stage: str, trial
         mlflow_run = registry.log_training(ctx, ctx.experiment, "finetune", metrics, params, run_name=stage)
         log_curves(mlflow_run, metrics, ctx.home)
         out.output("model", "model")
-        out.manifest.inputs = {"train": labelled["train"], "validation": labelled.get("validation"),
-                               "base_model": base["model"] or cfg.base_model}
-        keys = ("final_loss", "samples_per_second", "train_seconds", "best_macro_f1", "best_accuracy",
-                "report_accuracy", "report_macro_f1")
+        out.manifest.inputs = {
+            "train": labelled["train"],
+            "validation": labelled.get("validation"),
+            "base_model": base["model"] or cfg.base_model,
+        }
+        keys = (
+            "final_loss",
+            "samples_per_second",
+            "train_seconds",
+            "best_macro_f1",
+            "best_accuracy",
+            "report_accuracy",
+            "report_macro_f1",
+        )
         out.manifest.metrics = {k: metrics[k] for k in keys if metrics.get(k) is not None}
-        out.manifest.info = {"label_names": names, "world_size": metrics["world_size"],
-                             "device": metrics["device"], "steps": metrics["steps"], "method": cfg.method,
-                             "trainable_parameters": metrics["trainable_parameters"],
-                             "best_step": metrics.get("best_step"), "stopped_early": metrics.get("stopped_early"),
-                             "mlflow_run_id": mlflow_run, **(trial or {})}
+        out.manifest.info = {
+            "label_names": names,
+            "world_size": metrics["world_size"],
+            "device": metrics["device"],
+            "steps": metrics["steps"],
+            "method": cfg.method,
+            "trainable_parameters": metrics["trainable_parameters"],
+            "best_step": metrics.get("best_step"),
+            "stopped_early": metrics.get("stopped_early"),
+            "mlflow_run_id": mlflow_run,
+            **(trial or {}),
+        }
     return out.manifest

@@ -26,6 +26,8 @@ def run(cfg: GateConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
     collected = inputs["collect"]["outputs"]["records"]
     curated = inputs["curate"]["outputs"]["records"]
-    batches = {"raw": (records_frame(collected), [Path(collected)]),
-               "curated": (records_frame(curated), [Path(curated)])}
+    batches = {
+        "raw": (records_frame(collected), [Path(collected)]),
+        "curated": (records_frame(curated), [Path(curated)]),
+    }
     return check(ctx, "gate", cfg, batches, [], {"records": curated})

@@ -31,8 +31,18 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
     from lmchain import registry
     from lmchain.train import models
     from lmchain.train.launcher import gpu_available, launch
-    from lmchain.train.pretrain import (WORKER, choose_tokenizer, deepspeed_config, held_out_hashes, held_out_texts,
-                                        job_key, log_metrics, total_steps, world_size, write_corpus)
+    from lmchain.train.pretrain import (
+        WORKER,
+        choose_tokenizer,
+        deepspeed_config,
+        held_out_hashes,
+        held_out_texts,
+        job_key,
+        log_metrics,
+        total_steps,
+        world_size,
+        write_corpus,
+    )
 
     base = models.resolve(cfg.base_model)
     with StageOutput(ctx, "pretrain", cfg.model_dump()) as out:
@@ -44,8 +54,9 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
         # ------------------------------------------------ corpus and tokenizer
         corpus = inputs["gate"]["outputs"]["records"]
-        n_kept, n_held = write_corpus(corpus, held_out_hashes(inputs.get("annotate")), cfg.max_texts,
-                                      out.path("corpus.jsonl"))
+        n_kept, n_held = write_corpus(
+            corpus, held_out_hashes(inputs.get("annotate")), cfg.max_texts, out.path("corpus.jsonl")
+        )
         corpus_sha = sha256_file(out.path("corpus.jsonl"))
         tok = choose_tokenizer(cfg, base, objective, out.path("corpus.jsonl"), ctx.home.tokenizers)
 
@@ -63,17 +74,37 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
         # ------------------------------------------------ the DeepSpeed job
         on_gpu = gpu_available()
-        spec = {**base, "size": cfg.base_model if base["model"] is None else None, "objective": objective,
-                "tokenizer": tok["path"], "data_dir": str(data_dir), "max_steps": steps,
-                "checkpoint_dir": str(work / "checkpoints"), "seen_dir": str(work / "seen"),
-                "output_dir": str(out.path("model"))}
-        params = {"base_model": cfg.base_model, "objective": objective, "ranks": cfg.ranks, "world_size": world,
-                  "zero_stage": cfg.zero_stage, "batch_size": cfg.batch_size,
-                  "gradient_accumulation": cfg.gradient_accumulation, "learning_rate": cfg.learning_rate,
-                  "block_size": cfg.block_size, "steps": steps, "texts": n_kept, "blocks": meta["n_blocks"],
-                  "tokenizer": tok["kind"], "vocab_size": meta["vocab_size"], "lr_schedule": cfg.lr_schedule,
-                  "warmup_ratio": cfg.warmup_ratio, "mlm_probability": cfg.mlm_probability,
-                  "precision": "bf16" if on_gpu else cfg.precision}
+        spec = {
+            **base,
+            "size": cfg.base_model if base["model"] is None else None,
+            "objective": objective,
+            "tokenizer": tok["path"],
+            "data_dir": str(data_dir),
+            "max_steps": steps,
+            "checkpoint_dir": str(work / "checkpoints"),
+            "seen_dir": str(work / "seen"),
+            "output_dir": str(out.path("model")),
+        }
+        params = {
+            "base_model": cfg.base_model,
+            "objective": objective,
+            "ranks": cfg.ranks,
+            "world_size": world,
+            "zero_stage": cfg.zero_stage,
+            "batch_size": cfg.batch_size,
+            "gradient_accumulation": cfg.gradient_accumulation,
+            "learning_rate": cfg.learning_rate,
+            "block_size": cfg.block_size,
+            "steps": steps,
+            "texts": n_kept,
+            "blocks": meta["n_blocks"],
+            "tokenizer": tok["kind"],
+            "vocab_size": meta["vocab_size"],
+            "lr_schedule": cfg.lr_schedule,
+            "warmup_ratio": cfg.warmup_ratio,
+            "mlm_probability": cfg.mlm_probability,
+            "precision": "bf16" if on_gpu else cfg.precision,
+        }
         with registry.stage_run(ctx, ctx.experiment, "pretrain", log_system_metrics=True) as mlflow_run:
             import mlflow
 
@@ -91,17 +122,43 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
             log_metrics(metrics)
         if (work / "checkpoints").exists():
             shutil.rmtree(work / "checkpoints")  # the export is the product
-        (out.path("model") / "lmchain-pretrain.json").write_text(json.dumps(
-            {"objective": objective, "base_model": cfg.base_model, "tokenizer": tok, "steps": steps}, indent=2))
+        (out.path("model") / "lmchain-pretrain.json").write_text(
+            json.dumps(
+                {"objective": objective, "base_model": cfg.base_model, "tokenizer": tok, "steps": steps}, indent=2
+            )
+        )
         out.output("model", "model")
         out.manifest.inputs = {"corpus": corpus}
-        out.manifest.counts = {"texts": n_kept, "held_out_texts": n_held, "blocks": meta["n_blocks"],
-                               "tokens": meta["tokens"]}
-        out.manifest.metrics = {k: metrics[k] for k in (
-            "first_loss", "final_loss", "samples_per_second", "tokens_per_second", "mfu", "train_seconds",
-            "perplexity", "mlm_accuracy", "next_token_accuracy") if metrics.get(k) is not None}
-        out.manifest.info = {"base_model": cfg.base_model, "objective": objective, "world_size": metrics["world_size"],
-                             "device": metrics["device"], "steps": metrics["steps"],
-                             "resumed_from_step": metrics["resumed_from_step"], "tokenizer": tok,
-                             "work_dir": str(work), "mlflow_run_id": mlflow_run.info.run_id}
+        out.manifest.counts = {
+            "texts": n_kept,
+            "held_out_texts": n_held,
+            "blocks": meta["n_blocks"],
+            "tokens": meta["tokens"],
+        }
+        out.manifest.metrics = {
+            k: metrics[k]
+            for k in (
+                "first_loss",
+                "final_loss",
+                "samples_per_second",
+                "tokens_per_second",
+                "mfu",
+                "train_seconds",
+                "perplexity",
+                "mlm_accuracy",
+                "next_token_accuracy",
+            )
+            if metrics.get(k) is not None
+        }
+        out.manifest.info = {
+            "base_model": cfg.base_model,
+            "objective": objective,
+            "world_size": metrics["world_size"],
+            "device": metrics["device"],
+            "steps": metrics["steps"],
+            "resumed_from_step": metrics["resumed_from_step"],
+            "tokenizer": tok,
+            "work_dir": str(work),
+            "mlflow_run_id": mlflow_run.info.run_id,
+        }
     return out.manifest

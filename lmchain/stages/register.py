@@ -49,9 +49,16 @@ def signature():
     from mlflow.types import DataType
     from mlflow.types.schema import ColSpec, Map, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec(DataType.string, "text")]),
-                          outputs=Schema([ColSpec(DataType.string, "label"), ColSpec(DataType.long, "label_id"),
-                                          ColSpec(Map(DataType.double), "scores")]))
+    return ModelSignature(
+        inputs=Schema([ColSpec(DataType.string, "text")]),
+        outputs=Schema(
+            [
+                ColSpec(DataType.string, "label"),
+                ColSpec(DataType.long, "label_id"),
+                ColSpec(Map(DataType.double), "scores"),
+            ]
+        ),
+    )
 
 
 def _log_model(ctx: RunContext, model_dir: str, name: str, tags: dict[str, str]):
@@ -64,9 +71,14 @@ def _log_model(ctx: RunContext, model_dir: str, name: str, tags: dict[str, str])
     # the tokenizer, so the registered version is self-contained.
     with registry.active_run(ctx, ctx.experiment):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(PYFUNC_MODEL), artifacts={"model_dir": model_dir},
-            code_paths=[str(PACKAGE_DIR)], pip_requirements=_pip_requirements(), signature=signature(),
-            input_example=pd.DataFrame({"text": ["a gripping film", "dull and far too long"]}))
+            name="model",
+            python_model=str(PYFUNC_MODEL),
+            artifacts={"model_dir": model_dir},
+            code_paths=[str(PACKAGE_DIR)],
+            pip_requirements=_pip_requirements(),
+            signature=signature(),
+            input_example=pd.DataFrame({"text": ["a gripping film", "dull and far too long"]}),
+        )
     with registry.fluent(ctx.home):  # register_model resolves the logged model's URI through the fluent API
         return mlflow.register_model(info.model_uri, name, tags=tags)
 
@@ -84,8 +96,11 @@ def run(cfg: RegisterConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
     version = _existing_version(ctx, cfg.model_name)
     if version is None:
-        tags = {registry.RUN_TAG: ctx.run_id, **lineage_tags(ctx),
-                **{f"metric.{k}": str(v) for k, v in evaluate["metrics"].items()}}
+        tags = {
+            registry.RUN_TAG: ctx.run_id,
+            **lineage_tags(ctx),
+            **{f"metric.{k}": str(v) for k, v in evaluate["metrics"].items()},
+        }
         version = _log_model(ctx, model_dir, cfg.model_name, tags)
     number = str(version.version)
     previous = registry.champion(cfg.model_name, home=ctx.home)
@@ -98,11 +113,18 @@ def run(cfg: RegisterConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
     with StageOutput(ctx, "register", cfg.model_dump()) as out:
         out.manifest.inputs = {"model": model_dir}
-        out.manifest.outputs = {"model_uri": f"models:/{cfg.model_name}/{number}",
-                                "champion_uri": f"models:/{cfg.model_name}@champion"}
+        out.manifest.outputs = {
+            "model_uri": f"models:/{cfg.model_name}/{number}",
+            "champion_uri": f"models:/{cfg.model_name}@champion",
+        }
         out.manifest.metrics = dict(evaluate["metrics"])
-        out.manifest.info = {"model_name": cfg.model_name, "version": int(number), "promoted": decision["promote"],
-                             "alias": CHALLENGER, "reason": decision["reason"],
-                             "previous_champion": int(previous.version) if previous else None,
-                             "tracking_uri": ctx.home.tracking_uri}
+        out.manifest.info = {
+            "model_name": cfg.model_name,
+            "version": int(number),
+            "promoted": decision["promote"],
+            "alias": CHALLENGER,
+            "reason": decision["reason"],
+            "previous_champion": int(previous.version) if previous else None,
+            "tracking_uri": ctx.home.tracking_uri,
+        }
     return out.manifest

@@ -81,8 +81,12 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
         for i in picked:
             item = {"id": pool[i]["id"], "text": pool[i]["text"], "source": pool[i].get("source", "unknown")}
             if probs is not None and u is not None:  # u is there exactly when probs are
-                item.update(suggested_label=names[int(probs[i].argmax())], confidence=round(float(probs[i].max()), 4),
-                            uncertainty=round(float(u[i]), 4), scorer=scorer)
+                item.update(
+                    suggested_label=names[int(probs[i].argmax())],
+                    confidence=round(float(probs[i].max()), 4),
+                    uncertainty=round(float(u[i]), 4),
+                    scorer=scorer,
+                )
             items.append(item)
         ext = EXTENSIONS[act.format]
         path = write_queue(items, out.output("queue", f"queue.{ext}"), act.format, names)
@@ -91,9 +95,12 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
         shutil.copyfile(path, published)
         out.manifest.inputs = {"unlabelled": labelled["unlabelled"]}
         out.manifest.counts = {"pool": len(pool), "queue": len(items)}
-        out.manifest.info = {"strategy": strategy, "scorer": scorer, "published": str(published),
-                             "format": act.format, **({"why_random": info.get("reason")} if scorer == "random"
-                                                      and act.strategy != "random" else {}),
-                             "mean_uncertainty": round(float(np.mean([u[i] for i in picked])), 4)
-                             if u is not None and picked else None}
+        out.manifest.info = {
+            "strategy": strategy,
+            "scorer": scorer,
+            "published": str(published),
+            "format": act.format,
+            **({"why_random": info.get("reason")} if scorer == "random" and act.strategy != "random" else {}),
+            "mean_uncertainty": round(float(np.mean([u[i] for i in picked])), 4) if u is not None and picked else None,
+        }
     return out.manifest

@@ -36,8 +36,14 @@ def extra_parameters(fn: Callable) -> list[str]:
     return list(inspect.signature(fn).parameters)[3:]
 
 
-def run_stage(fn: Callable, cfg: PipelineConfig, run_id: str, upstream: dict[str, dict[str, Any]],
-              lmchain_home: Home | Path | None = None, **kwargs: Any) -> Any:
+def run_stage(
+    fn: Callable,
+    cfg: PipelineConfig,
+    run_id: str,
+    upstream: dict[str, dict[str, Any]],
+    lmchain_home: Home | Path | None = None,
+    **kwargs: Any,
+) -> Any:
     """Run ``fn`` (a stage's ``run``, or another of its task functions) for run ``run_id``; returns
     its manifest as a dict (what goes to XCom), or what else it returns (``finetune.trials``).
 
@@ -49,8 +55,13 @@ def run_stage(fn: Callable, cfg: PipelineConfig, run_id: str, upstream: dict[str
     missing = [u for u in needed if u not in upstream]
     if missing:
         raise ValueError(f"stage {task_id(fn)} needs the manifests of {missing}")
-    ctx = RunContext(run_id, home=Home.of(lmchain_home), experiment=cfg.register.experiment,
-                     model_name=cfg.register.model_name, config_hash=config_hash(cfg))
+    ctx = RunContext(
+        run_id,
+        home=Home.of(lmchain_home),
+        experiment=cfg.register.experiment,
+        model_name=cfg.register.model_name,
+        config_hash=config_hash(cfg),
+    )
     for u in needed:
         if upstream[u].get("status") == BLOCKED:
             raise GateFailed(blocked_message(task_id(fn), u, upstream[u], ctx))
@@ -67,14 +78,17 @@ def run_stage(fn: Callable, cfg: PipelineConfig, run_id: str, upstream: dict[str
 
 def blocked_message(stage: str, gate: str, manifest: dict[str, Any], ctx: RunContext) -> str:
     suites = sorted((manifest.get("info") or {}).get("quarantine") or {}) or ["SUITE"]
-    return (f"{stage} cannot run: the {gate} stage of run {ctx.run_id} is blocked (status 'blocked' in "
-            f"{ctx.stage_dir(gate) / MANIFEST}), and nothing runs on a blocked gate's output. Fix the data or the "
-            f"gate.* thresholds, or release the batch with `lmchain gate --accept {ctx.run_id} --suite {suites[0]} "
-            f"--reason ...`; then run the gate again (`lmchain run --run-id {ctx.run_id} --stages {gate},...`)")
+    return (
+        f"{stage} cannot run: the {gate} stage of run {ctx.run_id} is blocked (status 'blocked' in "
+        f"{ctx.stage_dir(gate) / MANIFEST}), and nothing runs on a blocked gate's output. Fix the data or the "
+        f"gate.* thresholds, or release the batch with `lmchain gate --accept {ctx.run_id} --suite {suites[0]} "
+        f"--reason ...`; then run the gate again (`lmchain run --run-id {ctx.run_id} --stages {gate},...`)"
+    )
 
 
-def run_all(cfg: PipelineConfig, run_id: str, stages: tuple[str, ...] = STAGES,
-            lmchain_home: Home | Path | None = None) -> dict[str, dict[str, Any]]:
+def run_all(
+    cfg: PipelineConfig, run_id: str, stages: tuple[str, ...] = STAGES, lmchain_home: Home | Path | None = None
+) -> dict[str, dict[str, Any]]:
     """Run ``stages`` in order in this process (no Airflow): for the CLI's ``lmchain run``.
 
     A stage not asked for is taken from an earlier run of ``run_id`` when its folder holds a
@@ -87,8 +101,10 @@ def run_all(cfg: PipelineConfig, run_id: str, stages: tuple[str, ...] = STAGES,
     stopped: dict[str, str] = {}  # reused stage -> the blocked gate its output came through
     for module in PIPELINE:
         stage = name(module)
-        gate = next((stopped.get(u) or u for u in module.READS
-                     if u in stopped or done.get(u, {}).get("status") == BLOCKED), None)
+        gate = next(
+            (stopped.get(u) or u for u in module.READS if u in stopped or done.get(u, {}).get("status") == BLOCKED),
+            None,
+        )
         if stage in stages:
             if gate is not None:
                 raise GateFailed(blocked_message(stage, gate, done[gate], ctx))

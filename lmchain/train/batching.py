@@ -12,8 +12,9 @@ from __future__ import annotations
 import random
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, group_batches: int = 64,
-                           drop_last: bool = True) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, seed: int, group_batches: int = 64, drop_last: bool = True
+) -> list[list[int]]:
     """Indices of each batch for one epoch.
 
     Shuffle, cut into pools of ``group_batches`` batches, sort each pool by length, slice it
@@ -26,8 +27,8 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, group
     pool = batch_size * max(1, group_batches)
     batches: list[list[int]] = []
     for start in range(0, len(order), pool):
-        chunk = sorted(order[start:start + pool], key=lambda i: lengths[i])
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     if drop_last:
         batches = [b for b in batches if len(b) == batch_size]
     rng.shuffle(batches)
@@ -37,7 +38,7 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, group
 def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Evaluation batches: by length, so each batch pads as little as possible."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def padded_tokens(batches: list[list[int]], lengths: list[int]) -> int:

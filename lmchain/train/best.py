@@ -19,8 +19,7 @@ class BestWeights:
         self.step: int | None = None
 
     def _params(self, names=None):
-        return [(n, p) for n, p in self.module.named_parameters()
-                if (p.requires_grad if names is None else n in names)]
+        return [(n, p) for n, p in self.module.named_parameters() if (p.requires_grad if names is None else n in names)]
 
     def _gathered(self, params, modifier_rank=None):
         if not self.zero3:

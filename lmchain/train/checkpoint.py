@@ -43,8 +43,7 @@ def _replace_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save(engine, root: Path, step: int, client_state: dict[str, Any], keep: int, is_local_leader: bool,
-         barrier) -> str:
+def save(engine, root: Path, step: int, client_state: dict[str, Any], keep: int, is_local_leader: bool, barrier) -> str:
     """Collective: every rank calls it. Returns the tag of the checkpoint now named by ``latest``."""
     tag = tag_for(step)
     partial = tag + PARTIAL
@@ -67,7 +66,7 @@ def prune(root: Path, keep: int) -> None:
     """Delete all but the newest ``keep`` complete checkpoints, and leftovers of killed saves."""
     current = latest_tag(root)
     complete = sorted(p.name for p in root.glob("step*") if p.is_dir() and not p.name.endswith(PARTIAL))
-    for name in complete[:-max(1, keep)]:
+    for name in complete[: -max(1, keep)]:
         if name != current:
             shutil.rmtree(root / name, ignore_errors=True)
     for p in root.glob(f"step*{PARTIAL}"):
@@ -83,8 +82,9 @@ def resume(engine, root: Path) -> tuple[str | None, dict[str, Any]]:
     tag = latest_tag(root)
     if tag is None:
         return None, {}
-    path, client_state = engine.load_checkpoint(str(root), tag=tag, load_optimizer_states=True,
-                                                load_lr_scheduler_states=True)
+    path, client_state = engine.load_checkpoint(
+        str(root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+    )
     if path is None:
         raise RuntimeError(f"checkpoint {root / tag} could not be loaded")
     return tag, dict(client_state or {})

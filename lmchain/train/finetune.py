@@ -40,18 +40,34 @@ def labelled_jsonl(src: LabelSource, names: list[str], path: Path) -> Path:
                 fh.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
                 kept += 1
     if kept == 0:
-        raise InputError(f"finetune.report_on: no usable rows in {src.path} (text column '{src.text_field}', "
-                         f"label column '{src.label_field}' holding {names} or their ids)")
+        raise InputError(
+            f"finetune.report_on: no usable rows in {src.path} (text column '{src.text_field}', "
+            f"label column '{src.label_field}' holding {names} or their ids)"
+        )
     return path
 
 
-def train_classifier(cfg: FinetuneConfig, base: dict, train: str, validation: str | None, names: list[str],
-                     model_dir: Path, job_dir: Path) -> dict:
+def train_classifier(
+    cfg: FinetuneConfig,
+    base: dict,
+    train: str,
+    validation: str | None,
+    names: list[str],
+    model_dir: Path,
+    job_dir: Path,
+) -> dict:
     """Launch the job; -> the worker's metrics. Used by the stage and by bench/finetune_throughput.py."""
     job_dir.mkdir(parents=True, exist_ok=True)
     report = str(labelled_jsonl(cfg.report_on, names, job_dir / "report.jsonl")) if cfg.report_on else None
-    spec = {"task": "cls", **base, "train_file": train, "validation_file": validation, "report_file": report,
-            "label_names": names, "output_dir": str(model_dir)}
+    spec = {
+        "task": "cls",
+        **base,
+        "train_file": train,
+        "validation_file": validation,
+        "report_file": report,
+        "label_names": names,
+        "output_dir": str(model_dir),
+    }
     return launch(spec, cfg, job_dir)
 
 
@@ -62,7 +78,14 @@ def log_curves(run_id: str, metrics: dict, home: Home) -> None:
     for step, f1, acc in metrics.get("validation_curve", []):
         c.log_metric(run_id, "finetune/val_macro_f1", f1, step=int(step))
         c.log_metric(run_id, "finetune/val_accuracy", acc, step=int(step))
-    for key in ("best_macro_f1", "best_accuracy", "best_step", "report_accuracy", "report_macro_f1",
-                "trainable_parameters", "eval_seconds"):
+    for key in (
+        "best_macro_f1",
+        "best_accuracy",
+        "best_step",
+        "report_accuracy",
+        "report_macro_f1",
+        "trainable_parameters",
+        "eval_seconds",
+    ):
         if metrics.get(key) is not None:
             c.log_metric(run_id, f"finetune/{key}", float(metrics[key]))

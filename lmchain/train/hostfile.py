@@ -74,8 +74,15 @@ def rendezvous(hostfile: str | Path, master_addr: str = "", master_port: int = 2
     return Rendezvous(hosts, master_addr or next(iter(hosts)), master_port)
 
 
-def node_command(rdzv: Rendezvous, node_rank: int, hostfile: str | Path, module: str, args: list[str],
-                 launcher: str = "deepspeed", job_id: str = "lmchain") -> list[str]:
+def node_command(
+    rdzv: Rendezvous,
+    node_rank: int,
+    hostfile: str | Path,
+    module: str,
+    args: list[str],
+    launcher: str = "deepspeed",
+    job_id: str = "lmchain",
+) -> list[str]:
     """The command that node ``node_rank`` runs to start its share of the ranks (no ssh)."""
     if launcher not in LAUNCHERS:
         raise InputError(f"launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
@@ -83,13 +90,45 @@ def node_command(rdzv: Rendezvous, node_rank: int, hostfile: str | Path, module:
         raise InputError(f"node_rank {node_rank}: the hostfile has {len(rdzv.hosts)} nodes (0-{len(rdzv.hosts) - 1})")
     slots = list(rdzv.hosts.values())[node_rank]
     if launcher == "deepspeed":
-        return [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hostfile), "--no_ssh",
-                "--node_rank", str(node_rank), "--master_addr", rdzv.master_addr,
-                "--master_port", str(rdzv.master_port), "--module", module, *args]
+        return [
+            sys.executable,
+            "-m",
+            "deepspeed.launcher.runner",
+            "--hostfile",
+            str(hostfile),
+            "--no_ssh",
+            "--node_rank",
+            str(node_rank),
+            "--master_addr",
+            rdzv.master_addr,
+            "--master_port",
+            str(rdzv.master_port),
+            "--module",
+            module,
+            *args,
+        ]
     if len(set(rdzv.hosts.values())) != 1:
-        raise InputError("torchrun starts the same number of processes on every node; give every host "
-                         "the same slots or use launcher=deepspeed")
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(len(rdzv.hosts)),
-            "--node_rank", str(node_rank), "--nproc_per_node", str(slots), "--rdzv_backend", "c10d",
-            "--rdzv_endpoint", f"{rdzv.master_addr}:{rdzv.master_port}", "--rdzv_id", job_id,
-            "--module", module, *args]
+        raise InputError(
+            "torchrun starts the same number of processes on every node; give every host "
+            "the same slots or use launcher=deepspeed"
+        )
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        str(len(rdzv.hosts)),
+        "--node_rank",
+        str(node_rank),
+        "--nproc_per_node",
+        str(slots),
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"{rdzv.master_addr}:{rdzv.master_port}",
+        "--rdzv_id",
+        job_id,
+        "--module",
+        module,
+        *args,
+    ]

@@ -29,9 +29,11 @@ def trial_settings(search: SearchConfig) -> list[dict[str, Any]]:
         # Draw without repeats: on a small space, `trials` may cover the whole grid.
         grid = random.Random(search.seed).sample(grid, min(search.trials, len(grid)))
     if len(grid) > search.max_trials:
-        raise ConfigError(f"config key 'finetune.search.space': {len(grid)} trials exceed "
-                          f"finetune.search.max_trials={search.max_trials}; use method=random with fewer trials "
-                          "or raise max_trials")
+        raise ConfigError(
+            f"config key 'finetune.search.space': {len(grid)} trials exceed "
+            f"finetune.search.max_trials={search.max_trials}; use method=random with fewer trials "
+            "or raise max_trials"
+        )
     return grid
 
 
@@ -45,8 +47,9 @@ def trial_config(cfg: FinetuneConfig, settings: dict[str, Any]) -> FinetuneConfi
     try:
         return replace(cfg, **settings, search=SearchConfig())
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config key 'finetune.search.space': trial {settings} is not a valid fine-tune "
-                          f"config: {exc}") from exc
+        raise ConfigError(
+            f"config key 'finetune.search.space': trial {settings} is not a valid fine-tune config: {exc}"
+        ) from exc
 
 
 def trial_stage(index: int) -> str:
@@ -57,8 +60,10 @@ def score(manifest: dict[str, Any]) -> float:
     """What the search maximises: the trial's best validation macro-F1."""
     value = manifest["metrics"].get("best_macro_f1")
     if value is None:
-        raise ConfigError("finetune.search needs a validation split to compare trials (annotate.validation_fraction "
-                          "> 0); no trial reported a validation macro-F1")
+        raise ConfigError(
+            "finetune.search needs a validation split to compare trials (annotate.validation_fraction "
+            "> 0); no trial reported a validation macro-F1"
+        )
     return float(value)
 
 
@@ -70,28 +75,46 @@ def select(cfg: FinetuneConfig, ctx: RunContext, trials: list[dict[str, Any]]) -
         raise ConfigError("finetune.search: no trial finished; nothing to choose from")
     ranked = sorted(range(len(trials)), key=lambda i: (-score(trials[i]), trials[i]["info"]["trial"]))
     best = trials[ranked[0]]
-    table = [{"trial": t["info"]["trial"], **t["info"]["settings"], "val_macro_f1": score(t),
-              "val_accuracy": t["metrics"].get("best_accuracy"), "steps": t["info"]["steps"],
-              "train_seconds": t["metrics"].get("train_seconds"), "model": t["outputs"]["model"]}
-             for t in sorted(trials, key=lambda t: t["info"]["trial"])]
+    table = [
+        {
+            "trial": t["info"]["trial"],
+            **t["info"]["settings"],
+            "val_macro_f1": score(t),
+            "val_accuracy": t["metrics"].get("best_accuracy"),
+            "steps": t["info"]["steps"],
+            "train_seconds": t["metrics"].get("train_seconds"),
+            "model": t["outputs"]["model"],
+        }
+        for t in sorted(trials, key=lambda t: t["info"]["trial"])
+    ]
     with StageOutput(ctx, "finetune", cfg.model_dump()) as out:
         write_json(out.output("search", "search.json"), {"best_trial": best["info"]["trial"], "trials": table})
         # Manifest.inputs is typed dict[str, str] but a search also lists its trials' models (lineage
         # reads inputs as strings: widening the type means teaching lineage about lists first)
-        out.manifest.inputs = {**best["inputs"],
-                               "trials": [t["outputs"]["model"] for t in trials]}  # type: ignore[dict-item]
+        out.manifest.inputs = {**best["inputs"], "trials": [t["outputs"]["model"] for t in trials]}  # type: ignore[dict-item]
         out.manifest.outputs["model"] = best["outputs"]["model"]
         out.manifest.metrics = dict(best["metrics"])
-        out.manifest.info = {**best["info"], "search": {"method": cfg.search.method, "trials": len(trials),
-                                                        "best_trial": best["info"]["trial"],
-                                                        "best_settings": best["info"]["settings"]}}
+        out.manifest.info = {
+            **best["info"],
+            "search": {
+                "method": cfg.search.method,
+                "trials": len(trials),
+                "best_trial": best["info"]["trial"],
+                "best_settings": best["info"]["settings"],
+            },
+        }
         figure = out.output("search_plot", "search.png")
         plot_trials(table, figure)
         with registry.stage_run(ctx, ctx.experiment, "finetune_search"):
             import mlflow
 
-            mlflow.log_params({"search.method": cfg.search.method, "search.trials": len(trials),
-                               **{f"search.best.{k}": v for k, v in best["info"]["settings"].items()}})
+            mlflow.log_params(
+                {
+                    "search.method": cfg.search.method,
+                    "search.trials": len(trials),
+                    **{f"search.best.{k}": v for k, v in best["info"]["settings"].items()},
+                }
+            )
             mlflow.log_metric("search/best_val_macro_f1", score(best))
             mlflow.log_table({k: [row.get(k) for row in table] for k in table[0]}, "search/trials.json")
             mlflow.log_artifact(str(figure), "search")
@@ -107,8 +130,9 @@ def plot_trials(table: list[dict[str, Any]], path) -> None:
 
     scores = [row["val_macro_f1"] for row in table]
     best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-    keys = [k for k in table[0] if k not in ("trial", "val_macro_f1", "val_accuracy", "steps", "train_seconds",
-                                             "model")]
+    keys = [
+        k for k in table[0] if k not in ("trial", "val_macro_f1", "val_accuracy", "steps", "train_seconds", "model")
+    ]
     labels = ["\n".join(f"{k}={row[k]}" for k in keys) for row in table]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(table)), 4.0))
     ax.bar(range(len(table)), scores, color=["tab:green" if i == best else "tab:gray" for i in range(len(table))])

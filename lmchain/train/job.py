@@ -60,11 +60,13 @@ class Job:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(task) - names)
         if unknown:
-            raise TypeError(f"{cls.__name__}: unknown task field(s) {unknown}; the rank program reads "
-                            f"{sorted(names)}")
+            raise TypeError(f"{cls.__name__}: unknown task field(s) {unknown}; the rank program reads {sorted(names)}")
         values = {k: v for k, v in settings.items() if k in names} | task | protocol
-        required = {f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
         missing = sorted(required - set(values))
         if missing:
             raise TypeError(f"{cls.__name__}: missing field(s) {missing}")

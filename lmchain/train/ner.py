@@ -104,8 +104,9 @@ def f1_from_counts(counts: list[int]) -> tuple[float, float]:
     return f1, (correct / words if words else 0.0)
 
 
-def train_tagger(cfg, base: dict, train_path: str | Path, validation_path: str | Path | None,
-                 model_dir: Path, job_dir: Path) -> dict:
+def train_tagger(
+    cfg, base: dict, train_path: str | Path, validation_path: str | Path | None, model_dir: Path, job_dir: Path
+) -> dict:
     """Fine-tune a token classifier with the fine-tune stage's launcher and settings
     (:class:`~lmchain.config.FinetuneConfig`); -> the worker's metrics."""
     from lmchain.train.launcher import launch
@@ -118,9 +119,14 @@ def train_tagger(cfg, base: dict, train_path: str | Path, validation_path: str |
     for split, rows in (("train", train), ("validation", validation)):
         files[split] = job_dir / f"{split}.jsonl"
         files[split].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    spec = {"task": "ner", **base, "train_file": str(files["train"]),
-            "validation_file": str(files["validation"]) if validation else None, "label_names": names,
-            "output_dir": str(model_dir)}
+    spec = {
+        "task": "ner",
+        **base,
+        "train_file": str(files["train"]),
+        "validation_file": str(files["validation"]) if validation else None,
+        "label_names": names,
+        "output_dir": str(model_dir),
+    }
     return launch(spec, cfg, job_dir)
 
 
@@ -137,8 +143,14 @@ class Tagger:
     def tag(self, sentences: list[list[str]], max_length: int = 128) -> list[list[str]]:
         import torch
 
-        enc = self.tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_length,
-                             padding=True, return_tensors="pt")
+        enc = self.tokenizer(
+            sentences,
+            is_split_into_words=True,
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
         with torch.inference_mode():
             pred = self.model(**enc).logits.argmax(-1).tolist()
         out = []

@@ -26,8 +26,7 @@ META = "blocks.json"
 BLOCKS = "blocks.npy"
 
 
-def pack(corpus: Path, tokenizer_dir: str, block_size: int, out: Path, objective: str,
-         batch: int = 1000) -> dict:
+def pack(corpus: Path, tokenizer_dir: str, block_size: int, out: Path, objective: str, batch: int = 1000) -> dict:
     """Tokenise ``corpus`` (JSONL, field ``text``) into ``out/blocks.npy``; returns the metadata.
 
     Written into a temp folder and renamed, so ``out`` is complete or absent.
@@ -74,16 +73,33 @@ def pack(corpus: Path, tokenizer_dir: str, block_size: int, out: Path, objective
     step = 100_000  # blocks written per slice: bounded memory on big corpora
     for start in range(0, n_blocks, step):
         stop = min(n_blocks, start + step)
-        part = np.asarray(stream_arr[start * body:stop * body]).reshape(stop - start, body)
-        blocks[start:stop] = np.concatenate([np.full((stop - start, len(head)), head, dtype), part,
-                                             np.full((stop - start, len(tail)), tail, dtype)], axis=1) \
-            if head or tail else part
+        part = np.asarray(stream_arr[start * body : stop * body]).reshape(stop - start, body)
+        blocks[start:stop] = (
+            np.concatenate(
+                [
+                    np.full((stop - start, len(head)), head, dtype),
+                    part,
+                    np.full((stop - start, len(tail)), tail, dtype),
+                ],
+                axis=1,
+            )
+            if head or tail
+            else part
+        )
     blocks.flush()
     del blocks, stream_arr
     stream_path.unlink()
-    meta = {"n_blocks": n_blocks, "block_size": block_size, "dtype": np.dtype(dtype).name, "texts": n_texts,
-            "tokens": n_tokens, "dropped_tail_tokens": n_tokens - n_blocks * body, "objective": objective,
-            "vocab_size": len(tok), "tokenizer": str(tokenizer_dir)}
+    meta = {
+        "n_blocks": n_blocks,
+        "block_size": block_size,
+        "dtype": np.dtype(dtype).name,
+        "texts": n_texts,
+        "tokens": n_tokens,
+        "dropped_tail_tokens": n_tokens - n_blocks * body,
+        "objective": objective,
+        "vocab_size": len(tok),
+        "tokenizer": str(tokenizer_dir),
+    }
     write_json(tmp / META, meta)
     if out.exists():
         import shutil
@@ -121,8 +137,8 @@ def micro_batch(n_blocks: int, seed: int, rank: int, world: int, micro_bs: int, 
         raise ValueError(f"{n_blocks} blocks over {world} rank(s) is less than one micro-batch of {micro_bs}")
     epoch, within = divmod(micro_index, per_epoch)
     order = epoch_order(n_blocks, seed, epoch)
-    mine = order[rank:rank_share(n_blocks, world) * world:world]
-    return mine[within * micro_bs:(within + 1) * micro_bs]
+    mine = order[rank : rank_share(n_blocks, world) * world : world]
+    return mine[within * micro_bs : (within + 1) * micro_bs]
 
 
 def block_digest(block: np.ndarray) -> str:

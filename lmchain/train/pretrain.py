@@ -64,13 +64,17 @@ def choose_tokenizer(cfg: PretrainConfig, base: dict, objective: str, corpus: Pa
     train = cfg.tokenizer == "train" or (cfg.tokenizer == "auto" and base["model"] is None)
     if not train:
         if not base["tokenizer"]:
-            raise ConfigError(f"pretrain.tokenizer: base model '{cfg.base_model}' has no tokenizer of its own; "
-                              "set pretrain.tokenizer to 'train' (or 'auto')")
+            raise ConfigError(
+                f"pretrain.tokenizer: base model '{cfg.base_model}' has no tokenizer of its own; "
+                "set pretrain.tokenizer to 'train' (or 'auto')"
+            )
         return {"path": base["tokenizer"], "trained": False, "reused": False, "kind": "base"}
     if base["model"] is not None:
-        raise ConfigError(f"pretrain.tokenizer: 'train' gives new token ids, which the weights of "
-                          f"'{cfg.base_model}' do not know; use 'base' when continuing from weights, or train a "
-                          "named size from scratch")
+        raise ConfigError(
+            f"pretrain.tokenizer: 'train' gives new token ids, which the weights of "
+            f"'{cfg.base_model}' do not know; use 'base' when continuing from weights, or train a "
+            "named size from scratch"
+        )
     kind = "wordpiece" if objective == "mlm" else "bpe"
     path, reused = tokenizer.trained_for(corpus, kind, cfg.tokenizer_vocab_size, cache, cfg.tokenizer_lowercase)
     return {"path": str(path), "trained": True, "reused": reused, "kind": kind}
@@ -80,8 +84,11 @@ def world_size(cfg: PretrainConfig) -> int:
     """Ranks over all machines: ``ranks`` per machine times the machines of the hostfile used."""
     if not cfg.hostfile:
         return cfg.ranks
-    hosts = [line.split()[0] for line in Path(cfg.hostfile).expanduser().read_text().splitlines()
-             if line.strip() and not line.lstrip().startswith("#")]
+    hosts = [
+        line.split()[0]
+        for line in Path(cfg.hostfile).expanduser().read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     return cfg.ranks * (min(cfg.num_nodes, len(hosts)) if cfg.num_nodes else len(hosts))
 
 
@@ -90,9 +97,11 @@ def total_steps(cfg: PretrainConfig, n_blocks: int, world: int) -> int:
     per_step = cfg.batch_size * cfg.gradient_accumulation
     steps_per_epoch = (n_blocks // world) // per_step
     if steps_per_epoch == 0:
-        raise ConfigError(f"pretrain.batch_size: {n_blocks} blocks of {cfg.block_size} tokens over {world} rank(s) "
-                          f"give less than one step of {cfg.batch_size} x {cfg.gradient_accumulation} blocks per "
-                          "rank; lower batch_size, gradient_accumulation, block_size or ranks, or give more text")
+        raise ConfigError(
+            f"pretrain.batch_size: {n_blocks} blocks of {cfg.block_size} tokens over {world} rank(s) "
+            f"give less than one step of {cfg.batch_size} x {cfg.gradient_accumulation} blocks per "
+            "rank; lower batch_size, gradient_accumulation, block_size or ranks, or give more text"
+        )
     return cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
 
 
@@ -102,16 +111,35 @@ def deepspeed_config(cfg: PretrainConfig, on_gpu: bool, steps: int) -> dict[str,
     # DeepSpeed's warm-up schedules need at least 2 warm-up steps (they divide by log(warmup)).
     warmup = max(2, int(steps * cfg.warmup_ratio))
     if cfg.lr_schedule == "cosine":
-        scheduler = {"type": "WarmupCosineLR", "params": {
-            "total_num_steps": steps, "warmup_num_steps": warmup, "warmup_min_ratio": 0.0, "cos_min_ratio": 0.0,
-            "warmup_type": "linear"}}
+        scheduler = {
+            "type": "WarmupCosineLR",
+            "params": {
+                "total_num_steps": steps,
+                "warmup_num_steps": warmup,
+                "warmup_min_ratio": 0.0,
+                "cos_min_ratio": 0.0,
+                "warmup_type": "linear",
+            },
+        }
     else:
-        scheduler = {"type": "WarmupDecayLR", "params": {
-            "total_num_steps": steps, "warmup_num_steps": warmup, "warmup_min_lr": 0.0,
-            "warmup_max_lr": cfg.learning_rate, "warmup_type": "linear"}}
+        scheduler = {
+            "type": "WarmupDecayLR",
+            "params": {
+                "total_num_steps": steps,
+                "warmup_num_steps": warmup,
+                "warmup_min_lr": 0.0,
+                "warmup_max_lr": cfg.learning_rate,
+                "warmup_type": "linear",
+            },
+        }
     # torch's AdamW: DeepSpeed's own Adam kernels need a C++/CUDA build at first use.
-    optimizer_params = {"lr": cfg.learning_rate, "betas": [0.9, 0.999], "eps": 1e-8,
-                        "weight_decay": cfg.weight_decay, "torch_adam": True}
+    optimizer_params = {
+        "lr": cfg.learning_rate,
+        "betas": [0.9, 0.999],
+        "eps": 1e-8,
+        "weight_decay": cfg.weight_decay,
+        "torch_adam": True,
+    }
     if on_gpu:
         optimizer_params["fused"] = True  # torch's fused CUDA AdamW
     return {
@@ -130,8 +158,17 @@ def deepspeed_config(cfg: PretrainConfig, on_gpu: bool, steps: int) -> dict[str,
 
 def job_key(cfg: PretrainConfig, corpus_sha: str, tokenizer_path: str, objective: str, world: int) -> str:
     settings = {k: v for k, v in cfg.model_dump().items() if k not in NOT_IN_KEY}
-    blob = json.dumps({"settings": settings, "corpus": corpus_sha, "tokenizer": tokenizer_path,
-                       "objective": objective, "world": world}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "settings": settings,
+            "corpus": corpus_sha,
+            "tokenizer": tokenizer_path,
+            "objective": objective,
+            "world": world,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -141,8 +178,20 @@ def log_metrics(metrics: dict[str, Any]) -> None:
 
     for step, loss in metrics.get("losses", []):
         mlflow.log_metric("pretrain/loss", loss, step=int(step))
-    for key in ("final_loss", "tokens_per_second", "samples_per_second", "mfu", "train_seconds", "wall_seconds",
-                "resumed_from_step", "mlm_loss", "lm_loss", "perplexity", "mlm_accuracy", "next_token_accuracy"):
+    for key in (
+        "final_loss",
+        "tokens_per_second",
+        "samples_per_second",
+        "mfu",
+        "train_seconds",
+        "wall_seconds",
+        "resumed_from_step",
+        "mlm_loss",
+        "lm_loss",
+        "perplexity",
+        "mlm_accuracy",
+        "next_token_accuracy",
+    ):
         if metrics.get(key) is not None:
             mlflow.log_metric(f"pretrain/{key}", float(metrics[key]))
     if metrics.get("mfu") is None:

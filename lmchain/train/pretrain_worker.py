@@ -66,7 +66,14 @@ def main(_rank: int, job: PretrainJob) -> None:
 
     r = init_rank(job)
     rank, world, local_rank, on_gpu, cpu_bf16, autocast, dist = (
-        r.rank, r.world, r.local_rank, r.on_gpu, r.cpu_bf16, r.autocast, r.dist)
+        r.rank,
+        r.world,
+        r.local_rank,
+        r.on_gpu,
+        r.cpu_bf16,
+        r.autocast,
+        r.dist,
+    )
     objective, seed = job.objective, job.seed
     log = r.logger(objective)
 
@@ -79,9 +86,11 @@ def main(_rank: int, job: PretrainJob) -> None:
     accum = job.ds_config["gradient_accumulation_steps"]
     micro_per_epoch = packing.rank_share(meta["n_blocks"], world) // micro_bs
     if micro_per_epoch < accum:
-        raise JobError(f"{meta['n_blocks']} blocks of {meta['block_size']} tokens over {world} rank(s) "
-              f"is less than one optimizer step ({accum} micro-batch(es) of {micro_bs} per rank); lower "
-              "batch_size, gradient_accumulation, block_size or ranks, or give more text")
+        raise JobError(
+            f"{meta['n_blocks']} blocks of {meta['block_size']} tokens over {world} rank(s) "
+            f"is less than one optimizer step ({accum} micro-batch(es) of {micro_bs} per rank); lower "
+            "batch_size, gradient_accumulation, block_size or ranks, or give more text"
+        )
     steps_per_epoch = micro_per_epoch // accum
     total_steps = job.max_steps or max(1, math.ceil(steps_per_epoch * job.epochs))
     special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
@@ -95,8 +104,7 @@ def main(_rank: int, job: PretrainJob) -> None:
             return {"input_ids": ids, "labels": ids}, idx
         # Masking drawn from (seed, step, micro, rank): the same on a resumed attempt.
         gen = torch.Generator().manual_seed(hash((seed, step, micro, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
-        inputs, labels = mask_tokens(ids, torch.isin(ids, special_ids), tokenizer.mask_token_id, vocab_size,
-                                     job, gen)
+        inputs, labels = mask_tokens(ids, torch.isin(ids, special_ids), tokenizer.mask_token_id, vocab_size, job, gen)
         return {"input_ids": inputs, "labels": labels, "attention_mask": torch.ones_like(ids)}, idx
 
     # ---------------------------------------------------------------- model
@@ -105,8 +113,8 @@ def main(_rank: int, job: PretrainJob) -> None:
     flops_per_token = train_flops(model, meta["block_size"], vocab_size)
 
     engine, _, _, scheduler = deepspeed.initialize(
-        model=model, model_parameters=decay_groups(model.named_parameters(), job.weight_decay),
-        config=job.ds_config)
+        model=model, model_parameters=decay_groups(model.named_parameters(), job.weight_decay), config=job.ds_config
+    )
     zero_stage = job.ds_config["zero_optimization"]["stage"]
 
     # ---------------------------------------------------------------- resume
@@ -116,15 +124,21 @@ def main(_rank: int, job: PretrainJob) -> None:
     losses: list[list[float]] = state.get("losses", [])
     tokens_before, seconds_before = int(state.get("tokens", 0)), float(state.get("train_seconds", 0.0))
     if tag:
-        log(f"resumed from checkpoint {ckpt_root / tag}: step {start}/{total_steps}, "
-            f"{state.get('micro_batches', 0)} micro-batches per rank consumed, lr {scheduler.get_last_lr()[0]:.2e}")
+        log(
+            f"resumed from checkpoint {ckpt_root / tag}: step {start}/{total_steps}, "
+            f"{state.get('micro_batches', 0)} micro-batches per rank consumed, lr {scheduler.get_last_lr()[0]:.2e}"
+        )
         if start > total_steps:
-            raise JobError(f"checkpoint {ckpt_root / tag} is at step {start}, past max_steps "
-                  f"{total_steps}; delete {ckpt_root} to start over")
-    log(f"model {job.model or job.size}: {n_params / 1e6:.1f}M parameters, {world} rank(s) on "
+            raise JobError(
+                f"checkpoint {ckpt_root / tag} is at step {start}, past max_steps "
+                f"{total_steps}; delete {ckpt_root} to start over"
+            )
+    log(
+        f"model {job.model or job.size}: {n_params / 1e6:.1f}M parameters, {world} rank(s) on "
         f"{'cuda' if on_gpu else 'cpu'}{' bf16 autocast' if cpu_bf16 else ''}, DeepSpeed ZeRO-{zero_stage}, "
         f"{torch.get_num_threads()} thread(s)/rank; {meta['n_blocks']} blocks of {meta['block_size']} tokens, "
-        f"{micro_bs} x {accum} per rank per step, {steps_per_epoch} steps/epoch, {total_steps} steps")
+        f"{micro_bs} x {accum} per rank per step, {steps_per_epoch} steps/epoch, {total_steps} steps"
+    )
 
     # ---------------------------------------------------------------- loop
     seen = open_seen_log(Path(job.seen_dir) / f"rank{rank}.tsv", start)
@@ -138,8 +152,10 @@ def main(_rank: int, job: PretrainJob) -> None:
     for step in range(start + 1, total_steps + 1):
         for micro in range(accum):
             batch, idx = batch_for(step, micro)
-            seen.write(f"{step}\t{micro}\t{','.join(map(str, idx.tolist()))}\t"
-                       f"{','.join(packing.block_digest(blocks[i]) for i in idx)}\n")
+            seen.write(
+                f"{step}\t{micro}\t{','.join(map(str, idx.tolist()))}\t"
+                f"{','.join(packing.block_digest(blocks[i]) for i in idx)}\n"
+            )
             with autocast():
                 loss = engine(**{k: v.to(engine.device) for k, v in batch.items()}).loss
             engine.backward(loss)
@@ -151,19 +167,33 @@ def main(_rank: int, job: PretrainJob) -> None:
             dist.all_reduce(summed)
             mean = summed.item() / world / window_steps  # steps since the last log line (or the resume)
             losses.append([step, mean])
-            log(f"step {step}/{total_steps} loss {mean:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
-                f"{(step - start) * tokens_per_step / (time.perf_counter() - t0):.0f} tokens/s")
+            log(
+                f"step {step}/{total_steps} loss {mean:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
+                f"{(step - start) * tokens_per_step / (time.perf_counter() - t0):.0f} tokens/s"
+            )
             window_loss.zero_()
             window_steps = 0
         # The last step's checkpoint is needed only to consolidate ZeRO-3 shards for the export.
         if (every and step % every == 0 and step < total_steps) or (step == total_steps and zero_stage == 3):
             seen.flush()
             elapsed = seconds_before + time.perf_counter() - t0
-            client = {"step": step, "micro_batches": step * accum, "epoch": (step * accum) // micro_per_epoch,
-                      "losses": losses, "tokens": tokens_before + (step - start) * tokens_per_step,
-                      "train_seconds": elapsed}
-            saved = checkpoint.save(engine, ckpt_root, step, client, job.keep_checkpoints,
-                                    is_local_leader=local_rank == 0, barrier=dist.barrier)
+            client = {
+                "step": step,
+                "micro_batches": step * accum,
+                "epoch": (step * accum) // micro_per_epoch,
+                "losses": losses,
+                "tokens": tokens_before + (step - start) * tokens_per_step,
+                "train_seconds": elapsed,
+            }
+            saved = checkpoint.save(
+                engine,
+                ckpt_root,
+                step,
+                client,
+                job.keep_checkpoints,
+                is_local_leader=local_rank == 0,
+                barrier=dist.barrier,
+            )
             log(f"checkpoint {ckpt_root / saved}")
     seen.close()
     if on_gpu:
@@ -189,21 +219,36 @@ def main(_rank: int, job: PretrainJob) -> None:
         peak = job.peak_tflops or (flops.gpu_peak_tflops(torch.cuda.get_device_name()) if on_gpu else None)
         util = flops.mfu(tok_s, flops_per_token, world, peak)
         metrics = {
-            "objective": objective, "losses": losses, "first_loss": losses[0][1] if losses else None,
-            "final_loss": losses[-1][1] if losses else None, "steps": total_steps, "resumed_from_step": start,
-            "steps_this_attempt": steps_run, "train_seconds": round(train_s, 2),
+            "objective": objective,
+            "losses": losses,
+            "first_loss": losses[0][1] if losses else None,
+            "final_loss": losses[-1][1] if losses else None,
+            "steps": total_steps,
+            "resumed_from_step": start,
+            "steps_this_attempt": steps_run,
+            "train_seconds": round(train_s, 2),
             "train_seconds_all_attempts": round(seconds_before + train_s, 2),
-            "tokens_per_second": round(tok_s, 1), "samples_per_second": round(tok_s / meta["block_size"], 2),
-            "tokens": tokens_before + tokens_run, "flops_per_token": flops_per_token,
-            "peak_tflops_per_device": peak, "mfu": util, "world_size": world,
-            "device": "cuda" if on_gpu else "cpu", "device_name": torch.cuda.get_device_name() if on_gpu else "cpu",
-            "parameters": n_params, "zero_stage": zero_stage, "final_checkpoint": final_tag,
-            "precision": "bf16" if (on_gpu or cpu_bf16) else "fp32", "block_size": meta["block_size"],
+            "tokens_per_second": round(tok_s, 1),
+            "samples_per_second": round(tok_s / meta["block_size"], 2),
+            "tokens": tokens_before + tokens_run,
+            "flops_per_token": flops_per_token,
+            "peak_tflops_per_device": peak,
+            "mfu": util,
+            "world_size": world,
+            "device": "cuda" if on_gpu else "cpu",
+            "device_name": torch.cuda.get_device_name() if on_gpu else "cpu",
+            "parameters": n_params,
+            "zero_stage": zero_stage,
+            "final_checkpoint": final_tag,
+            "precision": "bf16" if (on_gpu or cpu_bf16) else "fp32",
+            "block_size": meta["block_size"],
             "vocab_size": vocab_size,
         }
         Path(job.metrics_file).write_text(json.dumps(metrics, indent=2))
-        log(f"saved {out}: {metrics['tokens_per_second']:.0f} tokens/s"
-            f"{f', MFU {util:.1%} of {peak:g} TFLOP/s x {world}' if util is not None else ''}")
+        log(
+            f"saved {out}: {metrics['tokens_per_second']:.0f} tokens/s"
+            f"{f', MFU {util:.1%} of {peak:g} TFLOP/s x {world}' if util is not None else ''}"
+        )
     dist.barrier()
 
 
@@ -218,8 +263,11 @@ def build_model(job: PretrainJob, tokenizer):
         model = auto.from_pretrained(job.model)
     else:
         cfg = dict(job.config or {}, vocab_size=vocab_size)
-        for key, tok_id in (("pad_token_id", tokenizer.pad_token_id), ("bos_token_id", tokenizer.bos_token_id),
-                            ("eos_token_id", tokenizer.eos_token_id)):
+        for key, tok_id in (
+            ("pad_token_id", tokenizer.pad_token_id),
+            ("bos_token_id", tokenizer.bos_token_id),
+            ("eos_token_id", tokenizer.eos_token_id),
+        ):
             if tok_id is not None:
                 cfg[key] = tok_id
         model = auto.from_config(AutoConfig.for_model(**cfg))

@@ -29,9 +29,11 @@ class Rank:
     def logger(self, tag: str) -> Callable[[str], None]:
         """Print from rank 0 only, prefixed ``[lmchain.train <tag>]`` (the line a reader of the task log
         looks for; failures go to the error files of :mod:`lmchain.train.job`, not to the log)."""
+
         def log(msg: str) -> None:
             if self.rank == 0:
                 print(f"[lmchain.train {tag}] {msg}", flush=True)
+
         return log
 
 

@@ -57,8 +57,10 @@ def encode(tokenizer, rows: list[dict], job: FinetuneJob) -> list[dict]:
 
         return encode_words(tokenizer, rows, job.label_names, job.max_length)
     enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=job.max_length)
-    return [{"input_ids": ids, "attention_mask": am, "labels": int(r["label"])}
-            for ids, am, r in zip(enc["input_ids"], enc["attention_mask"], rows)]
+    return [
+        {"input_ids": ids, "attention_mask": am, "labels": int(r["label"])}
+        for ids, am, r in zip(enc["input_ids"], enc["attention_mask"], rows)
+    ]
 
 
 @dataclass
@@ -83,8 +85,10 @@ def plan_steps(job: FinetuneJob, lengths: list[int], per_rank: int) -> Plan:
     plan = Plan(lengths, job.batch_size, job.seed, group, 0, 0)
     plan.steps_per_epoch = len(plan.epoch_batches(0))
     if plan.steps_per_epoch == 0:
-        raise JobError(f"{per_rank} examples per rank is less than one batch of {job.batch_size}; "
-                       "lower batch_size or ranks, or give more data")
+        raise JobError(
+            f"{per_rank} examples per rank is less than one batch of {job.batch_size}; "
+            "lower batch_size or ranks, or give more data"
+        )
     plan.total_steps = job.max_steps or max(1, math.ceil(plan.steps_per_epoch * job.epochs))
     return plan
 
@@ -105,8 +109,11 @@ def make_collate(tokenizer, job: FinetuneJob, rank: int) -> tuple[Callable, Call
 
     def collate(batch):
         if job.word_dropout > 0:
-            batch = [{**f, "input_ids": ids, "attention_mask": [1] * len(ids)} for f in batch
-                     for ids in [word_dropout(f["input_ids"], job.word_dropout, special, aug_rng)]]
+            batch = [
+                {**f, "input_ids": ids, "attention_mask": [1] * len(ids)}
+                for f in batch
+                for ids in [word_dropout(f["input_ids"], job.word_dropout, special, aug_rng)]
+            ]
         return pad(batch)
 
     return collate, pad
@@ -114,8 +121,14 @@ def make_collate(tokenizer, job: FinetuneJob, rank: int) -> tuple[Callable, Call
 
 # ---------------------------------------------------------------- model
 
-DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
-                 "attention_dropout", "seq_classif_dropout")
+DROPOUT_ATTRS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "classifier_dropout",
+    "dropout",
+    "attention_dropout",
+    "seq_classif_dropout",
+)
 
 
 def build_model(job: FinetuneJob):
@@ -125,8 +138,11 @@ def build_model(job: FinetuneJob):
 
     auto = {"cls": AutoModelForSequenceClassification, "ner": AutoModelForTokenClassification}[job.task]
     names = job.label_names
-    labels: dict[str, Any] = {"num_labels": len(names), "id2label": dict(enumerate(names)),
-                              "label2id": {n: i for i, n in enumerate(names)}}
+    labels: dict[str, Any] = {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {n: i for i, n in enumerate(names)},
+    }
     if job.model:
         config = AutoConfig.from_pretrained(job.model, **labels)
     else:
@@ -153,13 +169,18 @@ def build_engine(model, job: FinetuneJob, total_steps: int, on_gpu: bool):
     import deepspeed
     import torch
 
-    optimizer = torch.optim.AdamW(decay_groups(model.named_parameters(), job.weight_decay),
-                                  lr=job.learning_rate, fused=True if not on_gpu else None)
+    optimizer = torch.optim.AdamW(
+        decay_groups(model.named_parameters(), job.weight_decay),
+        lr=job.learning_rate,
+        fused=True if not on_gpu else None,
+    )
     warmup = int(total_steps * job.warmup_ratio)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup, job.lr_schedule))
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
-                                           config=job.ds_config)
+        optimizer, lambda s: lr_factor(s, total_steps, warmup, job.lr_schedule)
+    )
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=schedule, config=job.ds_config
+    )
     return engine, schedule
 
 
@@ -230,10 +251,23 @@ class Progress:
     stopped_early: bool = False
 
 
-def train(engine, schedule, plan: Plan, features: list[dict], collate: Callable, loss_fn, score: Scorer | None,
-          val_features: list[dict], best, job: FinetuneJob, r: Rank, log) -> Progress:
+def train(
+    engine,
+    schedule,
+    plan: Plan,
+    features: list[dict],
+    collate: Callable,
+    loss_fn,
+    score: Scorer | None,
+    val_features: list[dict],
+    best,
+    job: FinetuneJob,
+    r: Rank,
+    log,
+) -> Progress:
     """The engine loop: steps over the epochs' batches, a loss line about every 5% of the steps,
     validation every ``eval_every`` steps (default: once per epoch) with early stopping."""
+
     def batches():
         epoch = 0
         while True:
@@ -262,8 +296,10 @@ def train(engine, schedule, plan: Plan, features: list[dict], collate: Callable,
             r.dist.all_reduce(mean)
             p.losses.append((p.step, mean.item() / r.world))
             rate = p.seen / (time.perf_counter() - t0 - p.eval_s)
-            log(f"step {p.step}/{total} epoch {epoch} loss {p.losses[-1][1]:.4f} "
-                f"lr {schedule.get_last_lr()[0]:.2e} {rate:.1f} samples/s")
+            log(
+                f"step {p.step}/{total} epoch {epoch} loss {p.losses[-1][1]:.4f} "
+                f"lr {schedule.get_last_lr()[0]:.2e} {rate:.1f} samples/s"
+            )
         if score is not None and (p.step % eval_every == 0 or p.step == total):
             te = time.perf_counter()
             f1, acc = score(val_features)
@@ -271,8 +307,10 @@ def train(engine, schedule, plan: Plan, features: list[dict], collate: Callable,
             bad_evals = 0 if improved else bad_evals + 1
             p.eval_s += time.perf_counter() - te
             p.curve.append((p.step, f1, acc))
-            log(f"validation step {p.step}: macro-F1 {f1:.4f} accuracy {acc:.4f}"
-                f"{' (best)' if improved else f' (best {best.score:.4f} at step {best.step})'}")
+            log(
+                f"validation step {p.step}: macro-F1 {f1:.4f} accuracy {acc:.4f}"
+                f"{' (best)' if improved else f' (best {best.score:.4f} at step {best.step})'}"
+            )
             if job.patience and bad_evals >= job.patience:
                 log(f"early stop: {job.patience} evaluation(s) without gain")
                 p.stopped_early = True
@@ -281,18 +319,45 @@ def train(engine, schedule, plan: Plan, features: list[dict], collate: Callable,
     return p
 
 
-def final_metrics(p: Progress, plan: Plan, best_step: int | None, best_score: float | None, world: int,
-                  device: str, precision: str, n_params: int, n_trainable: int, report: dict) -> dict:
+def final_metrics(
+    p: Progress,
+    plan: Plan,
+    best_step: int | None,
+    best_score: float | None,
+    world: int,
+    device: str,
+    precision: str,
+    n_params: int,
+    n_trainable: int,
+    report: dict,
+) -> dict:
     """``metrics.json``: what the launcher returns to the stage."""
-    metrics = {"losses": p.losses, "final_loss": p.losses[-1][1], "train_seconds": round(p.train_s, 2),
-               "eval_seconds": round(p.eval_s, 2),
-               "samples_per_second": round(p.seen / max(1e-9, p.train_s - p.eval_s), 2), "samples": p.seen,
-               "steps": p.step, "planned_steps": plan.total_steps, "world_size": world, "device": device,
-               "parameters": n_params, "trainable_parameters": n_trainable, "precision": precision, **report}
+    metrics = {
+        "losses": p.losses,
+        "final_loss": p.losses[-1][1],
+        "train_seconds": round(p.train_s, 2),
+        "eval_seconds": round(p.eval_s, 2),
+        "samples_per_second": round(p.seen / max(1e-9, p.train_s - p.eval_s), 2),
+        "samples": p.seen,
+        "steps": p.step,
+        "planned_steps": plan.total_steps,
+        "world_size": world,
+        "device": device,
+        "parameters": n_params,
+        "trainable_parameters": n_trainable,
+        "precision": precision,
+        **report,
+    }
     if p.curve:
-        metrics.update({"validation_curve": p.curve, "best_step": best_step, "best_macro_f1": best_score,
-                        "best_accuracy": next(a for s, _, a in p.curve if s == best_step),
-                        "stopped_early": p.stopped_early})
+        metrics.update(
+            {
+                "validation_curve": p.curve,
+                "best_step": best_step,
+                "best_macro_f1": best_score,
+                "best_accuracy": next(a for s, _, a in p.curve if s == best_step),
+                "stopped_early": p.stopped_early,
+            }
+        )
     return metrics
 
 
@@ -314,8 +379,10 @@ def main(_rank: int, job: FinetuneJob) -> None:
     from lmchain.train.rank import init_rank
 
     if job.task not in TASKS:
-        raise JobError(f"unknown task {job.task!r}: this worker fine-tunes ({', '.join(TASKS)}); pretraining "
-                       "runs lmchain.train.pretrain_worker")
+        raise JobError(
+            f"unknown task {job.task!r}: this worker fine-tunes ({', '.join(TASKS)}); pretraining "
+            "runs lmchain.train.pretrain_worker"
+        )
     r = init_rank(job)
     rank, world, dist = r.rank, r.world, r.dist
     log = r.logger(job.task)
@@ -323,15 +390,17 @@ def main(_rank: int, job: FinetuneJob) -> None:
     tokenizer = AutoTokenizer.from_pretrained(job.tokenizer)
     rows = read_rows(job.train_file)
     per_rank = len(rows) // world
-    features = encode(tokenizer, rows[rank * per_rank:(rank + 1) * per_rank], job)
+    features = encode(tokenizer, rows[rank * per_rank : (rank + 1) * per_rank], job)
     plan = plan_steps(job, [len(f["input_ids"]) for f in features], per_rank)
     collate, pad = make_collate(tokenizer, job, rank)
     val_features = encode(tokenizer, read_rows(job.validation_file)[rank::world], job)  # disjoint shares
 
     model, n_params, n_trainable = build_model(job)
-    log(f"model {job.model or 'from config'}: {n_params / 1e6:.1f}M parameters ({n_trainable:,} trained, "
+    log(
+        f"model {job.model or 'from config'}: {n_params / 1e6:.1f}M parameters ({n_trainable:,} trained, "
         f"{job.method}), {world} rank(s) on {r.device.type}{' bf16 autocast' if r.cpu_bf16 else ''}, "
-        f"{torch.get_num_threads()} thread(s)/rank, {per_rank} examples/rank, {plan.total_steps} steps")
+        f"{torch.get_num_threads()} thread(s)/rank, {per_rank} examples/rank, {plan.total_steps} steps"
+    )
     engine, schedule = build_engine(model, job, plan.total_steps, r.on_gpu)
     zero_stage = job.ds_config.get("zero_optimization", {}).get("stage", 0)
     zero3 = zero_stage == 3
@@ -341,16 +410,29 @@ def main(_rank: int, job: FinetuneJob) -> None:
     if job.task == "cls":
         weights = None
         if job.class_weights == "balanced":
-            weights = torch.tensor(balanced_class_weights([int(x["label"]) for x in rows], len(job.label_names)),
-                                   device=engine.device)
+            weights = torch.tensor(
+                balanced_class_weights([int(x["label"]) for x in rows], len(job.label_names)), device=engine.device
+            )
             log(f"class weights {[round(w, 3) for w in weights.tolist()]}")
         loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
 
     score = Scorer(engine, pad, job, features[:1], r)
     best = BestWeights(engine.module, zero3)
     has_validation = dist_sum(len(val_features), torch) > 0
-    progress = train(engine, schedule, plan, features, collate, loss_fn, score if has_validation else None,
-                     val_features, best, job, r, log)
+    progress = train(
+        engine,
+        schedule,
+        plan,
+        features,
+        collate,
+        loss_fn,
+        score if has_validation else None,
+        val_features,
+        best,
+        job,
+        r,
+        log,
+    )
     if best.state is not None:
         best.restore()
         log(f"restored the best weights: step {best.step}, macro-F1 {best.score:.4f}")
@@ -371,8 +453,18 @@ def main(_rank: int, job: FinetuneJob) -> None:
         save_model(engine.module, out)
     if rank == 0:
         tokenizer.save_pretrained(out)
-        metrics = final_metrics(progress, plan, best.step, best.score, world, r.device.type,
-                                "bf16" if (r.on_gpu or r.cpu_bf16) else "fp32", n_params, n_trainable, report)
+        metrics = final_metrics(
+            progress,
+            plan,
+            best.step,
+            best.score,
+            world,
+            r.device.type,
+            "bf16" if (r.on_gpu or r.cpu_bf16) else "fp32",
+            n_params,
+            n_trainable,
+            report,
+        )
         Path(job.metrics_file).write_text(json.dumps(metrics, indent=2))
         log(f"saved {out} ({progress.train_s:.1f}s, {metrics['samples_per_second']} samples/s)")
     dist.barrier()

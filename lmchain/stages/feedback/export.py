@@ -36,10 +36,23 @@ def run(cfg: PipelineConfig, ctx: RunContext, inputs: dict) -> Manifest:
         store.close()
     with StageOutput(ctx, "feedback_export", {"after_id": mark.last_id}) as out:
         path = out.output("batch", "batch.jsonl")
-        write_jsonl(path, [
-            {"text": r["text"], "predicted_label": r["predicted_label"], "correct_label": r["correct_label"],
-             "feedback_id": r["feedback_id"], "request_id": r["request_id"], "created_at": r["created_at"],
-             "model": r["model"], "version": r["version"], "store_id": r["id"]} for r in rows])
+        write_jsonl(
+            path,
+            [
+                {
+                    "text": r["text"],
+                    "predicted_label": r["predicted_label"],
+                    "correct_label": r["correct_label"],
+                    "feedback_id": r["feedback_id"],
+                    "request_id": r["request_id"],
+                    "created_at": r["created_at"],
+                    "model": r["model"],
+                    "version": r["version"],
+                    "store_id": r["id"],
+                }
+                for r in rows
+            ],
+        )
         os.chmod(path, 0o600)  # users' raw texts, PII included until the gate has looked: operator-only
         out.manifest.counts = {"records": len(rows)}
         out.manifest.info = {"after_id": mark.last_id, "last_id": max((r["id"] for r in rows), default=mark.last_id)}

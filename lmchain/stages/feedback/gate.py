@@ -45,10 +45,13 @@ def run(cfg: PipelineConfig, ctx: RunContext, inputs: dict) -> Manifest:
     names = list(cfg.annotate.label_names)
     if not names:
         # Taking them from the batch would let any correction pass, and print users' text in Data Docs.
-        raise ConfigError("config key 'annotate.label_names' is empty: the feedback gate checks each correction "
-                          "against the model's label names; set them in the recipe (e.g. [negative, positive])")
-    result = validate(ctx.home, ctx.run_id, "feedback", pd.DataFrame(rows), [batch], cfg.gate.feedback, names,
-                      hold="rows")
+        raise ConfigError(
+            "config key 'annotate.label_names' is empty: the feedback gate checks each correction "
+            "against the model's label names; set them in the recipe (e.g. [negative, positive])"
+        )
+    result = validate(
+        ctx.home, ctx.run_id, "feedback", pd.DataFrame(rows), [batch], cfg.gate.feedback, names, hold="rows"
+    )
     counts = {"feedback_rows": len(rows)}
     if result.batch_failures:
         publish(ctx, "feedback_gate", cfg.gate, [result], {}, info={"held": "batch", **span}, status=BLOCKED)
@@ -56,7 +59,8 @@ def run(cfg: PipelineConfig, ctx: RunContext, inputs: dict) -> Manifest:
             f"feedback gate held back run {ctx.run_id}'s batch of {len(rows)} rows: "
             + "; ".join(f"{c['expectation']} observed {c['observed']}" for c in result.batch_failures)
             + f". Nothing of it is merged and the watermark stays at store id {span['after_id']}, so the next "
-              "run exports these rows again (with any newer ones); change gate.feedback.* if the threshold is wrong")
+            "run exports these rows again (with any newer ones); change gate.feedback.* if the threshold is wrong"
+        )
     held = set(result.row_failures)
     passed = [r for i, r in enumerate(rows) if i not in held]
     reasons = Counter(e for i in held for e in result.row_failures[i])
@@ -69,8 +73,11 @@ def run(cfg: PipelineConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
     manifest = publish(ctx, "feedback_gate", cfg.gate, [result], {}, info=info, write=write)
     if held:
-        print(f"[lmchain.gate warning] feedback: {len(held)} of {len(rows)} rows quarantined in {result.quarantine} "
-              f"({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))}); the other {len(passed)} go on to "
-              f"merge. Release them with `lmchain feedback release --run-id {ctx.run_id} --reason ...` "
-              "(--drop ROW to leave some out)", flush=True)
+        print(
+            f"[lmchain.gate warning] feedback: {len(held)} of {len(rows)} rows quarantined in {result.quarantine} "
+            f"({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))}); the other {len(passed)} go on to "
+            f"merge. Release them with `lmchain feedback release --run-id {ctx.run_id} --reason ...` "
+            "(--drop ROW to leave some out)",
+            flush=True,
+        )
     return manifest

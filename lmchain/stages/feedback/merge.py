@@ -40,8 +40,11 @@ def run(cfg: PipelineConfig, ctx: RunContext, inputs: dict) -> Manifest:
             fresh = [r for r in batch if not mark.covers(r["store_id"])]
             released = quarantine.pending(ctx.home)
             counts = _fold(target, fresh + [r for item in released for r in item.rows], ctx.run_id)
-            counts.update(fresh=len(fresh), released=sum(len(item.rows) for item in released),
-                          quarantined=int(gated["counts"].get("quarantined_rows", 0)))
+            counts.update(
+                fresh=len(fresh),
+                released=sum(len(item.rows) for item in released),
+                quarantined=int(gated["counts"].get("quarantined_rows", 0)),
+            )
             mark.add(int(gated["info"]["after_id"]), int(gated["info"]["last_id"]))
             mark.run_id, mark.counts = ctx.run_id, counts
             mark.write(ctx.home)  # only now: the labels hold every row up to it, or a quarantine does
@@ -67,9 +70,17 @@ def _fold(target: Path, rows: list[dict[str, Any]], run_id: str) -> dict[str, in
         if r["predicted_label"] == r["correct_label"]:
             confirmations += 1  # a confirmation is a label too: keep it, it anchors the slice
         key = normalise_for_dedup(r["text"])
-        row = {"text": normalize_text(r["text"]), "label": r["correct_label"], "provenance": "feedback",
-               "feedback_id": r["feedback_id"], "request_id": r["request_id"], "model_version": r["version"],
-               "created_at": r["created_at"], "run_id": run_id, "store_id": r["store_id"]}
+        row = {
+            "text": normalize_text(r["text"]),
+            "label": r["correct_label"],
+            "provenance": "feedback",
+            "feedback_id": r["feedback_id"],
+            "request_id": r["request_id"],
+            "model_version": r["version"],
+            "created_at": r["created_at"],
+            "run_id": run_id,
+            "store_id": r["store_id"],
+        }
         old = merged.get(key)
         if old is None:
             new += 1
@@ -85,5 +96,11 @@ def _fold(target: Path, rows: list[dict[str, Any]], run_id: str) -> dict[str, in
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         write_jsonl(tmp, merged.values())
         tmp.replace(target)
-    return {"batch": len(rows), "new_labels": new, "changed_labels": changed, "confirmations": confirmations,
-            "superseded": superseded, "total_labels": len(merged)}
+    return {
+        "batch": len(rows),
+        "new_labels": new,
+        "changed_labels": changed,
+        "confirmations": confirmations,
+        "superseded": superseded,
+        "total_labels": len(merged),
+    }
