@@ -27,7 +27,7 @@ class Document(TypedDict, total=False):
     text: str
     source: str  # "file" or "web"
     url: str  # file URI with "#L<line>", or the page's (canonical) URL
-    fetched_at: str  # ISO time
+    fetched_at: str  # ISO time: a page's fetch, a file's modification (so reruns write the same bytes)
     sha256: str  # of the text (curate sets it again for the cleaned text)
     meta: dict[str, Any]  # a file's other columns, a page's title
     # crawled pages

@@ -2,6 +2,7 @@
 read their sources in full."""
 
 import os
+import time
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -46,6 +47,9 @@ def test_two_consecutive_nights_each_collect_only_their_new_data(tmp_path):
     assert texts2 == ["second night sentence"] and second.counts["files_outside_window"] == 2
 
     # A rerun of the first interval, after Tuesday's file arrived, reads exactly what it read before.
+    # In a later second than the first run: the records must not carry the clock (it failed CI-like
+    # loaded runs when the two collects straddled a second).
+    time.sleep(1.1)
     again, texts1b = _collect_interval(data, DAY, DAY + timedelta(days=1), "scheduled__night1")
     assert texts1b == texts1 and again.hashes["records"] == first.hashes["records"]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, now_iso, sha256_text
@@ -114,13 +115,15 @@ def _collect(cfg: CollectConfig, out: StageOutput, run_key: str | None) -> None:
 
 def _window(cfg: CollectConfig) -> tuple[float, float] | None:
     """(after, before] as POSIX times, or None when the collection is not windowed."""
-    from datetime import datetime
-
     if cfg.modified_after is None and cfg.modified_before is None:
         return None
     after = datetime.fromisoformat(cfg.modified_after).timestamp() if cfg.modified_after else float("-inf")
     before = datetime.fromisoformat(cfg.modified_before).timestamp() if cfg.modified_before else float("inf")
     return after, before
+
+
+def _mtime_iso(path: Path) -> str:
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
 
 
 def _read_source(src, paths: list[Path], writer: _Writer) -> None:
@@ -129,18 +132,20 @@ def _read_source(src, paths: list[Path], writer: _Writer) -> None:
 
     if src.path.startswith(hf.HUB_PREFIX):
         name = src.path[len(hf.HUB_PREFIX) :]
-        units = [(f"{src.path}#{src.split}", hf.read_hub(name, src.text_field, src.split))]
+        units = [(f"{src.path}#{src.split}", now_iso(), hf.read_hub(name, src.text_field, src.split))]
     else:
+        # A local file's stamp is its modification time, not the clock: a rerun of the same run
+        # writes byte-identical records (the stage contract), and the stamp says which version was read.
         units = [
             (
                 path.resolve().as_uri(),
+                _mtime_iso(path),
                 hf.read_saved(path, src.text_field, src.split) if path.is_dir() else read_file(path, src.text_field),
             )
             for path in paths
         ]
     taken = 0
-    for uri, rows in units:
-        fetched_at = now_iso()
+    for uri, fetched_at, rows in units:
         for line, text, extra, bad in rows:
             if src.limit is not None and taken >= src.limit:
                 break
