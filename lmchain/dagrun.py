@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,25 +66,39 @@ def task_instances(dag_id: str, run_id: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["start"] or "~")
 
 
+def _form_recipe(recipe: str) -> str:
+    """A recipe as the form takes it: a name of configs/ as is, a path as its absolute real path."""
+    from lmchain.config import recipes, resolve_recipe
+
+    if recipe in recipes():
+        return recipe
+    return str(resolve_recipe(recipe).resolve())
+
+
 def run_dag(dag_id: str, recipe: str, overrides: list[str], params: dict[str, Any] | None = None) -> DagRunReport:
     """Trigger one run of ``dag_id`` (with more trigger-form ``params`` if given) and wait for it;
     raise with the failing stage's message.
 
     The CLI's ``--set`` may set any key (its user runs lmchain on their own machine and can edit
     the recipe anyway), unless the deployer set ``LMCHAIN_OVERRIDE_KEYS``; the form's other
-    bounds (sources under the roots) stay."""
-    from lmchain.params import OVERRIDE_KEYS_ENV
+    bounds (sources under the roots) stay. Likewise a recipe given by path (``--recipe
+    ~/my.yaml``) joins the recipe folders for this run, unless the deployer set
+    ``LMCHAIN_RECIPE_ROOTS``."""
+    from lmchain.params import OVERRIDE_KEYS_ENV, RECIPE_ROOTS_ENV, recipe_roots
 
-    trusted = OVERRIDE_KEYS_ENV not in os.environ
-    if trusted:
-        os.environ[OVERRIDE_KEYS_ENV] = "*"
+    recipe = _form_recipe(recipe)
+    trusted = {OVERRIDE_KEYS_ENV: "*"}
+    if os.path.isabs(recipe):  # given by path: its folder joins the recipe folders for this run
+        trusted[RECIPE_ROOTS_ENV] = os.pathsep.join(str(r) for r in [*recipe_roots(), Path(recipe).parent])
+    trusted = {key: value for key, value in trusted.items() if key not in os.environ}
+    os.environ.update(trusted)
     try:
         dag = load_dag(dag_id)
         t0 = time.perf_counter()
         dr = dag.test(run_conf={"recipe": recipe, "overrides": list(overrides), **(params or {})})
     finally:
-        if trusted:
-            os.environ.pop(OVERRIDE_KEYS_ENV, None)
+        for key in trusted:
+            os.environ.pop(key, None)
     wall = round(time.perf_counter() - t0, 2)
     report = DagRunReport(dr.run_id, str(dr.state), wall, task_instances(dag_id, dr.run_id))
     if report.state != "success":

@@ -221,6 +221,11 @@ class Home:
         return self.root / "inbox"
 
     @property
+    def recipes(self) -> Path:
+        """Users' own recipes, which the trigger form offers by path (beside configs/)."""
+        return self.root / "recipes"
+
+    @property
     def sst2_download(self) -> Path:
         return self.root / "data" / "sst2"
 

@@ -38,10 +38,57 @@ from lmchain.stages import STAGES
 DEFAULT_RECIPE = "demo"
 
 
-def recipes() -> list[str]:
-    """The form's recipe choices: the recipes of ``LMCHAIN_CONFIGS`` (else configs/), as
-    ``--recipe NAME`` finds them."""
-    return recipe_names() or [DEFAULT_RECIPE]
+def recipes(home: Home | None = None) -> list[str]:
+    """The form's recipe choices: the names of ``LMCHAIN_CONFIGS``'s recipes (else configs/'s), as
+    ``--recipe NAME`` finds them, then the absolute paths of the YAML files in the other recipe
+    roots (``LMCHAIN_RECIPE_ROOTS``, else ``<home>/recipes``)."""
+    from lmchain.config import configs_dir
+
+    named = configs_dir().resolve()
+    paths = [
+        str(p)
+        for root in recipe_roots(home)
+        if root.resolve() != named
+        for p in sorted(root.glob("*.y*ml"))
+        if p.suffix in (".yaml", ".yml") and p.is_file()
+    ]
+    return (recipe_names() or [DEFAULT_RECIPE]) + list(dict.fromkeys(paths))
+
+
+def recipe_roots(home: Home | None = None) -> list[Path]:
+    """The folders a recipe given by path must lie in: ``LMCHAIN_RECIPE_ROOTS``, else configs/
+    (``LMCHAIN_CONFIGS``) and ``<home>/recipes``."""
+    from lmchain.config import configs_dir
+
+    raw = os.environ.get(RECIPE_ROOTS_ENV, "").strip()
+    if raw:
+        roots = [Path(os.path.expanduser(p.strip())) for p in raw.split(os.pathsep) if p.strip()]
+    else:
+        roots = [configs_dir(), Home.of(home).recipes]
+    return list(dict.fromkeys(Path(os.path.abspath(r)) for r in roots))
+
+
+def check_recipe(recipe: str) -> None:
+    """A form recipe is a name of configs/, or the absolute path of a YAML file that resolves
+    (symbolic links too) to a file directly in a recipe root: a REST trigger cannot make a task
+    read any YAML file of the worker."""
+    from lmchain.errors import ConfigError
+
+    if recipe in recipe_names():
+        return
+    roots = recipe_roots()
+    path = Path(recipe)
+    real = path.resolve()
+    if not path.is_absolute() or real.suffix not in (".yaml", ".yml") or not real.is_file():
+        problem = "is neither a recipe name nor the absolute path of a YAML file"
+    elif real.parent not in [r.resolve() for r in roots]:
+        problem = "is not in a recipe folder (after resolving symbolic links)"
+    else:
+        return
+    raise ConfigError(
+        f"recipe: '{recipe}' {problem}; give one of {', '.join(recipe_names())} or a YAML file in "
+        f"{', '.join(str(r) for r in roots)} (the deployer sets {RECIPE_ROOTS_ENV})"
+    )
 
 
 def _choice(model, name: str, title: str, what: str) -> dict[str, Any]:
@@ -59,6 +106,7 @@ def _choice(model, name: str, title: str, what: str) -> dict[str, Any]:
 
 PARAMS_ENV = "LMCHAIN_PIPELINE_PARAMS"
 SOURCE_ROOTS_ENV = "LMCHAIN_SOURCE_ROOTS"
+RECIPE_ROOTS_ENV = "LMCHAIN_RECIPE_ROOTS"
 OVERRIDE_KEYS_ENV = "LMCHAIN_OVERRIDE_KEYS"
 # Knobs of training and evaluation: numbers and switches that change a run's result, not what it
 # reads, where it connects or what it executes.
@@ -183,7 +231,8 @@ def _fields() -> dict[str, dict[str, Any]]:
             "type": "string",
             "enum": recipes(),
             "title": "Recipe",
-            "description": "YAML recipe in configs/ (LMCHAIN_CONFIGS): what to collect, how to train, where to deploy.",
+            "description": "YAML recipe: a name of configs/ (LMCHAIN_CONFIGS), or a file of the recipe folders "
+            f"({RECIPE_ROOTS_ENV}): what to collect, how to train, where to deploy.",
         },
         "stop_after": {
             "default": "deploy",
@@ -267,6 +316,7 @@ def to_overrides(params: dict[str, Any]) -> list[str]:
     outside the allow-list."""
     from lmchain.config import load_config
 
+    check_recipe(params.get("recipe") or DEFAULT_RECIPE)
     check_sources(params.get("sources") or [])
     check_overrides(params.get("overrides") or [])
     out: list[str] = []

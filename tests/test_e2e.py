@@ -1,4 +1,5 @@
-"""End to end through Airflow: `lmchain demo --recipe tiny` in a fresh LMCHAIN_HOME.
+"""End to end through Airflow: `lmchain demo --recipe PATH` (the tiny recipe, copied outside the
+checkout) in a fresh LMCHAIN_HOME.
 
 It runs the real chain (GX checkpoint, DeepSpeed CPU ranks, MLflow registry, the service in
 its own process) on a few hundred SST-2 sentences with a tiny BERT, then serves the champion
@@ -23,14 +24,34 @@ _env = subprocess_env
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_by_path(tmp_path_factory):
     home = tmp_path_factory.mktemp("e2e") / "home"
+    # A user's own recipe, outside the checkout and outside every recipe folder: the CLI lets it
+    # through the form's recipe check for its own run.
+    recipe = tmp_path_factory.mktemp("my-recipes") / "my-tiny.yaml"
+    tiny = (REPO / "configs" / "tiny.yaml").read_text()
+    assert tiny.count("limit: 600") == 2  # collect's and the labels'
+    recipe.write_text(tiny.replace("limit: 600", "limit: 590", 1))  # a mark of this recipe: collect reads 590
     t0 = time.perf_counter()
-    proc = subprocess.run(lmchain_cmd("demo", "--recipe", "tiny"), cwd=REPO, env=_env(home),
+    proc = subprocess.run(lmchain_cmd("demo", "--recipe", str(recipe)), cwd=REPO, env=_env(home),
                           capture_output=True, text=True, timeout=900)
     print(f"e2e demo (tiny) took {time.perf_counter() - t0:.1f}s")
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
-    return home, proc.stdout
+    return home, proc.stdout, recipe
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_by_path):
+    home, stdout, _ = demo_by_path
+    return home, stdout
+
+
+def test_a_recipe_outside_the_checkout_ran_through_airflow(demo_by_path):
+    home, stdout, recipe = demo_by_path
+    (run_dir,) = list((home / "runs").iterdir())
+    collect = json.loads((run_dir / "collect" / "manifest.json").read_text())
+    assert collect["config"]["files"][0]["limit"] == 590 and collect["counts"]["records"] == 590
+    assert "lmchain_pipeline run" in stdout and f"recipe {recipe}" in stdout
 
 
 def test_every_stage_published_its_manifest(demo_run):

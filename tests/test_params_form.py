@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from conftest import REPO
 from lmchain.config import load_config
 from lmchain.errors import ConfigError, LmchainError
 from lmchain.params import DEFAULT_OVERRIDE_KEYS, check_overrides, check_sources, schema, to_overrides
@@ -90,6 +91,48 @@ def test_default_roots_are_the_recipes_data_folders(monkeypatch, tmp_path):
     roots = source_roots()
     assert roots[0] == tmp_path / "data" and roots[-1] == tmp_path / "home" / "inbox"
     assert any(r.parts[-2:] == ("shared", "data") for r in roots)
+
+
+def _recipe(folder, name="mine"):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text((REPO / "configs" / "tiny.yaml").read_text())
+    return path
+
+
+def test_a_recipe_by_path_must_be_a_yaml_file_in_a_recipe_folder(monkeypatch, tmp_path):
+    from lmchain.params import check_recipe, recipes
+
+    monkeypatch.delenv("LMCHAIN_RECIPE_ROOTS", raising=False)
+    monkeypatch.setenv("LMCHAIN_HOME", str(tmp_path / "home"))
+    mine = _recipe(tmp_path / "home" / "recipes")
+    elsewhere = _recipe(tmp_path / "elsewhere", "other")
+    (tmp_path / "home" / "recipes" / "link.yaml").symlink_to(elsewhere)
+    (tmp_path / "home" / "recipes" / "notes.txt").write_text("not a recipe")
+    check_recipe("tiny")  # a name of configs/
+    check_recipe(str(mine))
+    assert str(mine) in recipes() and "tiny" in recipes()  # the form offers both
+    assert not any(r.endswith(("other.yaml", "notes.txt")) for r in recipes())
+    for bad, problem in [(str(elsewhere), "not in a recipe folder"),
+                         (str(tmp_path / "home" / "recipes" / "link.yaml"), "not in a recipe folder"),
+                         ("home/recipes/mine.yaml", "neither a recipe name"),
+                         (str(tmp_path / "home" / "recipes" / "notes.txt"), "neither a recipe name"),
+                         ("/etc/passwd", "neither a recipe name"), ("nosuch", "neither a recipe name")]:
+        with pytest.raises(ConfigError, match=re.escape(problem)) as err:
+            check_recipe(bad)
+        assert "LMCHAIN_RECIPE_ROOTS" in str(err.value) and "tiny" in str(err.value)
+    monkeypatch.setenv("LMCHAIN_RECIPE_ROOTS", str(tmp_path / "elsewhere"))
+    check_recipe(str(elsewhere))  # the deployer's folders replace the defaults
+    with pytest.raises(ConfigError, match="not in a recipe folder"):
+        check_recipe(str(mine))
+
+
+def test_the_first_task_refuses_a_recipe_outside_the_folders(monkeypatch, tmp_path):
+    monkeypatch.setenv("LMCHAIN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("LMCHAIN_RECIPE_ROOTS", raising=False)
+    outside = _recipe(tmp_path / "outside")
+    with pytest.raises(ConfigError, match="not in a recipe folder"):
+        to_overrides({"recipe": str(outside)})
 
 
 def test_a_symlinked_source_fails_the_first_task_with_the_message(airflow_db, roots):
