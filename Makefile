@@ -22,13 +22,14 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 demo: setup
 	$(BIN)/lmchain demo
 
-# Three workers, each taking whole test modules: many tests wait on Airflow, servers and
-# subprocesses, so three share two cores well (the whole suite: 16 min with 3, 21 with 2, on
-# 2 cores). TEST_WORKERS=0 runs everything in one process.
+# Three workers, each taking whole test modules in the order tests/conftest.py gives (the longest
+# first; without --no-loadscope-reorder xdist would reorder them by their number of tests). Many
+# tests wait on Airflow, servers and subprocesses, so three share two cores well (the whole suite:
+# about 17 min with 3, 21 with 2, on 2 cores). TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 3
 
 test: setup
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Lint the product code (pyflakes + pycodestyle) and check its formatting (ruff format; settings in pyproject.toml). CI runs it first.
 lint: setup
@@ -48,7 +49,7 @@ test-unit: setup
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m unit
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not e2e"
 
 up: setup
 	$(BIN)/lmchain up

@@ -29,11 +29,15 @@ from lmchain import airflow_env  # noqa: E402
 airflow_env.apply(SESSION_HOME)
 
 
-# The longest modules, longest first. `make test` runs two pytest-xdist workers that take whole
-# modules in collection order; starting these first keeps one long module from running alone at
-# the end while the other worker idles.
-LONGEST_FIRST = ("test_scaleout.py", "test_e2e.py", "test_nightly.py", "test_pretrain.py", "test_hpsearch.py",
-                 "test_pretrain_retry.py", "test_train_finetune.py", "test_feedback.py")
+# The longest modules, longest first (per-module times of a full run). `make test` runs three
+# pytest-xdist workers that take whole modules in collection order; it passes
+# --no-loadscope-reorder, as xdist would otherwise sort modules by their number of tests and run
+# one-test modules such as test_nightly last. Starting these first keeps one long module from
+# running alone at the end while the other workers idle.
+LONGEST_FIRST = ("test_e2e.py", "test_scaleout.py", "test_train_finetune.py", "test_pretrain.py", "test_promotion.py",
+                 "test_plugin_auth.py", "test_feedback_noloss.py", "test_nightly.py", "test_feedback.py",
+                 "test_hpsearch.py", "test_deploy.py", "test_gate.py", "test_up.py", "test_pretrain_retry.py",
+                 "test_xss_e2e.py")
 
 
 # The unit tier (`make test-unit`, under a minute): modules that start no server, Airflow,
