@@ -129,7 +129,7 @@ class PretrainConfig(TrainCommon):
         ge=0,
         hint="(0: no warm-up)",
     )
-    head_warmup_learning_rate: float = doc("Learning rate of the head warm-up (AdamW).", 1e-3, gt=0)
+    head_warmup_learning_rate: float = doc("Learning rate of the head warm-up (AdamW).", 1e-2, gt=0)
     allow_worse_perplexity: bool = doc(
         "Publish a model whose held-out perplexity is worse after pretraining than before it (experiments); "
         "by default the stage fails.",
