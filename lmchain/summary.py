@@ -38,7 +38,7 @@ def stage_line(m: Manifest) -> str:
     if m.stage in ("pretrain", "finetune"):
         if info.get("skipped"):
             return f"skipped (base model {info.get('base_model')})"
-        lm = f", held-out perplexity {x['perplexity']:.1f}" if "perplexity" in x else ""
+        lm = held_out_line(x)
         return (
             f"{info['steps']} steps on {info['world_size']} {info['device']} rank(s), final loss "
             f"{x['final_loss']:.3f}, {x['samples_per_second']:.1f} samples/s{lm}"
@@ -58,6 +58,19 @@ def stage_line(m: Manifest) -> str:
     if m.stage == "deploy":
         return f"served version {info['version']}: smoke predictions {info['predictions']}"
     return str(c)
+
+
+def held_out_line(x: dict) -> str:
+    """', held-out perplexity 3950.2 -> 412.7, MLM accuracy 0.1% -> 12.4%': before (step 0) -> after training."""
+    if "perplexity" not in x:
+        return ""
+    before = f"{x['perplexity_before']:.1f} -> " if "perplexity_before" in x else ""
+    line = f", held-out perplexity {before}{x['perplexity']:.1f}"
+    for key, name in (("mlm_accuracy", "MLM accuracy"), ("next_token_accuracy", "next-token accuracy")):
+        if key in x:
+            before = f"{x[key + '_before']:.1%} -> " if key + "_before" in x else ""
+            line += f", {name} {before}{x[key]:.1%}"
+    return line
 
 
 def print_summary(report, lm_home: Home, total_seconds: float) -> None:

@@ -46,7 +46,8 @@ UNIT_MODULES = frozenset({
     "test_annotate.py", "test_annotate_import.py", "test_annotate_weak.py", "test_artifacts.py", "test_collect.py",
     "test_compose.py", "test_config.py", "test_crawl_parts.py", "test_curate.py", "test_curate_dedup.py",
     "test_curate_filters.py", "test_curate_pii.py", "test_curate_text.py", "test_evaluate.py",
-    "test_config_models.py", "test_gate_privacy.py", "test_schedule.py", "test_serve_service.py", "test_stages.py",
+    "test_config_models.py", "test_gate_privacy.py", "test_pretrain_head.py", "test_schedule.py",
+    "test_serve_service.py", "test_stages.py",
     "test_train_job.py", "test_train_parts.py"})
 
 

@@ -172,7 +172,11 @@ def test_two_cpu_ranks_zero2_pretrain(ctx, tmp_path, monkeypatch, size, objectiv
 
     assert AutoConfig.from_pretrained(model_dir).model_type == ("bert" if objective == "mlm" else "gpt2")
     assert 1.0 < m.metrics["perplexity"] < 400
+    # Held-out perplexity at step 0 (the job's freshly built model) and after training: it fell.
+    assert m.metrics["perplexity"] < m.metrics["perplexity_before"]
     accuracy = "mlm_accuracy" if objective == "mlm" else "next_token_accuracy"
+    assert 0.0 <= m.metrics[f"{accuracy}_before"] <= 1.0
+    assert not (Path(m.info["work_dir"]) / "initial").exists()  # the step-0 model is gone once measured
     assert 0.0 < m.metrics[accuracy] <= 1.0 and m.metrics["tokens_per_second"] > 0
     assert not (Path(m.info["work_dir"]) / "checkpoints").exists()  # removed once the export exists
 
@@ -180,10 +184,43 @@ def test_two_cpu_ranks_zero2_pretrain(ctx, tmp_path, monkeypatch, size, objectiv
 
     run = registry.client(ctx.home).get_run(m.info["mlflow_run_id"])
     assert run.data.params["pretrain.objective"] == objective and run.data.params["pretrain.zero_stage"] == "2"
-    for key in ("pretrain/loss", "pretrain/tokens_per_second", "pretrain/perplexity", f"pretrain/{accuracy}"):
+    for key in ("pretrain/loss", "pretrain/tokens_per_second", "pretrain/perplexity", f"pretrain/{accuracy}",
+                "pretrain/perplexity_before", f"pretrain/{accuracy}_before"):
         assert key in run.data.metrics, key
     assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), sorted(run.data.metrics)
     assert "n/a on cpu" in run.data.tags["pretrain.mfu"]
+
+
+def test_a_checkpoint_without_an_lm_head_gets_one_fitted_before_continued_pretraining(ctx, tmp_path):
+    """Like the packaged MiniLM (a sentence-transformer saved as a BertModel): no cls.* weights. Under
+    ZeRO-3, so the export consolidated from the shards carries the new head too."""
+    import math
+
+    import torch
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, BertModel
+
+    from lmchain.train.models import TINY_BERT, packaged_minilm
+
+    base = tmp_path / "encoder"
+    torch.manual_seed(0)
+    BertModel(AutoConfig.for_model(**TINY_BERT)).save_pretrained(base)
+    AutoTokenizer.from_pretrained(packaged_minilm()).save_pretrained(base)
+    cfg = PretrainConfig(base_model=str(base), ranks=2, zero_stage=3, batch_size=8, block_size=16, max_steps=4,
+                         head_warmup_steps=30, head_warmup_learning_rate=3e-2, allow_worse_perplexity=True)
+    m = stages.pretrain.run(cfg, ctx, _inputs(tmp_path))
+    assert "cls.predictions.transform.dense.weight" in m.info["head_missing_keys"] and m.info["head_tied"]
+    assert m.info["head_warmup_steps"] == 30
+    metrics = json.loads((ctx.stage_dir("pretrain") / "job" / "metrics.json").read_text())
+    # The head (bias from the corpus, then fitted) is far below a uniform guess over the vocabulary
+    # from its first warm-up step on, and so is continued pretraining's first loss.
+    vocab = len(AutoTokenizer.from_pretrained(base))
+    warm = [loss for _, loss in metrics["head_warmup_losses"]]
+    assert len(warm) >= 2 and max(warm) < 0.5 * math.log(vocab), warm
+    assert metrics["first_loss"] < 0.5 * math.log(vocab), metrics["losses"]
+    assert m.metrics["perplexity_before"] < 0.5 * vocab and m.metrics["perplexity"] < 0.5 * vocab
+    # The export holds the head, tied to the embeddings.
+    export = AutoModelForMaskedLM.from_pretrained(ctx.stage_dir("pretrain") / "model")
+    assert export.cls.predictions.decoder.weight is export.bert.embeddings.word_embeddings.weight
 
 
 STEPS = 48

@@ -66,6 +66,9 @@ class TrainCommon(Section):
         )
 
 
+HEAD_WARMUP_STEPS = 40
+
+
 class PretrainConfig(TrainCommon):
     KEY = "pretrain"
     enabled: bool = doc("Run pretraining; when false the stage passes base_model through.", True)
@@ -118,6 +121,20 @@ class PretrainConfig(TrainCommon):
         ge=0,
     )
     max_texts: int | None = doc("Pretrain on at most this many corpus texts (None: all).", None)
+    head_warmup_steps: int = doc(
+        "When the base checkpoint has no LM head (e.g. the packaged MiniLM, a sentence-transformer): steps that fit "
+        "the new head (decoder tied to the embeddings, bias from the corpus) with the encoder frozen, before "
+        "continued pretraining. Cheap: only the head trains, on the masked positions.",
+        HEAD_WARMUP_STEPS,
+        ge=0,
+        hint="(0: no warm-up)",
+    )
+    head_warmup_learning_rate: float = doc("Learning rate of the head warm-up (AdamW).", 1e-2, gt=0)
+    allow_worse_perplexity: bool = doc(
+        "Publish a model whose held-out perplexity is worse after pretraining than before it (experiments); "
+        "by default the stage fails.",
+        False,
+    )
 
     @model_validator(mode="after")
     def _mask_shares(self) -> Any:

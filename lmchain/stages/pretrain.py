@@ -4,7 +4,9 @@ resumable DeepSpeed job.
 Steps: corpus (texts of the labelled validation and test splits left out, so the model never
 sees evaluation text, even unlabelled) -> tokenizer (the base model's, or one trained on the
 corpus and cached by its hash) -> packed blocks -> DeepSpeed config -> ``deepspeed`` job running
-:mod:`lmchain.train.pretrain_worker` -> held-out LM metrics -> MLflow. The steps' helpers are in
+:mod:`lmchain.train.pretrain_worker` -> held-out LM metrics before (the step-0 model the job saved:
+the base model, its LM head fitted if it had none) and after training; the stage fails when
+pretraining made held-out perplexity worse -> MLflow. The steps' helpers are in
 :mod:`lmchain.train.pretrain`.
 
 The job's packed data and checkpoints live in ``<run>/pretrain.work/<key>/``, outside the
@@ -33,9 +35,11 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
     from lmchain.train.launcher import gpu_available, launch
     from lmchain.train.pretrain import (
         WORKER,
+        check_not_worse,
         choose_tokenizer,
         deepspeed_config,
         held_out_hashes,
+        held_out_metrics,
         held_out_texts,
         job_key,
         log_metrics,
@@ -83,6 +87,7 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
             "max_steps": steps,
             "checkpoint_dir": str(work / "checkpoints"),
             "seen_dir": str(work / "seen"),
+            "initial_dir": str(work / "initial"),
             "output_dir": str(out.path("model")),
         }
         params = {
@@ -103,6 +108,7 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
             "lr_schedule": cfg.lr_schedule,
             "warmup_ratio": cfg.warmup_ratio,
             "mlm_probability": cfg.mlm_probability,
+            "head_warmup_steps": cfg.head_warmup_steps,
             "precision": "bf16" if on_gpu else cfg.precision,
         }
         with registry.stage_run(ctx, ctx.experiment, "pretrain", log_system_metrics=True) as mlflow_run:
@@ -112,16 +118,14 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
             metrics = launch(spec, cfg, out.path("job"), module=WORKER, ds=deepspeed_config(cfg, on_gpu, steps))
             heldout = held_out_texts(inputs.get("annotate"))
             if heldout:
-                from lmchain.evaluate.lm import clm_metrics, mlm_metrics
-
-                if objective == "mlm":
-                    lm = mlm_metrics(out.path("model"), heldout, cfg.mlm_probability, cfg.max_length, seed=cfg.seed)
-                else:
-                    lm = clm_metrics(out.path("model"), heldout, cfg.max_length)
-                metrics.update({k: v for k, v in lm.items() if k not in ("masked_tokens", "predicted_tokens")})
+                before = held_out_metrics(work / "initial", heldout, objective, cfg)
+                metrics.update({f"{k}_before": v for k, v in before.items()})
+                metrics.update(held_out_metrics(out.path("model"), heldout, objective, cfg))
             log_metrics(metrics)
-        if (work / "checkpoints").exists():
-            shutil.rmtree(work / "checkpoints")  # the export is the product
+            check_not_worse(metrics, cfg)
+        for done in ("checkpoints", "initial"):  # the export is the product
+            if (work / done).exists():
+                shutil.rmtree(work / done)
         (out.path("model") / "lmchain-pretrain.json").write_text(
             json.dumps(
                 {"objective": objective, "base_model": cfg.base_model, "tokenizer": tok, "steps": steps}, indent=2
@@ -144,8 +148,12 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
                 "tokens_per_second",
                 "mfu",
                 "train_seconds",
+                "head_warmup_seconds",
+                "perplexity_before",
                 "perplexity",
+                "mlm_accuracy_before",
                 "mlm_accuracy",
+                "next_token_accuracy_before",
                 "next_token_accuracy",
             )
             if metrics.get(k) is not None
@@ -157,6 +165,9 @@ def run(cfg: PretrainConfig, ctx: RunContext, inputs: dict) -> Manifest:
             "device": metrics["device"],
             "steps": metrics["steps"],
             "resumed_from_step": metrics["resumed_from_step"],
+            "head_missing_keys": metrics.get("head_missing_keys", []),
+            "head_tied": metrics.get("head_tied", False),
+            "head_warmup_steps": metrics.get("head_warmup_steps", 0),
             "tokenizer": tok,
             "work_dir": str(work),
             "mlflow_run_id": mlflow_run.info.run_id,

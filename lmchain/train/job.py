@@ -135,6 +135,10 @@ class PretrainJob(Job):
     random_token_prob: float
     peak_tflops: float
     log_every: int = 0  # 0: about 20 loss lines per job
+    # A checkpoint without an LM head: fit the new head this many steps, encoder frozen (0: off).
+    head_warmup_steps: int = 0
+    head_warmup_learning_rate: float = 1e-2
+    initial_dir: str | None = None  # rank 0 saves the step-0 model here (the stage's "before" baseline)
 
 
 JOBS: dict[str, type[Job]] = {FinetuneJob.worker: FinetuneJob, PretrainJob.worker: PretrainJob}

@@ -24,10 +24,20 @@ from typing import Any
 from lmchain.artifacts import read_jsonl, sha256_text
 from lmchain.config import PretrainConfig
 from lmchain.errors import ConfigError
+from lmchain.train.launcher import TrainingFailed
 
 WORKER = "lmchain.train.pretrain_worker"
 # Settings that do not change what is trained: a retry may change them and still resume.
-NOT_IN_KEY = ("timeout_s", "checkpoint_every", "keep_checkpoints", "peak_tflops", "threads", "enabled", "hostfile")
+NOT_IN_KEY = (
+    "timeout_s",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "peak_tflops",
+    "threads",
+    "enabled",
+    "hostfile",
+    "allow_worse_perplexity",
+)
 
 
 def held_out_hashes(annotate: dict | None) -> set[str]:
@@ -172,12 +182,49 @@ def job_key(cfg: PretrainConfig, corpus_sha: str, tokenizer_path: str, objective
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# Held-out LM metrics, measured on the step-0 model (suffix ``_before``) and on the trained one.
+LM_METRICS = ("mlm_loss", "lm_loss", "perplexity", "mlm_accuracy", "next_token_accuracy")
+
+
+class PretrainingRegressed(TrainingFailed):
+    """Pretraining made held-out perplexity worse than at step 0: publishing the model would
+    hand fine-tuning a worse start. Not retryable (the same job would do the same)."""
+
+
+def held_out_metrics(model_dir: Path, texts: list[str], objective: str, cfg: PretrainConfig) -> dict[str, float]:
+    """Held-out perplexity and masked-token (MLM) or next-token (CLM) top-1 accuracy of a model folder."""
+    from lmchain.evaluate.lm import clm_metrics, mlm_metrics
+
+    if objective == "mlm":
+        lm = mlm_metrics(model_dir, texts, cfg.mlm_probability, cfg.max_length, seed=cfg.seed)
+    else:
+        lm = clm_metrics(model_dir, texts, cfg.max_length)
+    return {k: v for k, v in lm.items() if k in LM_METRICS}
+
+
+def check_not_worse(metrics: dict[str, Any], cfg: PretrainConfig) -> None:
+    """Raise :class:`PretrainingRegressed` when held-out perplexity rose during pretraining
+    (unless ``pretrain.allow_worse_perplexity``)."""
+    before, after = metrics.get("perplexity_before"), metrics.get("perplexity")
+    if before is None or after is None or not after > before or cfg.allow_worse_perplexity:
+        return
+    raise PretrainingRegressed(
+        f"pretraining made held-out perplexity worse: {before:.1f} at step 0 (before training"
+        f"{', LM head fitted' if metrics.get('head_warmup_steps') else ''}) -> {after:.1f} after "
+        f"{metrics.get('steps')} steps; lower pretrain.learning_rate or give more steps or text, or set "
+        "pretrain.allow_worse_perplexity=true to publish it anyway",
+        retryable=False,
+    )
+
+
 def log_metrics(metrics: dict[str, Any]) -> None:
     """Loss curve, throughput, MFU and held-out LM metrics into the active MLflow run."""
     import mlflow
 
     for step, loss in metrics.get("losses", []):
         mlflow.log_metric("pretrain/loss", loss, step=int(step))
+    for step, loss in metrics.get("head_warmup_losses", []):
+        mlflow.log_metric("pretrain/head_warmup_loss", loss, step=int(step))
     for key in (
         "final_loss",
         "tokens_per_second",
@@ -186,11 +233,9 @@ def log_metrics(metrics: dict[str, Any]) -> None:
         "train_seconds",
         "wall_seconds",
         "resumed_from_step",
-        "mlm_loss",
-        "lm_loss",
-        "perplexity",
-        "mlm_accuracy",
-        "next_token_accuracy",
+        "head_warmup_seconds",
+        *LM_METRICS,
+        *(f"{k}_before" for k in LM_METRICS),
     ):
         if metrics.get(key) is not None:
             mlflow.log_metric(f"pretrain/{key}", float(metrics[key]))

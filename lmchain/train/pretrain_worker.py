@@ -1,14 +1,16 @@
 """One pretraining rank (MLM or CLM), launched by the ``deepspeed`` launcher; never imported by a DAG.
 
 Reads the :class:`~lmchain.train.job.PretrainJob` that :mod:`lmchain.stages.pretrain` hands the
-launcher, then: setup -> data -> model ->
-engine (optimizer, warm-up schedule, ZeRO and precision all from the DeepSpeed config) ->
-resume -> loop -> export. The data are packed blocks memory-mapped by every rank; the blocks
-of step s on rank r are a function of (seed, s, r) alone (see :mod:`lmchain.train.packing`),
-and so is the masking, so a job resumed from a checkpoint continues exactly where the killed
-one would have gone. Each rank appends the digests of the blocks it trains on to
-``seen/rank<r>.tsv`` (how tests check that ranks see distinct data). Rank 0 writes
-``metrics.json``; MLflow logging happens in the parent task, so ranks need no tracking server.
+launcher, then: setup -> data -> model -> head (a checkpoint without an LM head gets one tied to
+its embeddings and fitted with the encoder frozen, see :mod:`lmchain.train.head`; the model as it
+stands then is saved as the step-0 baseline) -> engine (optimizer, warm-up schedule, ZeRO and
+precision all from the DeepSpeed config) -> resume -> loop -> export. The data are packed blocks
+memory-mapped by every rank; the blocks of step s on rank r are a function of (seed, s, r) alone
+(see :mod:`lmchain.train.packing`), and so is the masking, so a job resumed from a checkpoint
+continues exactly where the killed one would have gone. Each rank appends the digests of the
+blocks it trains on to ``seen/rank<r>.tsv`` (how tests check that ranks see distinct data). Rank 0
+writes ``metrics.json``; MLflow logging happens in the parent task, so ranks need no tracking
+server.
 """
 
 from __future__ import annotations
@@ -108,7 +110,10 @@ def main(_rank: int, job: PretrainJob) -> None:
         return {"input_ids": inputs, "labels": labels, "attention_mask": torch.ones_like(ids)}, idx
 
     # ---------------------------------------------------------------- model
-    model = build_model(job, tokenizer)
+    model, missing = build_model(job, tokenizer)
+    ckpt_root = Path(job.checkpoint_dir)
+    resuming = checkpoint.latest_tag(ckpt_root) is not None  # the checkpoint holds the fitted head
+    head_record = prepare_head(job, model, missing, blocks, special_ids, resuming, r, batch_for, accum, log)
     n_params = sum(p.numel() for p in model.parameters())
     flops_per_token = train_flops(model, meta["block_size"], vocab_size)
 
@@ -118,7 +123,6 @@ def main(_rank: int, job: PretrainJob) -> None:
     zero_stage = job.ds_config["zero_optimization"]["stage"]
 
     # ---------------------------------------------------------------- resume
-    ckpt_root = Path(job.checkpoint_dir)
     tag, state = checkpoint.resume(engine, ckpt_root)
     start = int(state.get("step", 0))
     losses: list[list[float]] = state.get("losses", [])
@@ -243,6 +247,7 @@ def main(_rank: int, job: PretrainJob) -> None:
             "precision": "bf16" if (on_gpu or cpu_bf16) else "fp32",
             "block_size": meta["block_size"],
             "vocab_size": vocab_size,
+            **head_record,
         }
         Path(job.metrics_file).write_text(json.dumps(metrics, indent=2))
         log(
@@ -252,15 +257,99 @@ def main(_rank: int, job: PretrainJob) -> None:
     dist.barrier()
 
 
+def prepare_head(job: PretrainJob, model, missing, blocks, special_ids, resuming: bool, r, batch_for, accum, log):
+    """Give a checkpoint without an LM head a real one (tied decoder, corpus bias, a warm-up with
+    the encoder frozen), then save the model as it stands -- step 0 of continued pretraining -- to
+    ``job.initial_dir``, where the stage measures held-out perplexity before training. A resumed
+    attempt ties the decoder but skips the warm-up and the save (its checkpoint holds the fitted
+    head; the first attempt saved step 0), and reads back the first attempt's record.
+    -> the head's record for ``metrics.json``."""
+    import itertools
+
+    import torch
+
+    from lmchain.train import head
+
+    initial = Path(job.initial_dir) if job.initial_dir else None
+    record_file = initial / "lmchain-head.json" if initial else None
+    # Tied on a resumed attempt too: the checkpoint's parameters are those of the tied model.
+    missing_head = head.head_missing_keys(model, missing)
+    untrained = head.init_head(model, missing, blocks, special_ids.tolist())
+    if resuming and record_file is not None and record_file.is_file():
+        return json.loads(record_file.read_text())
+    record: dict = {
+        "head_missing_keys": missing_head,
+        "head_tied": bool(missing_head) and head.decoder_tied(model),
+        "head_warmup_steps": 0,
+        "head_warmup_losses": [],
+        "head_warmup_seconds": 0.0,
+    }
+    if missing_head:
+        log(
+            f"the checkpoint has no LM head ({len(missing_head)} missing key(s), e.g. {missing_head[0]}): decoder "
+            f"{'tied to the input embeddings' if record['head_tied'] else 'untied'}, bias from the corpus' "
+            f"token frequencies; {sum(p.numel() for p in untrained.values())} untrained head parameters"
+        )
+    if resuming:
+        return record
+    if untrained and job.head_warmup_steps > 0:
+        model.to(r.device)
+        for p in untrained.values():  # the ranks start from one head (rank 0's random init)
+            r.dist.broadcast(p.data, 0)
+        batches = (
+            {k: v.to(r.device) for k, v in batch_for(1 + i // accum, i % accum)[0].items()} for i in itertools.count()
+        )
+        t0 = time.perf_counter()
+        losses = head.warm_up(
+            model,
+            untrained,
+            batches,
+            job.head_warmup_steps,
+            job.head_warmup_learning_rate,
+            job.objective,
+            all_reduce=r.dist.all_reduce,
+            world=r.world,
+            log=log,
+        )
+        if r.on_gpu:
+            torch.cuda.synchronize()
+        record.update(
+            head_warmup_steps=job.head_warmup_steps,
+            head_warmup_losses=losses,
+            head_warmup_seconds=round(time.perf_counter() - t0, 2),
+        )
+    if initial is not None and r.rank == 0:
+        save_initial(model, job.tokenizer, initial, record)
+    return record
+
+
+def save_initial(model, tokenizer_dir: str, folder: Path, record: dict) -> None:
+    """Write the step-0 model (with its tokenizer and the head's record) to ``folder``, atomically."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, state_dict={k: v.detach().float().cpu() for k, v in model.state_dict().items()})
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
+    (tmp / "lmchain-head.json").write_text(json.dumps(record, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
 def build_model(job: PretrainJob, tokenizer):
     """The model to pretrain: continued from ``job.model`` (e.g. domain-adaptive pretraining of
-    MiniLM) or a named size from scratch, with the vocabulary of the tokenizer it trains with."""
+    MiniLM) or a named size from scratch, with the vocabulary of the tokenizer it trains with.
+    -> (model, the keys the checkpoint lacked: how a missing LM head is found; [] from scratch)."""
     from transformers import AutoConfig
 
     auto = auto_class(job)
     vocab_size = len(tokenizer)
+    missing: list[str] = []
     if job.model:
-        model = auto.from_pretrained(job.model)
+        model, info = auto.from_pretrained(job.model, output_loading_info=True)
+        missing = sorted(info["missing_keys"])
     else:
         cfg = dict(job.config or {}, vocab_size=vocab_size)
         for key, tok_id in (
@@ -273,7 +362,7 @@ def build_model(job: PretrainJob, tokenizer):
         model = auto.from_config(AutoConfig.for_model(**cfg))
     if model.get_input_embeddings().num_embeddings < vocab_size:
         model.resize_token_embeddings(vocab_size)
-    return model
+    return model, missing
 
 
 def auto_class(job: PretrainJob):
@@ -298,7 +387,8 @@ def consolidated(job: PretrainJob, model_config, ckpt_root: Path, tag: str, voca
 
     auto = auto_class(job)
     state_dict = checkpoint.fp32_state_dict(ckpt_root, tag)
-    export = auto.from_config(model_config) if not job.model else auto.from_pretrained(job.model)
+    # The run's config (a head tied at the start stays tied in the export).
+    export = auto.from_config(model_config) if not job.model else auto.from_pretrained(job.model, config=model_config)
     if export.get_input_embeddings().num_embeddings < vocab_size:
         export.resize_token_embeddings(vocab_size)
     missing, unexpected = export.load_state_dict(state_dict, strict=False)
