@@ -60,11 +60,20 @@ def recipe_roots(home: Home | None = None) -> list[Path]:
     (``LMCHAIN_CONFIGS``) and ``<home>/recipes``."""
     from lmchain.config import configs_dir
 
-    raw = os.environ.get(RECIPE_ROOTS_ENV, "").strip()
-    if raw:
-        roots = [Path(os.path.expanduser(p.strip())) for p in raw.split(os.pathsep) if p.strip()]
-    else:
-        roots = [configs_dir(), Home.of(home).recipes]
+    listed = _roots(RECIPE_ROOTS_ENV)
+    return listed if listed is not None else _absolute([configs_dir(), Home.of(home).recipes])
+
+
+def _roots(env: str) -> list[Path] | None:
+    """The folders a deployer listed in ``env`` (separated by ``os.pathsep``, ``~`` expanded);
+    None where ``env`` is unset or blank (then the defaults apply)."""
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return None
+    return _absolute([Path(os.path.expanduser(p.strip())) for p in raw.split(os.pathsep) if p.strip()])
+
+
+def _absolute(roots: list[Path]) -> list[Path]:
     return list(dict.fromkeys(Path(os.path.abspath(r)) for r in roots))
 
 
@@ -142,16 +151,13 @@ _REGEX_SPECIAL = set(".^$*+?()[]{}|\\")
 def source_roots(home: Home | None = None) -> list[Path]:
     """The folders form ``sources`` must lie under (``LMCHAIN_SOURCE_ROOTS``, else the data folders
     the recipes already use and ``<home>/inbox``; ``home`` None: the environment's)."""
-    raw = os.environ.get(SOURCE_ROOTS_ENV, "").strip()
-    if raw:
-        roots = [Path(os.path.expanduser(p.strip())) for p in raw.split(os.pathsep) if p.strip()]
-    else:
-        from lmchain.airflow_env import REPO_ROOT
+    if (listed := _roots(SOURCE_ROOTS_ENV)) is not None:
+        return listed
+    from lmchain.airflow_env import REPO_ROOT
 
-        home = Home.of(home)
-        roots = [home.data] if home.data is not None else []
-        roots += [REPO_ROOT.parent / "shared" / "data", home.inbox]
-    return list(dict.fromkeys(Path(os.path.abspath(r)) for r in roots))
+    home = Home.of(home)
+    roots = [home.data] if home.data is not None else []
+    return _absolute([*roots, REPO_ROOT.parent / "shared" / "data", home.inbox])
 
 
 def override_keys() -> list[str]:
