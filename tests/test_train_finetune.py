@@ -112,3 +112,12 @@ def test_two_ranks_zero3_score_validation_together_and_save_the_best(ctx, tmp_pa
     assert m.info["world_size"] == 2 and m.metrics["best_accuracy"] >= 0.9
     assert _score(ctx.stage_dir("finetune") / "model", _sentences(64, 2)) == pytest.approx(
         m.metrics["best_accuracy"], abs=0.05)
+
+
+def test_weight_average_and_layer_decay_train_and_save_the_scored_average(ctx, tmp_path):
+    inputs = _inputs(tmp_path)
+    m = finetune.run(_tiny(ema_decay=0.9, layer_lr_decay=0.7, epochs=3), ctx, inputs)
+    assert m.metrics["best_accuracy"] >= 0.9
+    # The saved weights are the average validation scored, not the last step's training weights.
+    rows = [json.loads(line) for line in open(inputs["annotate"]["outputs"]["validation"])]
+    assert _score(ctx.stage_dir("finetune") / "model", rows) == pytest.approx(m.metrics["best_accuracy"], abs=1 / 64)

@@ -62,3 +62,59 @@ def test_macro_f1_and_accuracy():
     assert accuracy(confusion) == pytest.approx(0.8)
     assert macro_f1(confusion) == pytest.approx((2 * 8 / (8 + 10) + 0.0) / 2)
     assert macro_f1([[5, 0], [0, 5]]) == 1.0
+
+
+def test_layer_decay_scales_blocks_from_the_top_down_and_keeps_the_head_at_full_rate():
+    from lmchain.train.optim import layer_scales
+
+    names = [
+        "bert.embeddings.word_embeddings.weight",
+        "bert.encoder.layer.0.attention.self.query.weight",
+        "bert.encoder.layer.5.output.dense.weight",
+        "bert.pooler.dense.weight",
+        "classifier.weight",
+    ]
+    s = layer_scales(names, 0.8)
+    assert s["classifier.weight"] == s["bert.pooler.dense.weight"] == 1.0
+    assert s["bert.encoder.layer.5.output.dense.weight"] == pytest.approx(0.8)
+    assert s["bert.encoder.layer.0.attention.self.query.weight"] == pytest.approx(0.8**6)
+    assert s["bert.embeddings.word_embeddings.weight"] == pytest.approx(0.8**7)
+    assert layer_scales(names, 1.0) == dict.fromkeys(names, 1.0)
+
+
+def test_decay_groups_with_layer_decay_cover_every_trainable_parameter_once_at_its_rate():
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from lmchain.train.optim import decay_groups
+
+    model = BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)
+    )
+    groups = decay_groups(model.named_parameters(), 0.01, layer_decay=0.5, lr=1e-3)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters()) and len(ids) == len(set(ids))
+    rates = {g["lr"] for g in groups}
+    assert max(rates) == pytest.approx(1e-3) and min(rates) == pytest.approx(1e-3 * 0.5**4)
+    assert all(g["weight_decay"] == 0.0 for g in groups if any(p.dim() == 1 for p in g["params"]))
+    torch.optim.AdamW(groups, lr=1e-3)  # the groups are a valid optimizer spec
+
+
+def test_weight_average_tracks_the_weights_and_swaps_back():
+    import torch
+
+    from lmchain.train.average import WeightAverage
+
+    layer = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+    avg = WeightAverage(layer, decay=0.5)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    avg.update()  # decay min(0.5, 2/11): the average moves 9/11 of the way
+    assert avg.shadow[0][0, 0].item() == pytest.approx(9 / 11)
+    with avg.swapped_in():
+        assert layer.weight[0, 0].item() == pytest.approx(9 / 11)
+    assert layer.weight[0, 0].item() == 1.0
+    avg.copy_to_model()
+    assert layer.weight[0, 0].item() == pytest.approx(9 / 11)

@@ -205,6 +205,20 @@ class FinetuneConfig(TrainCommon):
     class_weights: Literal["none", "balanced"] = doc(
         "'none', or 'balanced' to weigh the loss by inverse class frequency.", "none"
     )
+    layer_lr_decay: float = doc(
+        "Layer-wise learning-rate decay: the top transformer block trains at learning_rate x this, each block "
+        "below at one more factor, the embeddings lowest; the head at the full rate (1.0: off).",
+        1.0,
+        gt=0,
+        le=1,
+    )
+    ema_decay: float = doc(
+        "Validate and save an exponential moving average of the weights with this decay, e.g. 0.999 "
+        "(0: off; ZeRO-3 not supported).",
+        0.0,
+        ge=0,
+        lt=1,
+    )
     word_dropout: float = doc("Augmentation: drop each training token with this probability (0: off).", 0.0, ge=0, lt=1)
     eval_every: int = doc("Score the validation split every this many steps (0: once per epoch).", 0, ge=0)
     eval_batch_size: int = doc("Batch size when scoring validation texts (no gradients: can be large).", 128, ge=1)

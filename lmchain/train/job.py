@@ -115,6 +115,8 @@ class FinetuneJob(Job):
     eval_batch_size: int
     eval_every: int
     patience: int
+    layer_lr_decay: float = 1.0
+    ema_decay: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)

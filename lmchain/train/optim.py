@@ -7,18 +7,48 @@ on their own.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 # Biases and LayerNorm gains are not decayed: shrinking them only hurts (as in BERT's recipe).
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
 
 
-def decay_groups(named_parameters, weight_decay: float) -> list[dict]:
+# A transformer block's index in a parameter name: BERT's "encoder.layer.3.", GPT-2's "h.3.".
+LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|h)\.(\d+)\.")
+
+
+def layer_scales(names: list[str], decay: float) -> dict[str, float]:
+    """Layer-wise learning-rate decay: name -> multiplier of the peak rate. The top block trains
+    at ``decay``, each block below at one more factor of it, the embeddings at the lowest; the
+    task head (and anything above the blocks) at the full rate. Lower layers hold the general
+    features pretraining paid for, so they move least (Howard & Ruder 2018; ELECTRA's recipe)."""
+    depth = {n: int(m.group(1)) + 1 for n in names if (m := LAYER_INDEX.search(n))}
+    top = max(depth.values(), default=0) + 1
+    return {n: decay ** (top - depth.get(n, 0 if "embed" in n or "wte" in n or "wpe" in n else top)) for n in names}
+
+
+def decay_groups(
+    named_parameters, weight_decay: float, layer_decay: float = 1.0, lr: float | None = None
+) -> list[dict]:
+    """AdamW parameter groups: decayed and not decayed; with ``layer_decay`` < 1 (and the peak
+    ``lr``), also one group per learning-rate scale."""
     trainable = [(n, p) for n, p in named_parameters if p.requires_grad]
-    return [
-        {"params": [p for n, p in trainable if not n.endswith(NO_DECAY)], "weight_decay": weight_decay},
-        {"params": [p for n, p in trainable if n.endswith(NO_DECAY)], "weight_decay": 0.0},
-    ]
+    if layer_decay == 1.0 or lr is None:
+        return [
+            {"params": [p for n, p in trainable if not n.endswith(NO_DECAY)], "weight_decay": weight_decay},
+            {"params": [p for n, p in trainable if n.endswith(NO_DECAY)], "weight_decay": 0.0},
+        ]
+    scales = layer_scales([n for n, _ in trainable], layer_decay)
+    groups: dict[tuple[float, bool], dict] = {}
+    for n, p in trainable:
+        no_decay = n.endswith(NO_DECAY)
+        group = groups.setdefault(
+            (scales[n], no_decay),
+            {"params": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr": lr * scales[n]},
+        )
+        group["params"].append(p)
+    return list(groups.values())
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str = "linear") -> float:

@@ -23,6 +23,7 @@ import json
 import math
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -170,7 +171,7 @@ def build_engine(model, job: FinetuneJob, total_steps: int, on_gpu: bool):
     import torch
 
     optimizer = torch.optim.AdamW(
-        decay_groups(model.named_parameters(), job.weight_decay),
+        decay_groups(model.named_parameters(), job.weight_decay, job.layer_lr_decay, job.learning_rate),
         lr=job.learning_rate,
         fused=True if not on_gpu else None,
     )
@@ -264,6 +265,7 @@ def train(
     job: FinetuneJob,
     r: Rank,
     log,
+    average=None,
 ) -> Progress:
     """The engine loop: steps over the epochs' batches, a loss line about every 5% of the steps,
     validation every ``eval_every`` steps (default: once per epoch) with early stopping."""
@@ -290,6 +292,8 @@ def train(
                 loss = engine(**batch).loss
         engine.backward(loss)
         engine.step()
+        if average is not None:
+            average.update()
         p.seen += batch["input_ids"].shape[0] * r.world
         if p.step % log_every == 0 or p.step == total:
             mean = loss.detach().float().clone()
@@ -302,8 +306,9 @@ def train(
             )
         if score is not None and (p.step % eval_every == 0 or p.step == total):
             te = time.perf_counter()
-            f1, acc = score(val_features)
-            improved = best.offer(f1, p.step)
+            with average.swapped_in() if average is not None else nullcontext():
+                f1, acc = score(val_features)
+                improved = best.offer(f1, p.step)  # a snapshot of the average, when there is one
             bad_evals = 0 if improved else bad_evals + 1
             p.eval_s += time.perf_counter() - te
             p.curve.append((p.step, f1, acc))
@@ -418,6 +423,13 @@ def main(_rank: int, job: FinetuneJob) -> None:
 
     score = Scorer(engine, pad, job, features[:1], r)
     best = BestWeights(engine.module, zero3)
+    average = None
+    if job.ema_decay:
+        if zero3:  # each rank holds a shard of every weight: the average would need gathering each step
+            raise JobError("finetune.ema_decay needs ZeRO stage 0-2 (ZeRO-3 partitions the weights)")
+        from lmchain.train.average import WeightAverage
+
+        average = WeightAverage(engine.module, job.ema_decay)
     has_validation = dist_sum(len(val_features), torch) > 0
     progress = train(
         engine,
@@ -432,7 +444,10 @@ def main(_rank: int, job: FinetuneJob) -> None:
         job,
         r,
         log,
+        average,
     )
+    if best.state is None and average is not None:
+        average.copy_to_model()  # no validation: the average of the last steps is the model
     if best.state is not None:
         best.restore()
         log(f"restored the best weights: step {best.step}, macro-F1 {best.score:.4f}")
