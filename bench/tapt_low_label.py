@@ -72,6 +72,7 @@ def finetune(base_model: str, train: list[dict], validation: list[dict], seed: i
     from lmchain.config import FinetuneConfig
     from lmchain.train import finetune as ft, models
 
+    work.mkdir(parents=True)
     cfg = FinetuneConfig(
         base_model=base_model, ranks=1, batch_size=16, learning_rate=5e-5, epochs=EPOCHS, max_length=64,
         warmup_ratio=0.1, eval_every=0, patience=3, precision="bf16", seed=seed,
@@ -141,7 +142,7 @@ def main() -> int:
         train, validation = drawn[:LABELS], drawn[LABELS:]
         for arm, base, out in (("fine-tune alone", "minilm", control), ("TAPT + fine-tune", tapt_model, treatment)):
             t0 = time.perf_counter()
-            model_dir, metrics = finetune(base, train, validation, 42 + seed, work / f"s{seed}-{len(out)}-{arm[:4]}")
+            model_dir, metrics = finetune(base, train, validation, 42 + seed, work / f"seed{seed}-{base == tapt_model and 'tapt' or 'base'}")
             out.append(correct_on(model_dir, held))
             print(
                 f"seed {seed} {arm:17s} held-out accuracy {sum(out[-1]) / len(held):.4f} (best validation step "
