@@ -339,11 +339,13 @@ def cmd_gate(args) -> int:
         )
     cfg = load_config(args.recipe, args.overrides)
     path = Path(args.input)
-    names = list(cfg.annotate.label_names)
+    names = list(cfg.annotate.entity_types or cfg.annotate.label_names)
+    task = cfg.task
     if args.suite == "labelled":
         files = labelled_files(path)
         if (path / "labels.json").is_file():
-            names = _json.loads((path / "labels.json").read_text())["names"]
+            labels = _json.loads((path / "labels.json").read_text())
+            names, task = labels["names"], labels.get("task", task)
         batch = {"labelled": (labelled_frame(files), list(files.values()))}
     else:
         batch = {args.suite: (records_frame(path), [path])}
@@ -354,7 +356,7 @@ def cmd_gate(args) -> int:
         model_name=cfg.register.model_name,
     )
     try:
-        m = check(ctx, f"gate_{args.suite}_cli", cfg.gate, batch, names, {})
+        m = check(ctx, f"gate_{args.suite}_cli", cfg.gate, batch, names, {}, task=task)
     except GateFailed as exc:
         print(f"BLOCKED: {exc}", file=sys.stderr)
         return 1

@@ -72,6 +72,20 @@ def sst2_dir() -> Path | None:
 needs_sst2 = pytest.mark.skipif(sst2_dir() is None, reason="SST-2 not found (see README: data)")
 
 
+def conll_dir() -> Path | None:
+    from lmchain.datasets import conll_dir as find
+    from lmchain.errors import InputError
+
+    try:
+        folder = find()
+    except InputError:
+        return None
+    return folder if (folder / "valid.txt").is_file() else None
+
+
+needs_conll = pytest.mark.skipif(conll_dir() is None, reason="CoNLL-2003 not found (see README: data)")
+
+
 @pytest.fixture
 def ctx(tmp_path):
     from lmchain.artifacts import RunContext
