@@ -48,7 +48,8 @@ UNIT_MODULES = frozenset({
     "test_curate_filters.py", "test_curate_pii.py", "test_curate_text.py", "test_evaluate.py",
     "test_config_models.py", "test_gate_privacy.py", "test_pretrain_head.py", "test_schedule.py",
     "test_serve_service.py", "test_stages.py",
-    "test_train_job.py", "test_train_parts.py"})
+    "test_train_job.py", "test_train_parts.py",
+    "test_text_spans.py", "test_ner_sources.py", "test_curate_spans.py", "test_annotate_ner.py"})
 
 
 def pytest_collection_modifyitems(items):
