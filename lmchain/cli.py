@@ -92,8 +92,10 @@ def preflight(cfg) -> None:
     """Fail before starting anything when an input file is missing or unreadable."""
     from lmchain.sources.files import resolve_files
 
-    for src in [*cfg.collect.files, *cfg.annotate.labels]:
-        resolve_files(src.path)
+    for src in cfg.collect.files:
+        resolve_files(src.path, src.format)
+    for label_src in cfg.annotate.labels:
+        resolve_files(label_src.path)
 
 
 def cmd_demo(args) -> int:

@@ -195,3 +195,28 @@ def test_the_conll_variable_expands_to_the_data_folder():
     from lmchain.sources.files import resolve_files
 
     assert resolve_files("${CONLL}/train.txt") == [conll_dir() / "train.txt"]
+
+
+def test_classification_feedback_labels_stay_out_of_a_ner_run(tmp_path):
+    from lmchain.feedback import labels_path, with_feedback_labels
+
+    target = labels_path(tmp_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text('{"text": "great film", "label": "positive"}\n', encoding="utf-8")
+    ner = load_config("conll")
+    assert with_feedback_labels(ner, tmp_path) is ner  # (text, label) rows are no span labels
+    cls = load_config("tiny")
+    assert with_feedback_labels(cls, tmp_path).annotate.labels[-1].path == str(target)
+
+
+def test_a_span_source_is_found_by_its_formats_extensions(tmp_path):
+    from lmchain.sources.files import resolve_files
+
+    (tmp_path / "a.conll").write_text("EU B-ORG\n", encoding="utf-8")
+    (tmp_path / "notes.md").write_text("# not data\n", encoding="utf-8")
+    assert resolve_files(str(tmp_path), "conll") == [tmp_path / "a.conll"]
+    assert resolve_files(str(tmp_path / "a.conll"), "conll") == [tmp_path / "a.conll"]
+    with pytest.raises(InputError, match="unsupported extension"):
+        resolve_files(str(tmp_path / "a.conll"))  # a text source knows no .conll
+    m, records, _ = collect(tmp_path, FileSource(path=str(tmp_path / "a.conll"), format="conll"))
+    assert records[0]["entities"] == [{"start": 0, "end": 2, "label": "ORG"}]

@@ -35,7 +35,8 @@ class FileSource(Section):
         "per line, BIO tags, a blank line between sentences; the tokens are joined by single spaces), 'spans' "
         "(JSONL: the text under text_field and `entities: [{start, end, label}]`, character offsets) or "
         "'label-studio' (an NER project's JSON export: each annotator's `labels` results kept). A bad row is a "
-        "reject with its reason.",
+        "reject with its reason. A folder is searched for .conll/.iob/.bio/.txt/.tsv (conll), .jsonl/.json "
+        "(spans) or .json (label-studio) files.",
         "auto",
     )
 

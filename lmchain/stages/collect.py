@@ -78,7 +78,7 @@ def _collect(cfg: CollectConfig, out: StageOutput, run_key: str | None) -> None:
     from lmchain.sources.files import resolve_files
 
     # Resolve every file before writing anything: a bad path fails fast, naming the file.
-    files = [(src, resolve_files(src.path)) for src in cfg.files]
+    files = [(src, resolve_files(src.path, src.format)) for src in cfg.files]
     window = _window(cfg)
     if window:
         outside = 0
