@@ -188,3 +188,19 @@ def test_chained_alignments_and_identity():
     assert why is None and entity_texts(new, moved) == ["Bob"]
     ident = Alignment.identity(5)
     assert [ident.start(i) for i in range(6)] == list(range(6)) and ident.end(5) == 5
+
+
+def test_a_long_document_aligns_in_one_pass_when_only_whitespace_changed():
+    from lmchain.text import normalize_text
+    from lmchain.text_spans import _walk
+
+    rng = random.Random(3)
+    words = "the market in New York said Paris fell , .".split()
+    old = "".join(rng.choice(words) + rng.choice([" ", "  ", "\t", " \n ", "\u00a0", "\u200b "]) for _ in range(40000))
+    new = normalize_text(old)
+    assert _walk(old, new) is not None  # no quadratic text diff for whitespace edits (difflib: 29 s at 21k chars)
+    starts = [m for m in range(len(old) - 8) if old.startswith("New York", m)][::50]
+    ents = [{"start": s, "end": s + 8, "label": "LOC"} for s in starts]
+    moved, why = map_entities(ents, align(old, new), old, new, normalize_text)
+    assert why is None and entity_texts(new, moved) == ["New York"] * len(ents)
+    assert _walk("Caf\u00c3\u00a9", "Caf\u00e9") is None  # a repaired character: left to the text diff
