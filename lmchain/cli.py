@@ -92,8 +92,10 @@ def preflight(cfg) -> None:
     """Fail before starting anything when an input file is missing or unreadable."""
     from lmchain.sources.files import resolve_files
 
-    for src in [*cfg.collect.files, *cfg.annotate.labels]:
-        resolve_files(src.path)
+    for src in cfg.collect.files:
+        resolve_files(src.path, src.format)
+    for label_src in cfg.annotate.labels:
+        resolve_files(label_src.path)
 
 
 def cmd_demo(args) -> int:
@@ -339,11 +341,13 @@ def cmd_gate(args) -> int:
         )
     cfg = load_config(args.recipe, args.overrides)
     path = Path(args.input)
-    names = list(cfg.annotate.label_names)
+    names = list(cfg.annotate.entity_types or cfg.annotate.label_names)
+    task = cfg.task
     if args.suite == "labelled":
         files = labelled_files(path)
         if (path / "labels.json").is_file():
-            names = _json.loads((path / "labels.json").read_text())["names"]
+            labels = _json.loads((path / "labels.json").read_text())
+            names, task = labels["names"], labels.get("task", task)
         batch = {"labelled": (labelled_frame(files), list(files.values()))}
     else:
         batch = {args.suite: (records_frame(path), [path])}
@@ -354,7 +358,7 @@ def cmd_gate(args) -> int:
         model_name=cfg.register.model_name,
     )
     try:
-        m = check(ctx, f"gate_{args.suite}_cli", cfg.gate, batch, names, {})
+        m = check(ctx, f"gate_{args.suite}_cli", cfg.gate, batch, names, {}, task=task)
     except GateFailed as exc:
         print(f"BLOCKED: {exc}", file=sys.stderr)
         return 1

@@ -5,6 +5,9 @@
 repository or the working directory, then ``<home>/data/sst2`` (where a download goes).
 When none has it and the machine is online, GLUE SST-2 is fetched from the Hugging Face hub
 once into ``<home>/data/sst2``; offline, the error says where to put the files.
+
+``${CONLL}`` is the CoNLL-2003 English folder (``train.txt``, ``valid.txt``), looked up the same
+way in ``$LMCHAIN_DATA/conll2003``, ``$LMCHAIN_DATA`` and ``../shared/data/conll2003``.
 """
 
 from __future__ import annotations
@@ -67,8 +70,35 @@ def _download_sst2(target: Path) -> None:
         tmp.replace(target / name)
 
 
+CONLL_FILES = ("train.txt",)
+
+
+def _conll_candidates(home: Home) -> list[Path]:
+    out = []
+    if home.data is not None:
+        out += [home.data / "conll2003", home.data]
+    out += [REPO_ROOT.parent / "shared" / "data" / "conll2003", Path.cwd().parent / "shared" / "data" / "conll2003"]
+    return out
+
+
+def conll_dir(home: Home | None = None) -> Path:
+    """The folder holding CoNLL-2003 English (``train.txt``, ``valid.txt``: ``token TAG`` lines), looked
+    up as SST-2 is; never downloaded (its licence asks for a copy of the Reuters corpus)."""
+    candidates = _conll_candidates(Home.of(home))
+    for cand in candidates:
+        if all((cand / f).is_file() for f in CONLL_FILES):
+            return cand
+    raise InputError(
+        "CoNLL-2003 not found. Put train.txt and valid.txt (one 'token TAG' per line, a blank line between "
+        f"sentences) in $LMCHAIN_DATA/conll2003, or in {candidates[-2]}. Looked in: "
+        + ", ".join(str(c) for c in candidates)
+    )
+
+
 def expand(path: str) -> str:
-    """Expand ``${SST2}``, ``~`` and environment variables in a recipe path."""
+    """Expand ``${SST2}``, ``${CONLL}``, ``~`` and environment variables in a recipe path."""
     if "${SST2}" in path:
         path = path.replace("${SST2}", str(sst2_dir()))
+    if "${CONLL}" in path:
+        path = path.replace("${CONLL}", str(conll_dir()))
     return os.path.expanduser(os.path.expandvars(path))

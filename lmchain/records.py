@@ -7,6 +7,11 @@
   a user can inspect it, never silently lost.
 - :class:`Example`: a labelled text of annotate's splits (``train/validation/test.jsonl``), which
   fine-tune, evaluate and deploy read.
+- :class:`Entity` and :class:`NerExample`: a recipe with ``task: ner`` labels character spans of
+  a text instead of the whole text. Collect reads them onto the :class:`Document` (``entities``,
+  or ``annotations`` when several people labelled it), curate keeps them aligned when it changes
+  the text, annotate writes :class:`NerExample` splits. Offsets index ``text`` as Python strings
+  do (code points, end exclusive); :mod:`lmchain.text_spans` converts them to and from BIO tags.
 
 Why TypedDicts and not dataclasses: a record is a dict at every step of its life (a JSONL line,
 a chunk pickled to curate's worker processes, a row of the gate's pandas frame) and curate's
@@ -16,6 +21,21 @@ file's or a page's extra fields ride along (``meta``, and the crawl's fields bel
 """
 
 from typing import Any, Required, TypedDict
+
+
+class Entity(TypedDict):
+    """A labelled span of a text: ``text[start:end]`` is the entity, ``label`` its type (PER, ORG...)."""
+
+    start: int
+    end: int
+    label: str
+
+
+class Annotation(TypedDict):
+    """One annotator's spans of a text (Label Studio: one per ``annotations[]`` entry)."""
+
+    annotator: str
+    entities: list[Entity]
 
 
 class Document(TypedDict, total=False):
@@ -52,6 +72,12 @@ class Document(TypedDict, total=False):
     boilerplate_lines: int
     pii: dict[str, int]  # redactions per kind
     _original: str  # curate, in flight only: the text as collected, for a duplicate's reject (never written)
+    # task: ner (absent from a classification corpus)
+    entities: list[Entity]  # one annotator's spans ([]: labelled, no entity; absent: unlabelled)
+    annotations: list[Annotation]  # several annotators' spans, each kept (Label Studio exports)
+    bio_repaired: int  # CoNLL: I- tags read as B- (conlleval), counted so a sloppy file shows
+    _original_spans: dict[str, Any]  # curate, in flight only: entities/annotations as collected
+    detail: str  # curate's reject of a ner record: which entity could not follow the text's change, and why
 
 
 class Rejected(Document, total=False):
@@ -73,3 +99,15 @@ class Example(TypedDict, total=False):
     confidence: float
     votes: dict[str, str]  # weak labels' decisions (weak.jsonl): labelling function -> label name
     kept: bool  # weak.jsonl: confident enough to train on
+
+
+class NerExample(TypedDict, total=False):
+    """A text with its entity spans, in annotate's splits for ``task: ner``."""
+
+    id: Required[str]
+    text: Required[str]
+    entities: Required[list[Entity]]
+    source: str
+    provenance: str  # human (the only one so far: weak span labels come later)
+    confidence: float  # share of the text's annotators who agree with the kept spans (1.0: one annotator)
+    annotators: list[str]

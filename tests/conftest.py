@@ -48,7 +48,8 @@ UNIT_MODULES = frozenset({
     "test_curate_filters.py", "test_curate_pii.py", "test_curate_text.py", "test_evaluate.py",
     "test_config_models.py", "test_gate_privacy.py", "test_pretrain_head.py", "test_schedule.py",
     "test_serve_service.py", "test_stages.py",
-    "test_train_job.py", "test_train_parts.py", "test_bench_runner.py"})
+    "test_train_job.py", "test_train_parts.py", "test_bench_runner.py",
+    "test_text_spans.py", "test_ner_sources.py", "test_curate_spans.py", "test_annotate_ner.py"})
 
 
 def pytest_collection_modifyitems(items):
@@ -70,6 +71,20 @@ def sst2_dir() -> Path | None:
 
 
 needs_sst2 = pytest.mark.skipif(sst2_dir() is None, reason="SST-2 not found (see README: data)")
+
+
+def conll_dir() -> Path | None:
+    from lmchain.datasets import conll_dir as find
+    from lmchain.errors import InputError
+
+    try:
+        folder = find()
+    except InputError:
+        return None
+    return folder if (folder / "valid.txt").is_file() else None
+
+
+needs_conll = pytest.mark.skipif(conll_dir() is None, reason="CoNLL-2003 not found (see README: data)")
 
 
 @pytest.fixture

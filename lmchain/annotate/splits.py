@@ -5,13 +5,23 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import defaultdict
+from typing import Any, Mapping, Sequence, TypeVar, cast
 
 from lmchain.config import AnnotateConfig
 from lmchain.errors import InputError
-from lmchain.records import Example
+from lmchain.records import Example, NerExample
 from lmchain.text import normalise_for_dedup
 
 SPLITS = ("train", "validation", "test")
+
+
+# A classification example or, for task: ner, a text with its spans: split alike, by the text alone.
+E = TypeVar("E", Example, NerExample)
+
+
+def _stratum(ex: Mapping[str, Any]) -> int:
+    """What ``max_examples`` subsamples in proportion: the label; NER examples form one stratum."""
+    return int(cast(dict, ex).get("label", 0))
 
 
 class LeakageError(InputError):
@@ -39,7 +49,7 @@ def split_of(text: str, cfg: AnnotateConfig) -> str:
     )
 
 
-def stratified_split(examples: list[Example], cfg: AnnotateConfig) -> dict[str, list[Example]]:
+def stratified_split(examples: Sequence[E], cfg: AnnotateConfig) -> dict[str, list[E]]:
     """Split by a hash of each sentence, so a sentence keeps its split in every run.
 
     The split depends on the text alone, not on the rest of the data, so when feedback, a
@@ -50,7 +60,7 @@ def stratified_split(examples: list[Example], cfg: AnnotateConfig) -> dict[str, 
     subsamples each label in proportion, by another hash, so the choice is stable too.
     """
     rng = random.Random(cfg.seed)
-    groups: dict[str, list[Example]] = defaultdict(list)
+    groups: dict[str, list[E]] = defaultdict(list)
     for ex in sorted(examples, key=lambda e: e["id"]):
         groups[split_key(ex["text"])].append(ex)
     keys = sorted(groups)
@@ -58,7 +68,7 @@ def stratified_split(examples: list[Example], cfg: AnnotateConfig) -> dict[str, 
         share = cfg.max_examples / len(examples)
         by_label: dict[int, list[str]] = defaultdict(list)
         for key in keys:
-            by_label[groups[key][0]["label"]].append(key)
+            by_label[_stratum(groups[key][0])].append(key)
         keys = sorted(
             k
             for label_keys in by_label.values()
@@ -66,7 +76,7 @@ def stratified_split(examples: list[Example], cfg: AnnotateConfig) -> dict[str, 
                 : max(1, round(len(label_keys) * share))
             ]
         )
-    splits: dict[str, list[Example]] = {s: [] for s in SPLITS}
+    splits: dict[str, list[E]] = {s: [] for s in SPLITS}
     for key in keys:
         splits[split_of(groups[key][0]["text"], cfg)] += groups[key]
     for items in splits.values():
@@ -74,7 +84,7 @@ def stratified_split(examples: list[Example], cfg: AnnotateConfig) -> dict[str, 
     return splits
 
 
-def check_leakage(splits: dict[str, list[Example]]) -> None:
+def check_leakage(splits: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
     """Raise when a normalised text sits in two splits (a model would be scored on its training data)."""
     where: dict[str, str] = {}
     for split, items in splits.items():

@@ -102,10 +102,14 @@ ANNOTATION_MODES: tuple[str, ...] = typing.get_args(AnnotationMode)
 
 class AnnotateConfig(Section):
     KEY = "annotate"
-    labels: list[LabelSource] = doc(
-        "Label files to import.", factory=list, min_length=1, hint="add at least one label file"
-    )
+    labels: list[LabelSource] = doc("Label files to import (classification).", factory=list)
     label_names: list[str] = doc("Names of the label ids, in order (e.g. [negative, positive]).", factory=list)
+    entity_types: list[str] = doc(
+        "`task: ner`: the entity types, in order (e.g. [PER, ORG, LOC, MISC]); tags are O, then B- and I- of "
+        "each. Given, not learned from the data, so that tag ids stay the same from run to run and a span "
+        "of another type is a reject (unknown_label) rather than a new class.",
+        factory=list,
+    )
     max_examples: int | None = doc("Keep at most this many labelled examples (stratified).", None)
     validation_fraction: float = doc("Share of labelled examples for validation.", 0.1, ge=0, lt=1)
     test_fraction: float = doc("Share of labelled examples for the test split.", 0.2, gt=0, lt=1)
@@ -126,9 +130,14 @@ class AnnotateConfig(Section):
 
     @model_validator(mode="after")
     def _fractions(self) -> Any:
-        return problems(
-            self,
-            [("test_fraction", "validation_fraction + test_fraction must be < 1")]
-            if self.validation_fraction + self.test_fraction >= 1
-            else [],
-        )
+        found = []
+        if self.validation_fraction + self.test_fraction >= 1:
+            found.append(("test_fraction", "validation_fraction + test_fraction must be < 1"))
+        # NER spans come with the collected records (collect.files[].format), not from label files.
+        if not self.labels and not self.entity_types:
+            found.append(("labels", "add at least one label file (task: ner: give entity_types instead)"))
+        if len(set(self.entity_types)) != len(self.entity_types) or any(
+            not t or t == "O" or t.startswith(("B-", "I-")) or any(c.isspace() for c in t) for t in self.entity_types
+        ):
+            found.append(("entity_types", "must be distinct type names without B-/I- and without spaces (not 'O')"))
+        return problems(self, found)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, field_validator
 
@@ -17,7 +17,7 @@ class FileSource(Section):
     path: str = doc(
         "File, folder (read recursively) or glob of txt, md, html, jsonl, csv, tsv or parquet "
         "files; a folder saved with datasets' save_to_disk; or `hf:NAME` for a hub dataset "
-        "(online, needs the `datasets` package). `${SST2}` expands to the SST-2 folder."
+        "(online, needs the `datasets` package). `${SST2}` expands to the SST-2 folder, `${CONLL}` to CoNLL-2003's."
     )
     text_field: str = doc(
         "Column (csv/tsv/parquet/datasets) or key (jsonl) that holds the text; ignored for "
@@ -29,6 +29,15 @@ class FileSource(Section):
     windowed: bool = doc(
         "Subject to collect.modified_after/before (off: always read in full, e.g. the accumulated feedback labels).",
         True,
+    )
+    format: Literal["auto", "conll", "spans", "label-studio"] = doc(
+        "'auto': by extension, text only (as above). With `task: ner`, labelled text: 'conll' (one `token TAG` "
+        "per line, BIO tags, a blank line between sentences; the tokens are joined by single spaces), 'spans' "
+        "(JSONL: the text under text_field and `entities: [{start, end, label}]`, character offsets) or "
+        "'label-studio' (an NER project's JSON export: each annotator's `labels` results kept). A bad row is a "
+        "reject with its reason. A folder is searched for .conll/.iob/.bio/.txt/.tsv (conll), .jsonl/.json "
+        "(spans) or .json (label-studio) files.",
+        "auto",
     )
 
 

@@ -9,15 +9,16 @@ unknown key at once, each by its dotted name, with the recipe it came from.
 from __future__ import annotations
 
 import os
+import typing
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from lmchain.config.annotate import AnnotateConfig, LabelSource
-from lmchain.config.base import Section, doc, error_message
+from lmchain.config.base import Section, doc, error_message, model_validator, problems
 from lmchain.config.collect import CollectConfig, FileSource
 from lmchain.config.curate import CurateConfig
 from lmchain.config.evaluate import EvaluateConfig, RegisterConfig
@@ -34,8 +35,20 @@ CONFIGS_ENV = "LMCHAIN_CONFIGS"
 warnings.filterwarnings("ignore", message='Field name "register" in "PipelineConfig" shadows', category=UserWarning)
 
 
+Task = Literal["classification", "ner"]
+TASKS: tuple[str, ...] = typing.get_args(Task)
+# The span formats of collect.files[].format: labelled text for task: ner.
+SPAN_FORMATS = ("conll", "spans", "label-studio")
+
+
 class PipelineConfig(Section):
     name: str = doc("Name of the recipe, shown in manifests and MLflow.", "lmchain")
+    task: Task = doc(
+        "'classification': a label per text (annotate.labels, annotate.label_names). 'ner': entity spans per "
+        "text (collect.files[].format conll, spans or label-studio; annotate.entity_types). So far a ner run "
+        "goes collect -> curate -> gate -> annotate -> review_queue -> gate_labels.",
+        "classification",
+    )
     collect: CollectConfig = doc(
         "Collection.",
         factory=lambda: CollectConfig(files=[FileSource(path="${SST2}/train.tsv", text_field="sentence")]),
@@ -52,6 +65,32 @@ class PipelineConfig(Section):
     register: RegisterConfig = doc("Model registration.", factory=RegisterConfig)
     deploy: DeployConfig = doc("Deployment.", factory=DeployConfig)
     feedback: FeedbackConfig = doc("Feedback loop.", factory=FeedbackConfig)
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> Any:
+        found = []
+        spans = [i for i, f in enumerate(self.collect.files) if f.format in SPAN_FORMATS]
+        if self.task == "classification":
+            found += [
+                (f"collect.files[{i}].format", f"'{self.collect.files[i].format}' reads entity spans: set task: ner")
+                for i in spans
+            ]
+            if self.annotate.entity_types:
+                found.append(("annotate.entity_types", "is for task: ner; a classifier's labels are label_names"))
+        else:
+            if not self.annotate.entity_types:
+                found.append(("annotate.entity_types", "task: ner needs the entity types, e.g. [PER, ORG, LOC, MISC]"))
+            if self.annotate.labels:
+                found.append(
+                    (
+                        "annotate.labels",
+                        "label files are for classification; with task: ner the spans come with the collected "
+                        "records (collect.files[].format conll, spans or label-studio)",
+                    )
+                )
+            if self.annotate.mode != "human":
+                found.append(("annotate.mode", "semi-automatic span labels are not there yet for task: ner; use human"))
+        return problems(self, found)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()

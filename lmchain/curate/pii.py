@@ -159,12 +159,37 @@ class PiiRedactor:
             text = rx.sub(replace, text)
         return text, found
 
+    def alignment(self, before: str, after: str):
+        """Where ``before``'s offsets land in its redaction ``after``: the redactions replayed as
+        exact replacements, rule by rule as :meth:`redact` applies them (for entity spans)."""
+        from lmchain.text_spans import Alignment, chain, align
+
+        passes = []
+        text = before
+        for _, rx, ok, token in self._rules:
+            edits = [(m.start(), m.end(), token) for m in rx.finditer(text) if ok is None or ok(m)]
+            if edits:
+                passes.append(Alignment.from_edits(text, edits))
+                text = "".join(_apply(text, edits))
+        if text != after:  # not this redactor's output: fall back to aligning the two texts
+            return align(before, after)
+        return chain(passes, len(before))
+
     def __call__(self, rec: dict) -> str | None:
         text, found = self.redact(rec["text"])
         if found:
             rec["text"] = text
             rec["pii"] = dict(found)
         return None
+
+
+def _apply(text: str, edits: list[tuple[int, int, str]]):
+    pos = 0
+    for start, end, new in edits:
+        yield text[pos:start]
+        yield new
+        pos = end
+    yield text[pos:]
 
 
 _DETECTOR = PiiRedactor()

@@ -28,6 +28,7 @@ from lmchain.curate.filters import C4Quality, FineWebQuality, GopherQuality, Gop
 from lmchain.curate.langid import LanguageFilter
 from lmchain.curate.minhash import MinHasher
 from lmchain.curate.pii import PiiRedactor
+from lmchain.curate.spans import follow, has_spans, snapshot
 from lmchain.curate.steps import LengthFilter, Normalize
 from lmchain.records import Document, Rejected
 
@@ -86,17 +87,23 @@ class ChunkWorker:
         for rec in chunk:
             original = rec["text"]
             reason = None
+            spans = snapshot(rec) if has_spans(rec) else None  # task: ner
             for step in self.steps:
+                before = rec["text"]
                 reason = step(rec)
+                if not reason and spans is not None and rec["text"] != before:
+                    reason = follow(rec, before, step)  # the entities move with the text, or the record goes
                 if reason:
                     break
             if reason:
-                rejected: Rejected = {**rec, "text": original, "reason": reason}
+                rejected: Rejected = {**rec, "text": original, **(spans or {}), "reason": reason}  # type: ignore[typeddict-item]
                 out.append(rejected)
             else:
                 rec["sha256"] = sha256_text(rec["text"])
                 if rec["text"] != original:
                     rec["_original"] = original  # a duplicate's reject shows the text as collected
+                    if spans is not None:
+                        rec["_original_spans"] = spans  # ...and its spans as collected
                 out.append(rec)
                 survivors.append(rec)
             reasons.append(reason)

@@ -25,6 +25,8 @@ def with_feedback_labels(cfg: PipelineConfig, lm_home: Home | Path) -> PipelineC
     from lmchain.config import FileSource, LabelSource, replace
 
     target = labels_path(lm_home)
+    if cfg.task != "classification":
+        return cfg  # the feedback labels are (text, label) rows; span corrections come with the NER serving path
     if not cfg.feedback.include_in_training or not target.is_file() or target.stat().st_size == 0:
         return cfg
     # Not windowed: a nightly run reads only new files, but always all the accumulated feedback.

@@ -27,12 +27,19 @@ from lmchain.quality import data_docs_dir
 
 
 def check(
-    ctx: RunContext, stage: str, cfg: GateConfig, batches: dict, label_names: list[str], passthrough: dict[str, str]
+    ctx: RunContext,
+    stage: str,
+    cfg: GateConfig,
+    batches: dict,
+    label_names: list[str],
+    passthrough: dict[str, str],
+    task: str = "classification",
 ) -> Manifest:
     """Validate ``batches`` ({suite: (dataframe, files)}); publish the evidence; raise if any is blocked.
 
     ``passthrough`` outputs are the validated files themselves: downstream stages read them
-    through the gate's manifest, so they cannot bypass it.
+    through the gate's manifest, so they cannot bypass it. ``task``: what the labelled splits
+    hold (``ner``: entity spans, ``label_names`` the entity types).
     """
     from lmchain.quality.gate import validate
 
@@ -40,7 +47,7 @@ def check(
     if empty:
         block_empty(ctx, stage, cfg, empty)
     results = [
-        validate(ctx.home, ctx.run_id, suite, df, files, getattr(cfg, suite), label_names)
+        validate(ctx.home, ctx.run_id, suite, df, files, getattr(cfg, suite), label_names, task=task)
         for suite, (df, files) in batches.items()
     ]
     blocked = [r for r in results if not r.passed]

@@ -2,7 +2,9 @@
 
 GX's built-in expectations are made for tables. These add what a text corpus needs: residual
 PII, language share, near-exact duplicate rate, train/test overlap, class balance and
-distribution shift against the last accepted batch. Importing this module registers them with
+distribution shift against the last accepted batch; and, for ``task: ner``, spans that are
+valid for their text (what a valid BIO tagging needs), entity types in the label set and the
+share of each type. Importing this module registers them with
 GX (its metric and expectation registries), so suites stored in the GX project can name them.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 import pandas as pd
 from great_expectations.core.metric_domain_types import MetricDomainTypes
@@ -20,6 +22,7 @@ from great_expectations.expectations.expectation import (
     BatchExpectation,
     ColumnAggregateExpectation,
     ColumnMapExpectation,
+    ColumnPairMapExpectation,
 )
 from great_expectations.expectations.metrics import (
     ColumnAggregateMetricProvider,
@@ -27,11 +30,18 @@ from great_expectations.expectations.metrics import (
     column_aggregate_value,
     column_condition_partial,
 )
+from great_expectations.expectations.metrics.map_metric_provider.column_pair_condition_partial import (
+    column_pair_condition_partial,
+)
+from great_expectations.expectations.metrics.map_metric_provider.column_pair_map_metric_provider import (
+    ColumnPairMapMetricProvider,
+)
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
 
 from lmchain.curate.pii import pii_kinds
 from lmchain.text import normalise_for_dedup
+from lmchain.text_spans import span_problem
 
 # ---------------------------------------------------------------------------- detectors
 
@@ -248,3 +258,94 @@ class ExpectNoTextOverlapBetweenSplits(BatchExpectation):
     def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
         overlap = metrics["table.lmchain_split_overlap"]
         return {"success": overlap == 0, "result": {"observed_value": overlap}}
+
+
+# ---------------------------------------------------------------------------- entity spans (task: ner)
+
+
+def entity_types_of(column: pd.Series) -> Counter:
+    """How many entities of each type the rows' ``entities`` lists hold (a row that is not a list holds none)."""
+    return Counter(e.get("label") for v in column if isinstance(v, list) for e in v if isinstance(e, dict))
+
+
+def type_share(column: pd.Series, value_set: list) -> float:
+    """The smallest share of all entities that one type of ``value_set`` has (0 with no entity)."""
+    counts = entity_types_of(column)
+    total = sum(counts.values())
+    return float(min(counts.get(t, 0) for t in value_set) / total) if total and value_set else 0.0
+
+
+class ColumnPairValidSpans(ColumnPairMapMetricProvider):
+    condition_metric_name = "column_pair_values.lmchain_valid_spans"
+    condition_domain_keys = (
+        "batch_id",
+        "table",
+        "column_A",
+        "column_B",
+        "row_condition",
+        "condition_parser",
+        "ignore_row_if",
+    )
+
+    @column_pair_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column_A, column_B, **kwargs):
+        return pd.Series(
+            [isinstance(t, str) and span_problem(t, e) is None for t, e in zip(column_A, column_B)],
+            index=column_A.index,
+        )
+
+
+class ColumnEntityLabelsInSet(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.lmchain_entity_labels_in_set"
+    condition_value_keys = ("value_set",)
+    filter_column_isnull = False  # a row without its spans is a failure, not a skip
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column, value_set, **kwargs):
+        known = set(value_set)
+        return column.map(
+            lambda v: isinstance(v, list) and all(isinstance(e, dict) and e.get("label") in known for e in v)
+        )
+
+
+class ColumnEntityTypeShare(ColumnAggregateMetricProvider):
+    metric_name = "column.lmchain_entity_type_share"
+    value_keys = ("value_set",)
+
+    @column_aggregate_value(engine=PandasExecutionEngine, filter_column_isnull=False)
+    def _pandas(cls, column, value_set, **kwargs):
+        return type_share(column, value_set)
+
+
+class ExpectColumnPairValuesToBeValidSpans(ColumnPairMapExpectation):
+    """Every row's entity spans (``column_B``) are valid for its text (``column_A``): integer
+    offsets with 0 <= start < end <= len(text), no whitespace at either end, none overlapping.
+    These are exactly the span sets that have a BIO tagging converting back to the same spans
+    (:func:`lmchain.text_spans.spans_to_bio`): the NER suite's "valid BIO"."""
+
+    column_A: str = "text"
+    column_B: str = "entities"
+    ignore_row_if: Literal["both_values_are_missing", "either_value_is_missing", "neither"] = "neither"
+    map_metric: ClassVar[str] = "column_pair_values.lmchain_valid_spans"
+    success_keys: ClassVar[tuple[str, ...]] = ("column_A", "column_B", "ignore_row_if", "mostly")
+
+
+class ExpectColumnEntityLabelsToBeInSet(ColumnMapExpectation):
+    """Every entity of every row has a type of ``value_set`` (``annotate.entity_types``)."""
+
+    value_set: list
+    map_metric: ClassVar[str] = "column_values.lmchain_entity_labels_in_set"
+    success_keys: ClassVar[tuple[str, ...]] = ("value_set", "mostly")
+
+
+class ExpectColumnEntityTypeShareToBeAtLeast(ColumnAggregateExpectation):
+    """Class balance for spans: each type of ``value_set`` is at least ``min_value`` of all entities."""
+
+    value_set: list
+    min_value: float = 0.1
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("column.lmchain_entity_type_share",)
+    success_keys: ClassVar[tuple[str, ...]] = ("value_set", "min_value")
+
+    def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+        share = metrics["column.lmchain_entity_type_share"]
+        return {"success": share >= self.min_value, "result": {"observed_value": share}}

@@ -107,8 +107,9 @@ def quarantine_dir(home: Home | Path, run_id: str, suite: str) -> Path:
     return Home.of(home).quarantine_dir(run_id, suite)
 
 
-def reference_path(home: Home | Path, suite: str) -> Path:
-    return Home.of(home).quality_reference / f"{suite}.json"
+def reference_path(home: Home | Path, suite: str, task: str = "classification") -> Path:
+    # A ner batch's distributions (entity types) never stand in for a classifier's (labels).
+    return Home.of(home).quality_reference / (f"{suite}.json" if task == "classification" else f"{suite}.{task}.json")
 
 
 def batch_hash(files: list[Path]) -> str:
@@ -213,33 +214,36 @@ def validate(
     cfg: SuiteConfig,
     label_names: list[str],
     hold: str = "batch",
+    task: str = "classification",
 ) -> SuiteResult:
     """Run ``suite`` on ``df`` (read from ``files``) and quarantine what failed.
 
     ``hold="batch"``: a blocked batch is copied to quarantine whole, with its failing rows named.
     ``hold="rows"``: only the failing rows are quarantined (``rows.jsonl``), so that the caller
     can pass the others on; a failure no row is to blame for quarantines nothing (the caller
-    keeps the whole batch back).
+    keeps the whole batch back). ``task: ner`` checks spans in the labelled suite
+    (:func:`lmchain.quality.suites.build`); ``label_names`` are then the entity types.
     """
-    from lmchain.quality.suites import COLUMNS, build
+    from lmchain.quality.suites import build, columns
 
-    missing = [c for c in COLUMNS[suite] if c not in df.columns]
+    needed = columns(suite, task)
+    missing = [c for c in needed if c not in df.columns]
     if missing:
         raise InputError(
             f"gate: the {suite} batch {', '.join(map(str, files))} lacks column(s) {missing}; "
-            f"the {suite} suite needs {COLUMNS[suite]}"
+            f"the {suite} suite needs {needed}"
         )
-    ref_file = reference_path(home, suite)
+    ref_file = reference_path(home, suite, task)
     reference = read_json(ref_file, {})
     df = df.reset_index(drop=True)  # GX reports failing rows by index: make it the row's position
     df["chars"] = df["text"].astype(str).str.len()
     ctx = context(home)
-    checkpoint = _checkpoint(ctx, suite, build(suite, cfg, label_names, reference))
+    checkpoint = _checkpoint(ctx, suite, build(suite, cfg, label_names, reference, task))
     from great_expectations.core.run_identifier import RunIdentifier
 
     # GX sees the suite's columns only: the column check reports the names it observed, and a
     # record's other keys come from whoever wrote the file (a key can be any text, a script too).
-    checked = df[[*dict.fromkeys([*COLUMNS[suite], "chars"])]]
+    checked = df[[*dict.fromkeys([*needed, "chars"])]]
     # Named after the pipeline run, so each run has its own page in Data Docs.
     result = checkpoint.run(batch_parameters={"dataframe": checked}, run_id=RunIdentifier(run_name=run_id))
     docs = ctx.get_docs_sites_urls()
@@ -256,7 +260,7 @@ def validate(
         if not out.batch_failures:
             from lmchain.quality.suites import distributions
 
-            write_json(ref_file, distributions(suite, df.drop(index=list(blamed))))
+            write_json(ref_file, distributions(suite, df.drop(index=list(blamed)), task))
         return out
     acceptance = qdir / "accepted.json"
     if out.failed and acceptance.is_file():
@@ -268,7 +272,7 @@ def validate(
     if out.passed:
         from lmchain.quality.suites import distributions
 
-        write_json(ref_file, distributions(suite, df))
+        write_json(ref_file, distributions(suite, df, task))
     return out
 
 

@@ -20,14 +20,25 @@ COLUMNS = {
     "labelled": ["id", "text", "label", "split"],
     "feedback": ["text", "predicted_label", "correct_label"],
 }
+# task: ner: the labelled splits hold spans instead of a label (the other suites are the same).
+NER_COLUMNS = {**COLUMNS, "labelled": ["id", "text", "entities", "split"]}
+
+
+def columns(suite: str, task: str = "classification") -> list[str]:
+    return (NER_COLUMNS if task == "ner" else COLUMNS)[suite]
 
 
 def _severity(name: str, cfg: SuiteConfig) -> dict[str, Any]:
     return {"severity": "warning"} if name in cfg.warn else {}
 
 
-def build(suite: str, cfg: SuiteConfig, label_names: list[str], reference: dict[str, dict]) -> list:
-    """The expectations of ``suite``; ``reference`` holds the last accepted batch's distributions."""
+def build(
+    suite: str, cfg: SuiteConfig, label_names: list[str], reference: dict[str, dict], task: str = "classification"
+) -> list:
+    """The expectations of ``suite``; ``reference`` holds the last accepted batch's distributions.
+
+    ``task: ner`` changes the ``labelled`` suite only: ``label_names`` are the entity types, and
+    the label checks become span checks (valid spans, types in the set, each type's share)."""
     import great_expectations as gx
 
     from lmchain.quality import expectations as X
@@ -36,7 +47,7 @@ def build(suite: str, cfg: SuiteConfig, label_names: list[str], reference: dict[
     items: list[tuple[str, Any]] = [
         (
             "expect_table_columns_to_match_set",
-            lambda **s: E.ExpectTableColumnsToMatchSet(column_set=COLUMNS[suite], exact_match=False, **s),
+            lambda **s: E.ExpectTableColumnsToMatchSet(column_set=columns(suite, task), exact_match=False, **s),
         ),
         (
             "expect_table_row_count_to_be_between",
@@ -92,6 +103,22 @@ def build(suite: str, cfg: SuiteConfig, label_names: list[str], reference: dict[
                 ),
             ),
         ]
+    if task == "ner" and suite == "labelled":
+        items += [
+            ("expect_column_pair_values_to_be_valid_spans", lambda **s: X.ExpectColumnPairValuesToBeValidSpans(**s)),
+            (
+                "expect_column_entity_labels_to_be_in_set",
+                lambda **s: X.ExpectColumnEntityLabelsToBeInSet(column="entities", value_set=label_names, **s),
+            ),
+            (
+                "expect_column_entity_type_share_to_be_at_least",
+                lambda **s: X.ExpectColumnEntityTypeShareToBeAtLeast(
+                    column="entities", value_set=label_names, min_value=cfg.min_class_share, **s
+                ),
+            ),
+            ("expect_no_text_overlap_between_splits", lambda **s: X.ExpectNoTextOverlapBetweenSplits(**s)),
+        ]
+        return [make(**_severity(name, cfg)) for name, make in items]
     label_column = {"labelled": "label", "feedback": "correct_label"}.get(suite)
     if label_column:
         items.append(
@@ -119,11 +146,15 @@ def build(suite: str, cfg: SuiteConfig, label_names: list[str], reference: dict[
     return [make(**_severity(name, cfg)) for name, make in items]
 
 
-def distributions(suite: str, df) -> dict[str, dict[str, float]]:
+def distributions(suite: str, df, task: str = "classification") -> dict[str, dict[str, float]]:
     """What the next batch is compared against once this one is accepted."""
-    from lmchain.quality.expectations import bucketise, shares
+    from lmchain.quality.expectations import bucketise, entity_types_of, shares
 
     out = {"length": shares(bucketise(df["text"], LENGTH_BUCKETS))}
+    if task == "ner" and suite == "labelled":
+        types = entity_types_of(df["entities"])
+        out["entity_type"] = {k: v / (sum(types.values()) or 1) for k, v in sorted(types.items(), key=str)}
+        return out
     if suite == "labelled":
         out["label"] = shares(df["label"])
     if suite == "feedback":

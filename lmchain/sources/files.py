@@ -40,13 +40,23 @@ FORMATS = {
     ".parquet": "parquet",
 }
 
+# The span formats of task: ner (collect.files[].format) and the extensions they are found by.
+SPAN_EXTENSIONS = {
+    "conll": (".conll", ".iob", ".bio", ".txt", ".tsv"),
+    "spans": (".jsonl", ".json"),
+    "label-studio": (".json",),
+}
+
 # SST-2 and similar corpora carry long sentences in unquoted TSV cells.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
-def resolve_files(path: str) -> list[Path]:
-    """The files a source's path names; a saved dataset folder is returned as the folder itself."""
+def resolve_files(path: str, fmt: str = "auto") -> list[Path]:
+    """The files a source's path names; a saved dataset folder is returned as the folder itself.
+    ``fmt``: a source's span format (``conll``...), whose own extensions are the ones accepted."""
     from lmchain.sources import hf
+
+    suffixes = FORMATS if fmt == "auto" else SPAN_EXTENSIONS[fmt]
 
     if path.startswith(hf.HUB_PREFIX):
         return []  # a hub dataset: nothing local to check before the run
@@ -56,11 +66,11 @@ def resolve_files(path: str) -> list[Path]:
     elif Path(pattern).is_dir():
         if hf.is_saved_dataset(Path(pattern)):
             return [Path(pattern)]
-        matches = sorted(p for p in Path(pattern).rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+        matches = sorted(p for p in Path(pattern).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
         if not matches:
             raise InputError(
                 f"collect.files: folder {pattern} holds no file of a supported type ("
-                + ", ".join(sorted(FORMATS))
+                + ", ".join(sorted(suffixes))
                 + ") and is not a saved dataset"
             )
         return matches
@@ -71,9 +81,9 @@ def resolve_files(path: str) -> list[Path]:
     for match in matches:
         if not match.is_file():
             raise InputError(f"collect.files: input file {match} does not exist; fix collect.files[].path")
-        if match.suffix.lower() not in FORMATS:
+        if match.suffix.lower() not in suffixes:
             raise InputError(
-                f"collect.files: {match} has an unsupported extension; use one of " + ", ".join(sorted(FORMATS))
+                f"collect.files: {match} has an unsupported extension; use one of " + ", ".join(sorted(suffixes))
             )
     return matches
 

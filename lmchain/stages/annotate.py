@@ -12,6 +12,9 @@ is the ``review_queue`` stage).
    pre-labels (:mod:`lmchain.annotate.lfs`), combined by a label model or a weighted vote.
 5. Split by a hash of the normalised text (:mod:`lmchain.annotate.splits`), check for leakage, and write the splits.
 
+With ``task: ner`` (``annotate.entity_types`` set) the spans come with the corpus records instead
+(:func:`run_ner`, :mod:`lmchain.annotate.spans`), and the same outputs hold NER examples.
+
 Every example (:class:`~lmchain.records.Example`) carries ``provenance`` (human, feedback, rule, model,
 rule+model) and ``confidence``.
 Rows that cannot be used are kept in ``rejects.jsonl`` with their reason; conflicting votes are
@@ -21,6 +24,7 @@ listed in ``conflicts.jsonl`` (kept when a majority or the model resolves them, 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Iterator, cast
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, sha256_text, write_json, write_jsonl
 from lmchain.config import AnnotateConfig
@@ -87,6 +91,8 @@ def _weak_examples(
 
 
 def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
+    if cfg.entity_types:  # task: ner (the recipe's validation ties the two together)
+        return run_ner(cfg, ctx, inputs)
     from lmchain.annotate.aggregate import aggregate_votes
     from lmchain.annotate.importers import label_sources, load_votes
     from lmchain.annotate.splits import check_leakage, split_of, stratified_split
@@ -181,5 +187,56 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
             "class_counts": dict(Counter(names[e["label"]] for e in splits["train"])),
             "provenance": {s: dict(Counter(e["provenance"] for e in v)) for s, v in splits.items()},
             **({"weak": weak_info} if weak_info else {}),
+        }
+    return out.manifest
+
+
+def run_ner(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
+    """``task: ner``: the corpus's span-labelled records as NER splits (:mod:`lmchain.annotate.spans`).
+
+    The same outputs as for classification, so the stages after it find them where they look:
+    the splits hold :class:`~lmchain.records.NerExample` (``text``, ``entities``), split by a
+    hash of the text as classification examples are; ``labels.json`` says ``task: ner``, the
+    entity types (``names``) and the tag names (``tags``: O, B-/I- of each type)."""
+    from lmchain.annotate.spans import ner_examples, tag_names, type_counts
+    from lmchain.annotate.splits import check_leakage, stratified_split
+
+    corpus = inputs["gate"]["outputs"]["records"]
+    types = list(cfg.entity_types)
+    records = cast(Iterator[Document], read_jsonl(corpus))  # the gated corpus: curate's records
+    examples, unlabelled, rejects, conflicts, agreement = ner_examples(records, types)
+    if not examples:
+        raise InputError(
+            f"annotate: no span-labelled record in the corpus {corpus} ({len(unlabelled)} unlabelled texts, "
+            f"{len(rejects)} rejected); task: ner needs collect.files with format conll, spans or label-studio"
+        )
+    splits = stratified_split(examples, cfg)
+    check_leakage(splits)
+    with StageOutput(ctx, "annotate", cfg.model_dump()) as out:
+        out.manifest.inputs = {"corpus": corpus}
+        for split, items in splits.items():
+            write_jsonl(out.output(split, f"{split}.jsonl"), items)
+        write_jsonl(out.output("rejects", "rejects.jsonl"), rejects)
+        write_jsonl(out.output("conflicts", "conflicts.jsonl"), conflicts)
+        write_jsonl(out.output("unlabelled", "unlabelled.jsonl"), unlabelled)
+        write_json(out.output("agreement", "agreement.json"), agreement)
+        write_json(out.output("labels", "labels.json"), {"task": "ner", "names": types, "tags": tag_names(types)})
+        out.manifest.outputs["corpus"] = corpus
+        out.manifest.counts = {
+            **{s: len(v) for s, v in splits.items()},
+            "rejects": len(rejects),
+            "conflicts": len(conflicts),
+            "human_labels": len(examples),
+            "unlabelled": len(unlabelled),
+            "entities": sum(len(e["entities"]) for e in examples),
+        }
+        out.manifest.drop_reasons = dict(Counter(r["reason"].split(":")[0] for r in rejects))
+        out.manifest.info = {
+            "task": "ner",
+            "entity_types": types,
+            "mode": cfg.mode,
+            "agreement": agreement,
+            "entity_counts": {s: type_counts(v) for s, v in splits.items()},
+            "provenance": {s: dict(Counter(e.get("provenance", "human") for e in v)) for s, v in splits.items()},
         }
     return out.manifest

@@ -78,7 +78,7 @@ def _collect(cfg: CollectConfig, out: StageOutput, run_key: str | None) -> None:
     from lmchain.sources.files import resolve_files
 
     # Resolve every file before writing anything: a bad path fails fast, naming the file.
-    files = [(src, resolve_files(src.path)) for src in cfg.files]
+    files = [(src, resolve_files(src.path, src.format)) for src in cfg.files]
     window = _window(cfg)
     if window:
         outside = 0
@@ -130,6 +130,9 @@ def _read_source(src, paths: list[Path], writer: _Writer) -> None:
     from lmchain.sources import hf
     from lmchain.sources.files import read_file
 
+    if src.format != "auto":
+        _read_span_source(src, paths, writer)
+        return
     if src.path.startswith(hf.HUB_PREFIX):
         name = src.path[len(hf.HUB_PREFIX) :]
         units = [(f"{src.path}#{src.split}", now_iso(), hf.read_hub(name, src.text_field, src.split))]
@@ -155,6 +158,37 @@ def _read_source(src, paths: list[Path], writer: _Writer) -> None:
                 continue
             taken += 1
             writer.keep(Document(source="file", url=url, fetched_at=fetched_at, text=text, meta=extra))
+
+
+# What a span reader puts beside a text that belongs on the record, not in its meta.
+SPAN_FIELDS = ("entities", "annotations", "bio_repaired")
+
+
+def _read_span_source(src, paths: list[Path], writer: _Writer) -> None:
+    """Labelled text for task: ner (collect.files[].format conll, spans or label-studio): the spans
+    go on the record (``entities`` or ``annotations``), and a bad row's reject keeps its text and
+    spans as read, so that a person can see what was wrong with it."""
+    from lmchain.errors import InputError
+    from lmchain.sources import hf
+    from lmchain.sources.spans import read_spans
+
+    if src.path.startswith(hf.HUB_PREFIX) or any(p.is_dir() for p in paths):
+        raise InputError(f"collect.files: format '{src.format}' reads local files; {src.path} is a dataset")
+    taken = 0
+    for path in paths:
+        uri, fetched_at = path.resolve().as_uri(), _mtime_iso(path)
+        for line, text, extra, bad in read_spans(path, src.format, src.text_field):
+            if src.limit is not None and taken >= src.limit:
+                break
+            spans = {k: extra.pop(k) for k in SPAN_FIELDS if k in extra}
+            rec = Document(source="file", url=f"{uri}#L{line}", fetched_at=fetched_at)
+            if text is not None:
+                rec["text"] = text
+            if bad:
+                writer.reject(Document(**rec, meta=extra, **spans), bad)  # type: ignore[typeddict-item]
+                continue
+            taken += 1
+            writer.keep(Document(**rec, meta=extra, **spans))  # type: ignore[typeddict-item]
 
 
 def _crawl(cfg: CrawlConfig, m: Manifest, writer: _Writer, run_key: str | None, home: Home) -> None:

@@ -113,12 +113,14 @@ def _curate(cfg: CurateConfig, source: str, out: StageOutput, home: Home, run_id
                     rejected: Rejected = {
                         **rec,
                         "text": rec.pop("_original", rec["text"]),
+                        **rec.pop("_original_spans", {}),  # type: ignore[typeddict-item]  # ner: spans as collected
                         "reason": dup_reason,
                         "duplicate_of": "earlier run" if owner < 0 else kept_ids[owner],
                     }
                     result.records[i] = rejected
             for i, (rec, reason) in enumerate(zip(result.records, result.reasons)):
                 rec.pop("_original", None)
+                rec.pop("_original_spans", None)
                 if reason:
                     reasons[reason] += 1
                     rej_fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")

@@ -1,5 +1,6 @@
 """The ``gate_labels`` stage: the labelled splits through the suite ``labelled`` (label set,
-class balance, train/test overlap, label shift against the last accepted labelled set).
+class balance, train/test overlap, label shift against the last accepted labelled set; for
+``task: ner``: valid spans, entity types in the set, each type's share, train/test overlap).
 
 It passes the annotate stage's outputs through, so the stages after it read its manifest as
 their ``annotate`` input (``READ_AS``): a split that did not pass this gate cannot reach them.
@@ -25,6 +26,8 @@ def run(cfg: GateConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
     outputs = inputs["annotate"]["outputs"]
     files = {s: outputs[s] for s in SPLITS}
-    names = json.loads(Path(outputs["labels"]).read_text())["names"]
+    labels = json.loads(Path(outputs["labels"]).read_text())
     batch = {"labelled": (labelled_frame(files), [Path(f) for f in files.values()])}
-    return check(ctx, "gate_labels", cfg, batch, names, passthrough=dict(outputs))
+    # labels.json says what the splits hold: task ner (annotate.entity_types) checks spans instead of labels.
+    task = labels.get("task", "classification")
+    return check(ctx, "gate_labels", cfg, batch, labels["names"], passthrough=dict(outputs), task=task)

@@ -52,7 +52,11 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
 
     act = cfg.active
     labelled = inputs["annotate"]["outputs"]
-    names = json.loads(Path(labelled["labels"]).read_text())["names"]
+    label_info = json.loads(Path(labelled["labels"]).read_text())
+    names = label_info["names"]
+    # task: ner: ranking by token-level uncertainty comes with the NER champion; until then the
+    # queue is a random (hash-ordered) sample, without suggestions.
+    ner = label_info.get("task") == "ner"
     with StageOutput(ctx, "review_queue", act.model_dump()) as out:
         if not act.enabled:
             out.manifest.info = {"skipped": "annotate.active.enabled is false"}
@@ -61,7 +65,9 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
         pool = sorted(read_jsonl(labelled["unlabelled"]), key=lambda r: unit(r["text"], "pool"))[: act.pool_limit]
         texts = [r["text"] for r in pool]
         probs, scorer, info = None, "random", {} if pool else {"reason": "no unlabelled texts in the corpus"}
-        if act.strategy != "random" and pool:
+        if ner and act.strategy != "random":
+            info = {"reason": "task ner: token-level uncertainty is not there yet"}
+        if act.strategy != "random" and pool and not ner:
             from lmchain.annotate.champion import champion_predict
 
             predict, info = champion_predict(ctx)
