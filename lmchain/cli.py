@@ -178,10 +178,11 @@ def cmd_serve(args) -> int:
     }
     settings = replace(settings, **given)
     model_dir = args.model_dir
-    uri = None if model_dir else (args.model_uri or _champion_uri(args.model_name, lm_home))
+    uri = None if model_dir else (args.model_uri or _champion_uri(args.model_name, lm_home, settings.follow_alias_s))
     # create_app refuses an open, exposed service before anything binds.
     app = create_app(uri, settings, model_dir=model_dir, home=lm_home)
-    print(f"lmchain serve: {uri or model_dir} on http://{settings.host}:{settings.port} (docs at /docs)", flush=True)
+    what = uri or model_dir or "the first deployment"
+    print(f"lmchain serve: {what} on http://{settings.host}:{settings.port} (docs at /docs)", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     return 0
 
@@ -260,16 +261,25 @@ def _feedback_release(lm_home: Home, args) -> int:
     return 0
 
 
-def _champion_uri(model_name: str | None, lm_home: Home) -> str:
-    """The model the last deploy smoke-tested, else the demo's model name."""
+def _champion_uri(model_name: str | None, lm_home: Home, follow_alias_s: float) -> str | None:
+    """The model the last deploy smoke-tested; None (the service waits for the first deploy's
+    record, answering /readyz with 503 until then) when nothing was deployed yet."""
     if model_name:
         return f"models:/{model_name}@champion"
     current = lm_home.current_deployment
     if current.is_file():
         return json.loads(current.read_text())["model_uri"]
-    raise LmchainError(
-        f"no deployment found in {current}; run `lmchain demo` first, or pass --model-uri models:/<name>@champion"
+    if follow_alias_s <= 0:  # nothing would ever notice the first deploy
+        raise LmchainError(
+            f"no deployment found in {current}, and deploy.service.follow_alias_s is 0: run `lmchain demo` "
+            "first, or pass --model-uri models:/<name>@champion"
+        )
+    print(
+        f"lmchain serve: no deployment yet ({current}): /readyz answers 503 until the pipeline deploys a "
+        "champion, which the service then loads (or pass --model-uri / --model-name)",
+        flush=True,
     )
+    return None
 
 
 def cmd_up(args) -> int:

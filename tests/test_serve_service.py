@@ -350,3 +350,48 @@ def test_an_alias_that_holds_no_version_resolves_to_none(monkeypatch, tmp_path):
     assert registered.resolve("models:/clf@champion", Home.at(tmp_path / "home")) is None
     assert registered.load("models:/clf@champion", Home.at(tmp_path / "home")) is None
     assert [c[0] for c in fake.calls] == ["alias", "alias"]  # nothing downloaded, no predictor built
+
+
+def test_with_nothing_deployed_the_service_stays_up_not_ready_then_serves_the_first_champion(monkeypatch, tmp_path):
+    """`lmchain serve` started before the pipeline ever deployed (the compose service is): it stays
+    up, /readyz answers 503 with why (what the container's healthcheck reads), and the first
+    champion is served once the deploy stage has written its record and moved the alias."""
+    import json
+
+    from lmchain import registry
+    from lmchain.cli import _champion_uri
+    from lmchain.errors import LmchainError
+
+    fake = _fake_registry(monkeypatch, tmp_path)
+    monkeypatch.setattr(registry, "validation_problem", lambda name, version, home: None)  # deploy-validated
+    home = Home.at(tmp_path / "home")
+    assert _champion_uri(None, home, follow_alias_s=10.0) is None  # the CLI lets the service wait
+    with pytest.raises(LmchainError, match="follow_alias_s is 0"):
+        _champion_uri(None, home, follow_alias_s=0.0)  # nothing would notice the deploy: refused as before
+    app = create_app(settings=_settings(tmp_path, follow_alias_s=0.02), home=home)
+    built = []
+    app.state.service.slot._build = lambda name, version, folder, variant: built.append(version) or _loaded(
+        version=version)
+
+    def readyz_until(client, text):
+        for _ in range(300):
+            ready = client.get("/readyz")
+            if text in ready.text:
+                return ready
+            time.sleep(0.01)
+        raise AssertionError(f"/readyz never said {text!r}: {ready.text}")
+
+    with TestClient(app, base_url=LOCAL) as client:
+        waiting = readyz_until(client, "no deployment record")
+        assert waiting.status_code == 503 and waiting.headers["Retry-After"] == "5"
+        assert waiting.json()["detail"].startswith("no champion yet") and str(home.current_deployment) in waiting.text
+        assert client.get("/healthz").status_code == 200
+        assert client.post("/v1/predict", json={"texts": ["good"]}).status_code == 503
+        home.current_deployment.parent.mkdir(parents=True, exist_ok=True)
+        home.current_deployment.write_text(json.dumps({"model_uri": "models:/clf@champion"}))
+        assert readyz_until(client, "points at no version").status_code == 503  # the record, no alias yet
+        fake.holder = type("MV", (), {"version": 4, "tags": {}})()
+        _ready(client)
+        assert client.get("/readyz").json() == {"status": "ready", "model": "m", "version": "4", "variant": "fp32"}
+        assert client.post("/v1/predict", json={"texts": ["good"]}).json()["predictions"][0]["label"] == "pos"
+    assert built == ["4"] and ("download", "models:/clf/4") in fake.calls

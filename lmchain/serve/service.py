@@ -32,7 +32,7 @@ log = logging.getLogger("lmchain.serve")
 
 
 class NotReady(Exception):
-    """No model to answer with: it is still loading, or its load failed."""
+    """No model to answer with: nothing is deployed yet, it is still loading, or its load failed."""
 
     def __init__(self, detail: str):
         super().__init__(detail)
@@ -130,17 +130,21 @@ class PredictorService:
         await slot.initial_load()
         if slot.current:
             self.metrics.serving(slot.current.name, slot.current.version, slot.current.variant)
-        if self.model_uri and self.settings.follow_alias_s > 0:  # also after a failed first load: it retries
+        # Also after a failed first load (it retries), and while waiting for the first deploy.
+        if (self.model_uri or slot.deployment) and self.settings.follow_alias_s > 0:
             await slot.follow(self.settings.follow_alias_s, self._on_swap, self.metrics.swap_failures.inc)
 
     # ------------------------------------------------------------------ what the routes call
 
     def ready_model(self) -> Loaded:
-        """The model answering now; NotReady while it loads or after its load failed."""
+        """The model answering now; NotReady while nothing is deployed, while it loads or after its
+        load failed."""
         current = self.slot.current
         if current is None:
             error = self.slot.load_error
-            raise NotReady(f"model failed to load: {error}" if error else "model is loading")
+            if error:
+                raise NotReady(f"model failed to load: {error}")
+            raise NotReady(self.slot.waiting or "model is loading")
         return current
 
     def readiness(self) -> dict[str, str]:

@@ -9,11 +9,18 @@ Following an alias, the slot loads only versions that the deploy stage validated
 ``lmchain.validated`` tag, see :func:`lmchain.registry.validation_problem`). Any other version the
 alias points at is refused: logged once with the reason, counted, and the current model keeps
 serving. A pinned version or a local folder is the operator's explicit choice and is not checked.
+
+Given neither a model URI nor a folder, the slot waits for the first deploy: it answers nothing
+(``waiting`` says why, and ``/readyz`` answers 503 with it) until the deploy stage writes the
+deployment record (``Home.current_deployment``), then follows the alias the record names. So a
+service started before the pipeline ever deployed stays up and becomes ready on its own, instead
+of exiting and being restarted in a loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -39,6 +46,10 @@ WARM_TEXTS = [
 
 class NotValidated(LmchainError):
     """The alias points at a version the deploy stage did not validate."""
+
+
+class NoChampion(LmchainError):
+    """Nothing deployed yet: no deployment record, or the alias points at no version."""
 
 
 @dataclass(frozen=True)
@@ -67,14 +78,15 @@ class ModelSlot:
         model_dir: Path | None = None,
         home: Home | None = None,
     ):
-        if not (model_uri or model_dir):
-            raise ValueError("give a model URI or a model folder")
         self.home = Home.of(home)  # its registry, its model downloads and variants
         self.settings = settings
         self.model_uri = model_uri
         self.model_dir = model_dir
+        # Neither given: the deployment record to wait for (the first deploy writes it).
+        self.deployment: Path | None = None if (model_uri or model_dir) else self.home.current_deployment
         self.current: Loaded | None = None
         self.load_error: str | None = None
+        self.waiting: str | None = None  # why nothing is loaded yet, while nothing is deployed
         self.refusals = 0  # versions refused (each version and reason counted once)
         self.last_refusal: str | None = None
         self._refused: set[tuple[str, str]] = set()
@@ -104,11 +116,15 @@ class ModelSlot:
             return self._build(self.model_dir.name, "local", self.model_dir, variant)
         from lmchain.serve import registered
 
+        if not self.adopt_deployment():
+            raise NoChampion(
+                f"no champion yet: no deployment record at {self.deployment}; the pipeline's deploy writes it"
+            )
         uri = self.model_uri
         if parse_alias(uri or ""):
             version = version or self.alias_version()
             if version is None:
-                raise LmchainError(f"{uri}: the alias points at no version")
+                raise NoChampion(f"no champion yet: {uri} points at no version")
             self.check_validated(version)
         if version is not None:
             uri = f"models:/{self.registered_name()}/{version}"
@@ -116,6 +132,17 @@ class ModelSlot:
         if model is None:
             raise LmchainError(f"{uri}: the alias points at no version")
         return self._build(model.name, model.version, model.folder, model.variant(self.settings.variant))
+
+    def adopt_deployment(self) -> bool:
+        """Whether the slot has a model URI; while waiting for the first deploy, it takes the one
+        that the deployment record names as soon as the record exists."""
+        if self.model_uri or self.model_dir is not None:
+            return True
+        if self.deployment is None or not self.deployment.is_file():
+            return False
+        self.model_uri = json.loads(self.deployment.read_text())["model_uri"]
+        log.warning("deployment record %s found: following %s", self.deployment, self.model_uri)
+        return True
 
     def check_validated(self, version: str) -> None:
         from lmchain import registry
@@ -137,7 +164,9 @@ class ModelSlot:
         return ref.split("@", 1)[0] if "@" in ref else ref.rsplit("/", 1)[0]
 
     def alias_version(self) -> str | None:
-        """The version the followed alias points at now (None when not following an alias)."""
+        """The version the followed alias points at now (None when not following an alias, or
+        while no deployment record exists to say which)."""
+        self.adopt_deployment()
         alias = parse_alias(self.model_uri or "")
         if alias is None:
             return None
@@ -149,6 +178,9 @@ class ModelSlot:
     async def initial_load(self) -> None:
         try:
             self.current = await run_in_threadpool(self.load_sync)
+        except NoChampion as exc:  # not a failure: the poller loads the first champion when it exists
+            self.waiting = str(exc)
+            log.warning("%s; /readyz answers 503 until then", exc)
         except Exception as exc:  # reported by /readyz; the process stays up for diagnosis
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("model load failed: %s", self.load_error)
@@ -157,6 +189,8 @@ class ModelSlot:
         """Swap to the alias's version if it moved; True when a swap happened (False when refused)."""
         async with self._lock:  # one load at a time, even if the poller and the admin call race
             wanted = await run_in_threadpool(self.alias_version)
+            if wanted is None and self.current is None and self.model_uri and self.load_error is None:
+                self.waiting = f"no champion yet: {self.model_uri} points at no version"  # the record appeared
             if wanted is None or (self.current and self.current.version == wanted):
                 return False
             try:
@@ -164,7 +198,7 @@ class ModelSlot:
             except NotValidated:
                 return False  # logged and counted once by check_validated; the current model stays
             old, self.current = self.current, new
-            self.load_error = None
+            self.load_error = self.waiting = None
             log.warning("hot swap: %s version %s -> %s", new.name, old.version if old else None, new.version)
             return True
 
