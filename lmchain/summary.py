@@ -41,7 +41,7 @@ def stage_line(m: Manifest) -> str:
         lm = held_out_line(x)
         return (
             f"{info['steps']} steps on {info['world_size']} {info['device']} rank(s), final loss "
-            f"{x['final_loss']:.3f}, {x['samples_per_second']:.1f} samples/s{lm}"
+            f"{x['final_loss']:.3f}, {x['samples_per_second']:.1f} samples/s{lm}{chosen_line(info, x)}"
         )
     if m.stage == "evaluate":
         verdict = "promote" if info["decision"]["promote"] else "keep champion"
@@ -56,8 +56,22 @@ def stage_line(m: Manifest) -> str:
             alias = f"alias 'challenger', champion stays version {info.get('previous_champion')}"
         return f"{info['model_name']} version {info['version']}, {alias} ({info['reason']})"
     if m.stage == "deploy":
-        return f"served version {info['version']}: smoke predictions {info['predictions']}"
+        source = {"validation": "from the validation split", "config": "from deploy.smoke_texts"}.get(
+            info.get("smoke_source", ""), "built-in"
+        )
+        smoke = info["predictions"]
+        return f"served version {info['version']}: {len(smoke)} smoke texts ({source}) -> {smoke}"
     return str(c)
+
+
+def chosen_line(info: dict, x: dict) -> str:
+    """', best validation epoch 2 of 5 run (macro-F1 0.912), stopped by patience': what validation chose."""
+    if info.get("best_epoch") is None:
+        return ""
+    return (
+        f", best validation epoch {info['best_epoch']:g} of {info['epochs_run']:g} run "
+        f"(macro-F1 {x['best_macro_f1']:.3f}), stopped by {info['stop_reason']}"
+    )
 
 
 def held_out_line(x: dict) -> str:

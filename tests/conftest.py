@@ -34,10 +34,10 @@ airflow_env.apply(SESSION_HOME)
 # --no-loadscope-reorder, as xdist would otherwise sort modules by their number of tests and run
 # one-test modules such as test_nightly last. Starting these first keeps one long module from
 # running alone at the end while the other workers idle.
-LONGEST_FIRST = ("test_e2e.py", "test_scaleout.py", "test_train_finetune.py", "test_pretrain.py", "test_promotion.py",
-                 "test_plugin_auth.py", "test_feedback_noloss.py", "test_nightly.py", "test_feedback.py",
-                 "test_hpsearch.py", "test_deploy.py", "test_gate.py", "test_up.py", "test_pretrain_retry.py",
-                 "test_xss_e2e.py")
+LONGEST_FIRST = ("test_e2e.py", "test_scaleout.py", "test_train_finetune.py", "test_chain_quality.py",
+                 "test_pretrain.py", "test_promotion.py", "test_plugin_auth.py", "test_feedback_noloss.py",
+                 "test_nightly.py", "test_feedback.py", "test_hpsearch.py", "test_deploy.py", "test_gate.py", "test_up.py",
+                 "test_pretrain_retry.py", "test_xss_e2e.py")
 
 
 # The unit tier (`make test-unit`, under a minute): modules that start no server, Airflow,

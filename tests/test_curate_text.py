@@ -47,8 +47,51 @@ def test_language_id_uses_the_bundled_model():
 def test_language_threshold_and_short_texts():
     short = {"text": "a saga"}
     assert LanguageFilter(min_words=3)(short) is None and "language" not in short  # not judged
-    assert LanguageFilter(allow=["en"], min_score=1.0)({"text": "The report comes out next week."}) == \
-        "language:low_score"
+    assert LanguageFilter(allow=["en"], min_score=1.0, min_margin=0)({"text": "The report comes out next week."}) \
+        == "language:low_score"
+    # With the margin, English far likelier than any other language is kept below min_score.
+    assert LanguageFilter(allow=["en"], min_score=1.0)({"text": "The report comes out next week."}) is None
+
+
+# Clean English that lid.176 calls English at 0.42-0.55 with every other language under 0.1 (names,
+# identifiers, a colon): the absolute 0.65 alone dropped each of them (bench/langid_english.py).
+CLEAN_ENGLISH = [
+    "Raises an auditing event os.killpg with arguments pgid, sig.",
+    "Now a new dictionary of unique keys can be constructed like this:",
+    "Return a string representing the date and time:",
+    "When done, the PyConfig_Clear() function must be used to release the\nconfiguration memory.",
+    "the sum of all fears pretends to be a serious exploration of nuclear terrorism ,",
+]
+
+
+def _not_english() -> list[tuple[str, str]]:
+    import csv
+    from pathlib import Path
+
+    with open(Path(__file__).parent / "fixtures" / "not_english.tsv", encoding="utf-8", newline="") as fh:
+        return [(r["language"], r["text"]) for r in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)]
+
+
+def test_the_default_language_filter_keeps_clean_english_and_rejects_other_languages():
+    from lmchain.config import CurateConfig
+    from lmchain.curate.pipeline import build_steps
+
+    (f,) = [s for s in build_steps(CurateConfig()) if isinstance(s, LanguageFilter)]  # what a recipe gets
+    assert (f.min_score, f.min_margin, f.min_words) == (0.65, 2.0, 0)
+    before = LanguageFilter(min_score=0.65, min_margin=0)  # the threshold alone, as it was
+    for text in CLEAN_ENGLISH:
+        rec = {"text": text}
+        assert f(rec) is None and rec["language"] == "en" and rec["language_score"] < 0.65, rec
+        assert before({"text": text}) == "language:low_score"
+    foreign = _not_english()
+    assert len(foreign) == 111 and {lang for lang, _ in foreign} >= {"de", "fr", "es"}
+    for lang, text in foreign:  # German, French, Spanish (and a few more), 3 to 15 words
+        rec = {"text": text}
+        assert f(rec) == "language:not_allowed" and rec["language"] != "en", (lang, rec)
+    # A German allow-list keeps the German ones and rejects the English.
+    german = LanguageFilter(allow=["de"])
+    assert all(german({"text": t}) is None for lang, t in foreign[:25] if lang == "de")
+    assert german({"text": CLEAN_ENGLISH[1]}) == "language:not_allowed"
 
 
 @pytest.mark.parametrize("text, redacted, kinds", [

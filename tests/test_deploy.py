@@ -15,10 +15,15 @@ from lmchain.config import DeployConfig, ServeConfig
 from lmchain.serve.app import create_app
 from lmchain.serve.auth import new_key
 from lmchain.serve.validation import DeployFailed
+from lmchain.stages.deploy import FALLBACK_SMOKE_TEXTS, smoke_texts
 from lmchain.stages.deploy import run as deploy
 
 TEXTS = ["a gripping film", "dull", "one of the best performances of the year", "i walked out",
          "not bad at all", "a mess", "funny and warm", "too long by an hour"]
+# A topic task's validation split: the smoke test must send these, not sentiment phrases.
+TOPICS = [f"{t} (report {i})" for i in range(6) for t in (
+    "the central bank raised interest rates by a quarter point", "the striker scored twice in the cup final",
+    "the new chip doubles battery life in laptops", "parliament passed the budget after a long debate")]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +31,11 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     test = root / "test.jsonl"
     write_jsonl(test, [{"id": str(i), "text": t, "label": i % 2} for i, t in enumerate(TEXTS * 5)])
+    validation = root / "validation.jsonl"
+    write_jsonl(validation, [{"id": f"v{i}", "text": t, "label": i % 4} for i, t in enumerate(TOPICS)])
     return {"v1": make_tiny_classifier(root / "v1", seed=0), "v2": make_tiny_classifier(root / "v2", seed=1),
-            "labelled": {"outputs": {"test": str(test)}}, "root": root}
+            "labelled": {"outputs": {"test": str(test)}},
+            "topics": {"outputs": {"test": str(test), "validation": str(validation)}}, "root": root}
 
 
 def _cfg(root, **kw):
@@ -42,8 +50,13 @@ def test_deploy_validates_the_candidate_then_moves_the_champion(setup):
     name = "lmchain-deploy-ok"
     first = register_version(setup["v1"], "dep_ok_1", name=name)
     m = deploy(_cfg(setup["root"], p95_slo_ms=5000), RunContext("dep_ok_1", model_name=name),
-               {"register": first.to_dict(), "annotate": setup["labelled"]})
+               {"register": first.to_dict(), "annotate": setup["topics"]})
     version = str(first.info["version"])
+    # The smoke texts are the run's own validation texts (a topic task here), 8 of them by default.
+    smoke = json.loads((RunContext("dep_ok_1").stage_dir("deploy") / "smoke.json").read_text())
+    assert m.info["smoke_source"] == "validation" and m.counts["smoke_texts"] == 8
+    assert len(smoke["smoke"]) == 8 and {s["text"] for s in smoke["smoke"]} <= set(TOPICS)
+    assert all(s["label"] in ("neg", "pos") for s in smoke["smoke"])  # the service answered each
     assert str(registry.champion(name).version) == version and m.info["promoted"]
     assert m.metrics["p95_ms"] < 5000 and m.counts["probe_requests"] == 20
     tags = registry.client().get_model_version(name, version).tags
@@ -83,6 +96,26 @@ def test_not_promoted_version_redeploys_the_current_champion(setup):
                {"register": new.to_dict(), "annotate": setup["labelled"]})
     assert m.info["version"] == str(old.info["version"]) and not m.info["promoted"]
     assert str(registry.champion(name).version) == str(old.info["version"])
+
+
+def test_smoke_texts_are_a_seeded_sample_of_the_validation_split(tmp_path):
+    validation = tmp_path / "validation.jsonl"
+    write_jsonl(validation, [{"id": str(i), "text": t, "label": 0} for i, t in enumerate(TOPICS)])
+    annotate = {"outputs": {"validation": str(validation)}}
+    texts, source = smoke_texts(DeployConfig(smoke_samples=5), annotate)
+    assert source == "validation" and len(texts) == 5 and set(texts) <= set(TOPICS)
+    assert smoke_texts(DeployConfig(smoke_samples=5), annotate)[0] == texts  # seeded: the same every run
+    assert smoke_texts(DeployConfig(smoke_samples=5, smoke_seed=1), annotate)[0] != texts
+    # Cut to what the service accepts, and no more texts than one request may carry.
+    cut = smoke_texts(DeployConfig(smoke_samples=50, service=ServeConfig(max_chars_per_text=10,
+                                                                         max_texts_per_request=3)), annotate)[0]
+    assert len(cut) == 3 and all(len(t) <= 10 for t in cut)
+    # A recipe's own texts win; no validation split (or an empty one) falls back to the built-in pair.
+    assert smoke_texts(DeployConfig(smoke_texts=["hallo welt"]), annotate) == (["hallo welt"], "config")
+    assert smoke_texts(DeployConfig(), {"outputs": {"test": str(validation)}}) == (FALLBACK_SMOKE_TEXTS, "fallback")
+    empty = tmp_path / "empty.jsonl"
+    write_jsonl(empty, [])
+    assert smoke_texts(DeployConfig(), {"outputs": {"validation": str(empty)}})[1] == "fallback"
 
 
 def _served_version(base: str) -> str:

@@ -68,6 +68,19 @@ def test_every_stage_published_its_manifest(demo_run):
     assert not (REPO / "mlruns").exists()  # everything stays under LMCHAIN_HOME
 
 
+def test_deploy_smoke_tested_texts_of_the_runs_own_validation_split(demo_run):
+    home, stdout = demo_run
+    (run_dir,) = list((home / "runs").iterdir())
+    validation = {json.loads(line)["text"] for line in (run_dir / "annotate" / "validation.jsonl").open()}
+    smoke = json.loads((run_dir / "deploy" / "smoke.json").read_text())
+    assert smoke["smoke_source"] == "validation" and len(smoke["smoke"]) == 8
+    assert {s["text"] for s in smoke["smoke"]} <= validation
+    assert "8 smoke texts (from the validation split)" in stdout
+    # The tiny recipe's fine-tune is a fixed 6 steps: the manifest says so, and which step validation kept.
+    info = json.loads((run_dir / "finetune" / "manifest.json").read_text())["info"]
+    assert info["stop_reason"] == "max_steps" and info["steps"] == 6 and 1 <= info["best_step"] <= 6
+
+
 def test_mlflow_has_champion_with_metrics(demo_run):
     home, _ = demo_run
     code = ("import json; from lmchain import registry; v = registry.champion('lmchain-tiny'); "

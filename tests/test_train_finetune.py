@@ -5,6 +5,7 @@ import json
 import random
 
 import pytest
+import tiny_models
 
 from conftest import write_records
 from lmchain.config import FinetuneConfig, LabelSource
@@ -92,6 +93,35 @@ def test_early_stopping_ends_the_run(ctx, tmp_path):
     metrics = json.loads((ctx.stage_dir("finetune") / "job" / "metrics.json").read_text())
     assert metrics["stopped_early"] is True and m.info["steps"] < metrics["planned_steps"]
     assert len(metrics["validation_curve"]) == (m.info["steps"] // 2)
+
+
+def test_a_recipe_that_sets_no_epochs_gets_epochs_chosen_by_validation(ctx, tmp_path):
+    # Only the model and its learning rate: epochs, eval_every and patience are the defaults. The
+    # task is learnt within an epoch or two, so validation stops improving long before the
+    # upper bound and the run stops `patience` epochs after its best one.
+    cfg = FinetuneConfig(base_model="tiny-bert", ranks=1, batch_size=16, learning_rate=3e-3, warmup_ratio=0.1)
+    assert (cfg.epochs, cfg.max_steps, cfg.eval_every, cfg.patience) == (10.0, 0, 0, 3)
+    # tests/tiny_models.py's sentiment words, short and long texts: 4 steps an epoch.
+    inputs = _inputs(tmp_path)
+    write_records(tmp_path / "train.jsonl", tiny_models.dataset(32, 32))
+    write_records(tmp_path / "validation.jsonl", tiny_models.dataset(16, 16, offset=64))
+    m = finetune.run(cfg, ctx, inputs)
+    metrics = json.loads((ctx.stage_dir("finetune") / "job" / "metrics.json").read_text())
+    per_epoch = metrics["steps_per_epoch"]
+    assert per_epoch == 64 // 16 and metrics["planned_steps"] == 10 * per_epoch
+    # Scored once per epoch; stopped by patience, well before the tenth epoch.
+    assert [s for s, _, _ in metrics["validation_curve"]] == [per_epoch * (e + 1) for e in range(m.info["steps"]
+                                                                                             // per_epoch)]
+    assert m.info["stop_reason"] == "patience" and m.info["stopped_early"] is True
+    assert m.info["best_epoch"] == m.info["best_step"] / per_epoch and m.info["best_epoch"] == int(m.info["best_epoch"])
+    assert m.info["epochs_run"] == m.info["best_epoch"] + cfg.patience < 10
+    assert m.metrics["best_accuracy"] >= 0.9
+
+    from lmchain import registry
+
+    run = registry.client(ctx.home).get_run(m.info["mlflow_run_id"])
+    assert run.data.tags["finetune.stop_reason"] == "patience"
+    assert run.data.metrics["finetune/best_epoch"] == m.info["best_epoch"]
 
 
 def test_lora_trains_few_weights_and_saves_a_plain_model(ctx, tmp_path):

@@ -125,12 +125,20 @@ class ServeConfig(Section):
 class DeployConfig(Section):
     KEY = "deploy"
     host: str = doc("Host the candidate server binds to during infra validation.", "127.0.0.1")
-    smoke_texts: list[str] = doc(
-        "Texts the deploy smoke test sends to the service.",
-        factory=lambda: ["a gripping, beautifully acted film", "dull and far too long"],
+    smoke_texts: list[str] | None = doc(
+        "Texts the deploy smoke test sends to the service (None: a seeded sample of smoke_samples texts "
+        "from the run's own validation split, so the check speaks the task's language).",
+        None,
         min_length=1,
-        hint="give at least one text",
+        hint="give at least one text, or leave it unset",
     )
+    smoke_samples: int = doc(
+        "How many validation texts the smoke test sends when smoke_texts is unset (at most "
+        "service.max_texts_per_request).",
+        8,
+        ge=1,
+    )
+    smoke_seed: int = doc("Seed of the smoke-text sample drawn from the validation split.", 0)
     ready_timeout_s: float = doc("How long to wait for the service to load the model.", 180.0)
     variants: list[ServingVariant] = doc(
         "Serving variants to try; the fastest one whose test accuracy stays within max_accuracy_drop of fp32 is "

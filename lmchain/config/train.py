@@ -67,6 +67,7 @@ class TrainCommon(Section):
 
 
 HEAD_WARMUP_STEPS = 40
+FINETUNE_MAX_EPOCHS = 10.0
 
 
 class PretrainConfig(TrainCommon):
@@ -186,6 +187,17 @@ class FinetuneConfig(TrainCommon):
     KEY = "finetune"
     base_model: str = doc(
         "'pretrain' (this run's pretrain output), 'minilm', 'tiny-bert', a path or a hub id.", "pretrain"
+    )
+    # A new task's recipe rarely knows how many passes its data needs: a few hundred examples want
+    # ten or more, ten thousand two or three. So by default epochs is an upper bound and validation
+    # chooses: scored once per epoch (eval_every 0), stopped after `patience` (3) epochs without a
+    # better macro-F1, the best epoch's weights kept. The manifest says which epoch won and why
+    # training stopped (best_epoch, stop_reason).
+    epochs: float = doc(
+        "Passes over the data when max_steps is 0. With a validation split and patience > 0 an upper "
+        "bound: training stops when validation stops improving and keeps the best weights. Without a "
+        "validation split every pass runs.",
+        FINETUNE_MAX_EPOCHS,
     )
     method: Literal["full", "lora"] = doc(
         "'full' (train every weight) or 'lora' (low-rank adapters and the head; merged on save).", "full"

@@ -45,7 +45,9 @@ def build_steps(cfg: CurateConfig, eval_texts: list[str] | None = None) -> list:
     steps.append(LengthFilter(cfg.min_chars, cfg.max_chars, cfg.min_words))
     if cfg.language.enabled:
         lang = cfg.language
-        steps.append(LanguageFilter(lang.allow, lang.min_score, lang.min_words, lang.model_path or None))
+        steps.append(
+            LanguageFilter(lang.allow, lang.min_score, lang.min_words, lang.model_path or None, lang.min_margin)
+        )
     if cfg.gopher_repetition.enabled:
         steps.append(GopherRepetition(cfg.gopher_repetition))
     if cfg.gopher_quality.enabled:

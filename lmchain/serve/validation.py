@@ -166,7 +166,13 @@ def _serve_command(cfg: DeployConfig, model_uri: str, variant: str, port: int) -
 
 
 def infra_validate(
-    cfg: DeployConfig, ctx: RunContext, model_uri: str, variant: str, probe: list[str], expected: list[str]
+    cfg: DeployConfig,
+    ctx: RunContext,
+    model_uri: str,
+    variant: str,
+    smoke_texts: list[str],
+    probe: list[str],
+    expected: list[str],
 ) -> dict[str, Any]:
     from lmchain.serve.auth import ApiKeys, new_key
 
@@ -192,10 +198,10 @@ def infra_validate(
     try:
         ready = wait_ready(base, proc, cfg.ready_timeout_s, output)
         ready_s = time.perf_counter() - t0
-        smoke = post_json(base + "/v1/predict", {"texts": cfg.smoke_texts}, headers=headers)
-        if len(smoke.get("predictions", [])) != len(cfg.smoke_texts):
+        smoke = post_json(base + "/v1/predict", {"texts": smoke_texts}, headers=headers)
+        if len(smoke.get("predictions", [])) != len(smoke_texts):
             raise DeployFailed(
-                f"service returned {len(smoke.get('predictions', []))} predictions for {len(cfg.smoke_texts)} texts"
+                f"service returned {len(smoke.get('predictions', []))} predictions for {len(smoke_texts)} texts"
             )
         latencies, served = [], []
         for i in range(cfg.latency_probe_requests):

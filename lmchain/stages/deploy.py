@@ -21,7 +21,10 @@ promote it, else the current champion (re-validated, since the serving stack may
 from __future__ import annotations
 
 import json
+import random
 import time
+from pathlib import Path
+from typing import Any
 
 from lmchain.artifacts import Manifest, RunContext, StageOutput, read_jsonl, write_json
 from lmchain.config import DeployConfig
@@ -31,6 +34,33 @@ READS = ("register", "gate_labels")
 ASSETS = ("lmchain_champion_model",)
 
 CHAMPION = "champion"
+
+# Only for a run without a validation split (annotate.validation_fraction=0, or a manifest from
+# before the split existed): the smoke check asks only that the service answers one prediction
+# per text, so any text will do, and these two are what every run sent before the texts came
+# from the task's own data.
+FALLBACK_SMOKE_TEXTS = ["a gripping, beautifully acted film", "dull and far too long"]
+
+
+def smoke_texts(cfg: DeployConfig, annotate: dict[str, Any]) -> tuple[list[str], str]:
+    """The texts the smoke test sends, and where they came from (``config``, ``validation``,
+    ``fallback``).
+
+    Unless the recipe names its own, a seeded sample of the run's validation split: texts of the
+    task's language, length and domain, that the model never trained on (a sentiment phrase
+    tells nothing about a topic or a German classifier's service). Each is cut to what the service
+    accepts, so a long document checks the service, not its size limit.
+    """
+    if cfg.smoke_texts:
+        return list(cfg.smoke_texts), "config"
+    path = (annotate.get("outputs") or {}).get("validation")
+    texts = sorted({r["text"] for r in read_jsonl(path) if r.get("text")}) if path and Path(path).is_file() else []
+    if not texts:
+        return list(FALLBACK_SMOKE_TEXTS), "fallback"
+    n = min(cfg.smoke_samples, cfg.service.max_texts_per_request, len(texts))
+    # Sorted, then sampled with the recipe's seed: the same run data always smoke-tests the same texts.
+    sample = random.Random(cfg.smoke_seed).sample(texts, n)
+    return [t[: cfg.service.max_chars_per_text] for t in sample], "validation"
 
 
 def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
@@ -70,9 +100,10 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
         variant = tags[VARIANT_TAG]
         report = {n: {**r, "labels": None} for n, r in report.items()}
     expected = report[variant].get("labels") or []
-    probe = [r["text"] for r in test[:200]] or cfg.smoke_texts
+    smoke, smoke_source = smoke_texts(cfg, inputs["annotate"])
+    probe = [r["text"] for r in test[:200]] or smoke
 
-    validation = infra_validate(cfg, ctx, model_uri, variant, probe, expected)
+    validation = infra_validate(cfg, ctx, model_uri, variant, smoke, probe, expected)
     # Tag first: a service that sees the alias move must find the tag already there.
     validated = registry.mark_validated(name, candidate, pipeline_run=ctx.run_id, home=ctx.home)
     if promote:
@@ -89,7 +120,8 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
         "promoted": promote,
         "previous_champion": str(previous.version) if previous else None,
         "validated": {k: v for k, v in validated.items() if k != "hmac"},
-        "smoke": [{"text": t, **p} for t, p in zip(cfg.smoke_texts, validation["smoke"]["predictions"])],
+        "smoke_source": smoke_source,
+        "smoke": [{"text": t, **p} for t, p in zip(smoke, validation["smoke"]["predictions"])],
     }
     with registry.stage_run(ctx, ctx.experiment, "deploy"):
         mlflow.log_dict(
@@ -107,7 +139,7 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
         write_json(out.output("smoke", "smoke.json"), record)
         write_json(out.output("validation", "validation.json"), {"variants": summary, "chosen": variant, **validation})
         out.manifest.inputs = {"model_uri": model_uri}
-        out.manifest.counts = {"smoke_texts": len(cfg.smoke_texts), "probe_requests": validation["probe_requests"]}
+        out.manifest.counts = {"smoke_texts": len(smoke), "probe_requests": validation["probe_requests"]}
         out.manifest.metrics = {
             "ready_seconds": validation["ready_seconds"],
             "p50_ms": validation["p50_ms"],
@@ -121,6 +153,7 @@ def run(cfg: DeployConfig, ctx: RunContext, inputs: dict) -> Manifest:
             "promoted": promote,
             "previous_champion": record["previous_champion"],
             "ready": validation["ready"],
+            "smoke_source": smoke_source,
             "predictions": [p["label"] for p in validation["smoke"]["predictions"]],
         }
     write_json(ctx.home.current_deployment, record)

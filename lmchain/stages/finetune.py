@@ -108,7 +108,11 @@ def _train(cfg: FinetuneConfig, ctx: RunContext, inputs: dict, stage: str, trial
             "method": cfg.method,
             "trainable_parameters": metrics["trainable_parameters"],
             "best_step": metrics.get("best_step"),
+            "best_epoch": metrics.get("best_epoch"),
+            "epochs_run": metrics.get("epochs_run"),
+            "steps_per_epoch": metrics.get("steps_per_epoch"),
             "stopped_early": metrics.get("stopped_early"),
+            "stop_reason": metrics.get("stop_reason"),
             "mlflow_run_id": mlflow_run,
             **(trial or {}),
         }

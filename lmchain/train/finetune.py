@@ -82,6 +82,8 @@ def log_curves(run_id: str, metrics: dict, home: Home) -> None:
         "best_macro_f1",
         "best_accuracy",
         "best_step",
+        "best_epoch",
+        "epochs_run",
         "report_accuracy",
         "report_macro_f1",
         "trainable_parameters",
@@ -89,3 +91,5 @@ def log_curves(run_id: str, metrics: dict, home: Home) -> None:
     ):
         if metrics.get(key) is not None:
             c.log_metric(run_id, f"finetune/{key}", float(metrics[key]))
+    if metrics.get("stop_reason"):
+        c.set_tag(run_id, "finetune.stop_reason", metrics["stop_reason"])

@@ -250,6 +250,9 @@ class Progress:
     train_s: float = 0.0
     eval_s: float = 0.0
     stopped_early: bool = False
+    # Why the loop ended: "patience" (validation stopped improving), "max_steps" (the step
+    # budget), "epochs" (every planned pass ran). The manifest and MLflow report it.
+    stop_reason: str = ""
 
 
 def train(
@@ -320,6 +323,7 @@ def train(
                 log(f"early stop: {job.patience} evaluation(s) without gain")
                 p.stopped_early = True
                 break
+    p.stop_reason = "patience" if p.stopped_early else "max_steps" if job.max_steps else "epochs"
     p.train_s = time.perf_counter() - t0
     return p
 
@@ -346,6 +350,9 @@ def final_metrics(
         "samples": p.seen,
         "steps": p.step,
         "planned_steps": plan.total_steps,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "epochs_run": round(p.step / plan.steps_per_epoch, 2),
+        "stop_reason": p.stop_reason,
         "world_size": world,
         "device": device,
         "parameters": n_params,
@@ -358,6 +365,8 @@ def final_metrics(
             {
                 "validation_curve": p.curve,
                 "best_step": best_step,
+                # The epoch the kept weights come from (fractional with eval_every): what validation chose.
+                "best_epoch": round(best_step / plan.steps_per_epoch, 2) if best_step else None,
                 "best_macro_f1": best_score,
                 "best_accuracy": next(a for s, _, a in p.curve if s == best_step),
                 "stopped_early": p.stopped_early,
@@ -431,6 +440,11 @@ def main(_rank: int, job: FinetuneJob) -> None:
 
         average = WeightAverage(engine.module, job.ema_decay)
     has_validation = dist_sum(len(val_features), torch) > 0
+    if not has_validation:
+        log(
+            f"no validation split: all {plan.total_steps} planned steps run, with no early stopping, "
+            "and the last weights are saved"
+        )
     progress = train(
         engine,
         schedule,
