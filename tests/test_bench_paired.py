@@ -12,7 +12,8 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-_spec = importlib.util.spec_from_file_location("bench_paired", Path(__file__).resolve().parent.parent / "bench" / "paired.py")
+PAIRED = Path(__file__).resolve().parent.parent / "bench" / "paired.py"
+_spec = importlib.util.spec_from_file_location("bench_paired", PAIRED)
 assert _spec and _spec.loader
 paired = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(paired)
