@@ -28,8 +28,8 @@ The curve goes to MLflow (experiment lmchain-bench, run active-learning: a metri
 the label count as step, and active_learning_curve.png). Ends with
 ``RESULT active_learning ratio=... acc=... baseline_acc=... wins=... mean_gain=... learner=... gain=...
 ci_low=... ci_high=... seeds=...`` (gain: the final round's paired mean difference, uncertainty minus
-random, with its 95% CI). At default sizes the head learner's run takes a few minutes on 2 CPU
-cores, almost all of it embedding the 8,000 texts once.
+random, with its 95% CI). At default sizes the head learner's run took 149 s on 2 CPU cores shared
+with other jobs (load 5-7), almost all of it embedding the 8,000 texts once.
 
 Environment: BENCH_AL_LEARNER (head | finetune), BENCH_AL_REPEATS (seeds: 10 head, 3 finetune), BENCH_AL_POOL (6000 pool
 texts, head only), BENCH_AL_ROUNDS (5), BENCH_AL_K (200), BENCH_AL_SEED_LABELS (200), BENCH_AL_SCORED (2000),

@@ -20,10 +20,12 @@ all_human_acc=... weak_accuracy=... weak_labels=... gain=<mixed - human500> ci_l
 seeds=...`` (accuracies: means over seeds; gain: the paired mean difference).
 
 Sizes: a seed is 3 fine-tunes (500 texts x 2 epochs, ~1,900 x 1, 2,000 x 1: ~4,900 training
-samples at batch 16) plus the weak labelling of 2,000 texts and 3 x 1,000 dev predictions; 3 seeds
-keep the default run to a few minutes per seed on 2 quiet CPU cores (under a load of 4-7 jobs the
-job trained at ~2 samples/s, which no seed count fits). Past a 1,000-text dev sample, more seeds
-narrow the CI more than more dev texts do: the seed-to-seed spread is its larger part.
+samples at batch 16) plus the weak labelling of 2,000 texts (32 s) and 3 x 1,000 dev predictions.
+Measured on 2 CPU cores shared with other jobs (load ~6): human500 took 190 s at 5.5 samples/s, so a
+seed takes ~15 min and 3 seeds ~45 min there; the ~20 min target needs a quiet machine (the fine-tune
+job's own bench reached 140 samples/s at batch 64 on one). Shrinking the sets instead would change
+what is measured; BENCH_AV_SEEDS=2 or BENCH_AV_REST=1000 are the knobs. Past a 1,000-text dev sample,
+more seeds narrow the CI more than more dev texts do: the seed-to-seed spread is its larger part.
 
 Environment: BENCH_AV_SEEDS (3), BENCH_AV_HUMAN (500), BENCH_AV_REST (1500), BENCH_AV_DEV (1000; 0 = all 6,735),
 BENCH_AV_EPOCHS_SMALL (2, for the 500), BENCH_AV_EPOCHS (1, for the larger sets), BENCH_AV_MODELS

@@ -35,7 +35,11 @@ promoted=... pipeline_run=... corrections=... control_after=... control_rest_aft
 retrained_after=... retrained_rest_after=... vs_control=... vs_control_ci_low=... vs_control_ci_high=...
 feedback_train=... control_train=...`` (slice_after/rest_after: the champion after the loop, the old
 one when the retrain was not promoted; retrained_*: the feedback arm's retrained model; vs_control: its
-slice accuracy minus the control's; *_train: the arm's comedy sentences in the training split). Takes 15-25 minutes on 2 quiet CPU cores.
+slice accuracy minus the control's; *_train: the arm's comedy sentences in the training split).
+The vs_control CI resamples the dev texts of one training run per arm: it does not cover which
+sentences each arm drew or the training's own noise, so a difference inside a few points is not yet
+the loop's (that needs several seeds of both arms, ~30 min each here). Took 47 min on 2 CPU cores
+shared with other jobs (load 5-9): first champion 15 min, feedback 1 min, retrain 19 min, control 9 min.
 
     .venv/bin/python bench/feedback_loop.py [--home DIR] [--base 4000] [--feedback 800]
 """

@@ -3,9 +3,9 @@ rather than in the hour it takes at full size.
 
 Only benches that shrink to well under a minute are here: bench/active_learning.py (its default
 learner embeds each text once and fits a logistic-regression head per round). Left out:
-bench/annotation_value.py, whose every arm is a DeepSpeed fine-tune (a launch costs 15-40 s on 2
-shared CPU cores, and a seed is three of them plus the weak labelling: several minutes even at
-toy size), and bench/feedback_loop.py, which starts Airflow (`airflow standalone`) and trains
+bench/annotation_value.py, whose every arm is a DeepSpeed fine-tune (a toy fine-tune of 40 texts took
+~50 s on 2 shared CPU cores, and a seed is three of them plus the weak labelling: a 2-seed toy run
+took 281 s), and bench/feedback_loop.py, which starts Airflow (`airflow standalone`) and trains
 three models through the pipeline."""
 
 from __future__ import annotations
