@@ -31,6 +31,7 @@ ORDER = [
     "crawl",
     "curate_vs_datatrove",
     "serve_load",
+    "langid_english",
     "sst2_sentences",
     "tapt_low_label",
     "annotation_value",
