@@ -24,7 +24,8 @@ ppl_before=... ppl_after=... pretrain_min=...``.
 Environment: BENCH_TAPT_LABELS (1000), BENCH_TAPT_SEEDS (5), BENCH_TAPT_STEPS (600 MLM steps of
 32 x 64 tokens, ~2.5 passes over the text), BENCH_TAPT_LR (1e-4), BENCH_TAPT_HELDOUT (1500),
 BENCH_TAPT_EPOCHS (10, with validation each epoch and patience 3), BENCH_TAPT_LIMIT (0: all text;
-a smoke run cuts it).
+a smoke run cuts it), BENCH_TAPT_TIMEOUT_S (4 h). The demo's own pretraining scale (is it at least
+harmless?): BENCH_TAPT_STEPS=40 BENCH_TAPT_LR=5e-5.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ LR = float(os.environ.get("BENCH_TAPT_LR", 1e-4))
 HELDOUT = int(os.environ.get("BENCH_TAPT_HELDOUT", 1500))
 EPOCHS = float(os.environ.get("BENCH_TAPT_EPOCHS", 10))
 LIMIT = int(os.environ.get("BENCH_TAPT_LIMIT", 0))
+# The stage's default 1-hour job timeout killed a 600-step run at step 390 on 2 cores shared with
+# other jobs (~200 tokens/s instead of ~1,200 alone).
+TIMEOUT_S = int(os.environ.get("BENCH_TAPT_TIMEOUT_S", 4 * 3600))
 VALIDATION = 200
 NAMES = ["negative", "positive"]
 
@@ -119,7 +123,7 @@ def main() -> int:
     t0 = time.perf_counter()
     cfg = PretrainConfig(
         base_model="minilm", ranks=1, batch_size=32, block_size=64, max_steps=STEPS, learning_rate=LR,
-        warmup_ratio=0.06, checkpoint_every=0, max_length=64, precision="bf16",
+        warmup_ratio=0.06, checkpoint_every=0, max_length=64, precision="bf16", timeout_s=TIMEOUT_S,
     )  # fmt: skip
     m = pretrain.run(cfg, ctx, {"gate": {"outputs": {"records": corpus}}, "annotate": annotate})
     pretrain_min = (time.perf_counter() - t0) / 60
