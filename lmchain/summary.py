@@ -87,9 +87,21 @@ def held_out_line(x: dict) -> str:
     return line
 
 
+def stage_seconds(tasks: list[dict]) -> dict[str, float]:
+    """Task time per stage: its own task plus its helper tasks (``finetune_trials`` and every mapped
+    ``finetune_trial``, where the training happens; the ``finetune`` task itself only picks the
+    best trial). A task named after another stage (``gate_labels``) is that stage's, not ``gate``'s."""
+    seconds: dict[str, float] = {}
+    for t in tasks:
+        tid = t["task_id"]
+        owner = tid if tid in STAGES else next((s for s in STAGES if tid.startswith(s + "_")), tid)
+        seconds[owner] = seconds.get(owner, 0.0) + (t["duration"] or 0.0)
+    return seconds
+
+
 def print_summary(report, lm_home: Home, total_seconds: float) -> None:
     ctx = RunContext(report.run_id, home=lm_home)
-    durations = {t["task_id"]: t["duration"] for t in report.tasks}
+    durations = stage_seconds(report.tasks)
     print("\n" + "=" * 78)
     print(f"lmchain_pipeline run {report.run_id}: {report.state}")
     print("=" * 78)

@@ -138,3 +138,20 @@ def test_manifests_without_a_status_read_as_ok(tmp_path):
     del data["status"]
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     assert not Manifest.read(tmp_path).blocked
+
+
+def test_the_summary_times_a_stage_with_its_helper_tasks_and_not_another_stages():
+    from lmchain.summary import stage_seconds
+
+    tasks = [
+        {"task_id": "finetune_trials", "duration": 0.2},
+        {"task_id": "finetune_trial", "map_index": 0, "duration": 100.0},
+        {"task_id": "finetune_trial", "map_index": 1, "duration": 50.0},
+        {"task_id": "finetune", "duration": 0.1},
+        {"task_id": "gate", "duration": 3.0},
+        {"task_id": "gate_labels", "duration": 2.0},
+        {"task_id": "check_recipe", "duration": None},
+    ]
+    seconds = stage_seconds(tasks)
+    assert seconds["finetune"] == pytest.approx(150.3)
+    assert seconds["gate"] == 3.0 and seconds["gate_labels"] == 2.0
