@@ -305,7 +305,7 @@ def train(
             rate = p.seen / (time.perf_counter() - t0 - p.eval_s)
             log(
                 f"step {p.step}/{total} epoch {epoch} loss {p.losses[-1][1]:.4f} "
-                f"lr {schedule.get_last_lr()[0]:.2e} {rate:.1f} samples/s"
+                f"lr {max(schedule.get_last_lr()):.2e} {rate:.1f} samples/s"  # the head's, under layer decay
             )
         if score is not None and (p.step % eval_every == 0 or p.step == total):
             te = time.perf_counter()
