@@ -67,15 +67,9 @@ class LabelResolver:
 
 def _label_studio_rows(path: Path, src: LabelSource) -> Iterator[tuple[str, object, object, object, str | None]]:
     """(where, text, raw label, annotator, problem) per annotation of a Label Studio export."""
-    try:
-        tasks = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"annotate.labels: {path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
-            "export the project from Label Studio as JSON"
-        ) from None
-    if not isinstance(tasks, list):
-        raise InputError(f"annotate.labels: {path} is not a Label Studio export (expected a JSON list of tasks)")
+    from lmchain.sources.spans import label_studio_tasks
+
+    tasks = label_studio_tasks(path, "annotate.labels")
     for n, task in enumerate(tasks, 1):
         where = f"{path}#task{n}" + (f"(id={task['id']})" if isinstance(task, dict) and "id" in task else "")
         if not isinstance(task, dict):

@@ -97,22 +97,14 @@ def _entities_problem(text: str, entities: Any) -> str | None:
 
 
 def read_span_jsonl(path: Path, text_field: str = "text") -> Iterator[Row]:
-    """``{text_field: ..., "entities": [{start, end, label[, text]}], ...}`` per line."""
+    """``{text_field: ..., "entities": [{start, end, label[, text]}], ...}`` per line. Lines are
+    read by the plain JSONL reader (bad JSON, a missing text field); only the spans are checked here."""
+    from lmchain.sources.files import _read_jsonl
+
     with open(path, encoding="utf-8", newline="") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield i, None, {"raw": line[:500]}, f"bad_json: {exc.msg}"
-                continue
-            if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
-                yield i, None, {"raw": line[:500]}, f"missing_text_field: '{text_field}'"
-                continue
-            text = obj.pop(text_field)
-            if "entities" not in obj:
-                yield i, text, obj, None  # unlabelled text
+        for i, text, obj, bad in _read_jsonl(fh, path, text_field):
+            if bad or text is None or "entities" not in obj:
+                yield i, text, obj, bad  # a rejected line, or unlabelled text
                 continue
             entities = obj.pop("entities")
             problem = _entities_problem(text, entities)
@@ -125,6 +117,21 @@ def read_span_jsonl(path: Path, text_field: str = "text") -> Iterator[Row]:
                 {**obj, "entities": [Entity(start=e["start"], end=e["end"], label=e["label"]) for e in entities]},
                 None,
             )
+
+
+def label_studio_tasks(path: Path, key: str) -> list:
+    """The task list of a Label Studio JSON export; anything else is an InputError naming ``key``
+    (the setting that pointed at the file). Shared by collect's span reader and annotate's importer."""
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{key}: {path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+            "export the project from Label Studio as JSON"
+        ) from None
+    if not isinstance(tasks, list):
+        raise InputError(f"{key}: {path} is not a Label Studio export (expected a JSON list of tasks)")
+    return tasks
 
 
 def _annotator(annotation: dict) -> str:
@@ -169,15 +176,7 @@ def read_label_studio(path: Path, text_field: str = "text") -> Iterator[Row]:
     ``type: labels`` with ``value: {start, end, text, labels}``). Cancelled annotations and
     predictions (pre-labels) are not labels. A JSON-MIN export (flat tasks with ``label``: the
     spans) reads as one annotator."""
-    try:
-        tasks = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"collect.files: {path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
-            "export the project from Label Studio as JSON"
-        ) from None
-    if not isinstance(tasks, list):
-        raise InputError(f"collect.files: {path} is not a Label Studio export (expected a JSON list of tasks)")
+    tasks = label_studio_tasks(path, "collect.files")
     for n, task in enumerate(tasks, 1):
         if not isinstance(task, dict):
             yield n, None, {"raw": str(task)[:500]}, "not_an_object: a task must be a JSON object"
