@@ -158,16 +158,9 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     with StageOutput(ctx, "annotate", cfg.model_dump()) as out:
         # Resolved paths (globs and ${SST2} expanded): lineage must reach the actual files.
         out.manifest.inputs = {"corpus": corpus, **{f"labels[{i}]": p for i, p in enumerate(label_files)}}
-        for split, items in splits.items():
-            write_jsonl(out.output(split, f"{split}.jsonl"), items)
-        write_jsonl(out.output("rejects", "rejects.jsonl"), rejects)
-        write_jsonl(out.output("conflicts", "conflicts.jsonl"), conflicts)
-        write_jsonl(out.output("unlabelled", "unlabelled.jsonl"), unlabelled)
+        write_outputs(out, corpus, splits, rejects, conflicts, unlabelled, agreement, {"names": names})
         if decisions:
             write_jsonl(out.output("weak", "weak.jsonl"), decisions)
-        write_json(out.output("agreement", "agreement.json"), agreement)
-        write_json(out.output("labels", "labels.json"), {"names": names})
-        out.manifest.outputs["corpus"] = corpus
         out.manifest.counts = {
             **{s: len(v) for s, v in splits.items()},
             "rejects": len(rejects),
@@ -189,6 +182,18 @@ def run(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
             **({"weak": weak_info} if weak_info else {}),
         }
     return out.manifest
+
+
+def write_outputs(out, corpus, splits, rejects, conflicts, unlabelled, agreement, labels: dict) -> None:
+    """The files every annotate run publishes, classification or NER, where later stages look."""
+    for split, items in splits.items():
+        write_jsonl(out.output(split, f"{split}.jsonl"), items)
+    write_jsonl(out.output("rejects", "rejects.jsonl"), rejects)
+    write_jsonl(out.output("conflicts", "conflicts.jsonl"), conflicts)
+    write_jsonl(out.output("unlabelled", "unlabelled.jsonl"), unlabelled)
+    write_json(out.output("agreement", "agreement.json"), agreement)
+    write_json(out.output("labels", "labels.json"), labels)
+    out.manifest.outputs["corpus"] = corpus
 
 
 def run_ner(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
@@ -214,14 +219,8 @@ def run_ner(cfg: AnnotateConfig, ctx: RunContext, inputs: dict) -> Manifest:
     check_leakage(splits)
     with StageOutput(ctx, "annotate", cfg.model_dump()) as out:
         out.manifest.inputs = {"corpus": corpus}
-        for split, items in splits.items():
-            write_jsonl(out.output(split, f"{split}.jsonl"), items)
-        write_jsonl(out.output("rejects", "rejects.jsonl"), rejects)
-        write_jsonl(out.output("conflicts", "conflicts.jsonl"), conflicts)
-        write_jsonl(out.output("unlabelled", "unlabelled.jsonl"), unlabelled)
-        write_json(out.output("agreement", "agreement.json"), agreement)
-        write_json(out.output("labels", "labels.json"), {"task": "ner", "names": types, "tags": tag_names(types)})
-        out.manifest.outputs["corpus"] = corpus
+        labels = {"task": "ner", "names": types, "tags": tag_names(types)}
+        write_outputs(out, corpus, splits, rejects, conflicts, unlabelled, agreement, labels)
         out.manifest.counts = {
             **{s: len(v) for s, v in splits.items()},
             "rejects": len(rejects),
