@@ -85,6 +85,14 @@ def heldout_split(rows: list[tuple[str, int]], size: int, seed: int = 0) -> tupl
     return [{"text": t, "label": y} for t, y in held], train
 
 
+def correct_on(model_dir: Path, rows: list[dict], variant: str = "fp32", cache: Path | None = None) -> list[bool]:
+    """Per row, whether the saved model in the serving ``variant`` predicts its label."""
+    from lmchain.serve import variants
+
+    predictions = variants.load(model_dir, variant, cache=cache).predict([r["text"] for r in rows])
+    return [p["label_id"] == r["label"] for p, r in zip(predictions, rows)]
+
+
 def bootstrap_ci(correct: list[bool], samples: int = 2000, seed: int = 0) -> tuple[float, float]:
     import numpy as np
 
@@ -97,7 +105,6 @@ def main() -> int:
     from lmchain.annotate.splits import stratified_split
     from lmchain.config import load_config
     from lmchain.datasets import sst2_dir
-    from lmchain.serve import variants
     from lmchain.train import finetune as ft, models
 
     os.environ.setdefault("LMCHAIN_HOME", tempfile.mkdtemp(prefix="bench-sst2-home-"))
@@ -133,11 +140,9 @@ def main() -> int:
         f"{metrics.get('best_macro_f1')} at step {metrics.get('best_step')}",
         flush=True,
     )
-    texts = [r["text"] for r in held]
     acc = {}
     for variant in ("fp32", "onnx-int8"):
-        predictor = variants.load(work / "model", variant, cache=work / "variants")
-        correct = [p["label_id"] == r["label"] for p, r in zip(predictor.predict(texts), held)]
+        correct = correct_on(work / "model", held, variant, cache=work / "variants")
         acc[variant] = (sum(correct) / len(correct), *bootstrap_ci(correct))
         print(f"{variant}: held-out accuracy {acc[variant][0]:.4f} (95% CI {acc[variant][1]:.4f}-{acc[variant][2]:.4f})")
     print(

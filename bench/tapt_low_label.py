@@ -88,16 +88,9 @@ def finetune(base_model: str, train: list[dict], validation: list[dict], seed: i
     return work / "model", metrics
 
 
-def correct_on(model_dir: Path, rows: list[dict]) -> list[bool]:
-    from lmchain.serve import variants
-
-    predictions = variants.load(model_dir, "fp32").predict([r["text"] for r in rows])
-    return [p["label_id"] == r["label"] for p, r in zip(predictions, rows)]
-
-
 def main() -> int:
     from paired import describe, seeds_ci
-    from sst2_sentences import heldout_split, read_rows
+    from sst2_sentences import correct_on, heldout_split, read_rows
 
     from lmchain.artifacts import RunContext
     from lmchain.config import PretrainConfig
